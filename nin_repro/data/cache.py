@@ -1,0 +1,136 @@
+"""The project's dataset cache: one uncompressed ``<name>.npz`` per dataset plus a ``<name>.json``
+sidecar holding its sha256, the source it was built from, shapes and class names.
+
+The cache lives outside the data folder (which may be read-only). A damaged or stale cache is not
+an error: :func:`load_cache` warns in one line and returns None so the caller rebuilds it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from nin_repro.data import Dataset, validate_dataset
+from nin_repro.errors import DataError
+
+CACHE_FORMAT = "nin-repro-dataset-cache/1"
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+class BadCacheWarning(UserWarning):
+    """A cache file was unreadable or failed its checksum; it will be rebuilt."""
+
+
+def default_cache_dir() -> Path:
+    """``$NIN_REPRO_CACHE``, else ``$XDG_CACHE_HOME/nin-repro``, else ``~/.cache/nin-repro``."""
+    if os.environ.get("NIN_REPRO_CACHE"):
+        return Path(os.environ["NIN_REPRO_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "nin-repro"
+
+
+def cache_paths(cache_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """(npz path, json sidecar path) for dataset ``name``."""
+    cache_dir = Path(cache_dir)
+    return cache_dir / f"{name}.npz", cache_dir / f"{name}.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomically(final: Path, write) -> None:
+    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left behind if something above failed
+
+
+def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
+    """Write ``ds`` to ``<cache_dir>/<name>.npz`` (+ ``.json``) atomically; returns the npz path.
+
+    Raises OSError if the cache cannot be written (the caller decides whether that matters).
+    """
+    npz_path, json_path = cache_paths(cache_dir, ds.name)
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: getattr(ds, k) for k in _ARRAYS}
+    # Uncompressed: loading 180 MB of CIFAR is faster than inflating it, and disk is cheap here.
+    _write_atomically(npz_path, lambda f: np.savez(f, **arrays))
+    meta = {
+        "format": CACHE_FORMAT,
+        "name": ds.name,
+        "source": ds.source,
+        "sha256": _sha256(npz_path),
+        "num_classes": ds.num_classes,
+        "class_names": list(ds.class_names),
+        "shapes": {k: list(v.shape) for k, v in arrays.items()},
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_atomically(json_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))
+    return npz_path
+
+
+def _bad_cache(npz_path: Path, why: str, *, ours: bool) -> None:
+    """Warn in one line and, if the npz is known to be ours, remove it so the warning does not repeat."""
+    why = " ".join(why.split())  # keep the warning on one line
+    action = "removed it; rebuilding" if ours else "ignoring it; rebuilding"
+    if ours:
+        try:
+            npz_path.unlink(missing_ok=True)
+        except OSError:
+            action = "ignoring it (could not remove it); rebuilding"
+    warnings.warn(f"dataset cache {npz_path} is unusable ({why}); {action}", BadCacheWarning, stacklevel=3)
+
+
+def load_cache(cache_dir: str | Path, name: str) -> Dataset | None:
+    """The cached dataset ``name``, or None if there is none or it is damaged (with a warning)."""
+    npz_path, json_path = cache_paths(cache_dir, name)
+    if not npz_path.is_file():
+        return None
+    try:
+        meta = json.loads(json_path.read_text())
+        ours = isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT
+        if not ours:
+            raise ValueError("sidecar is not a nin-repro cache description")
+        expected_sha, num_classes, class_names = meta["sha256"], int(meta["num_classes"]), tuple(meta["class_names"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+        # Without our sidecar the npz may not be ours: leave it, the rebuild overwrites it.
+        _bad_cache(npz_path, f"sidecar {json_path.name}: {type(e).__name__}: {e}", ours=False)
+        return None
+    try:
+        actual_sha = _sha256(npz_path)
+    except OSError as e:
+        _bad_cache(npz_path, f"cannot read: {e}", ours=False)
+        return None
+    if actual_sha != expected_sha:
+        _bad_cache(npz_path, "sha256 does not match its .json", ours=True)
+        return None
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in _ARRAYS}
+        ds = Dataset(name=name, num_classes=num_classes, class_names=class_names, source=f"cache:{npz_path}", **arrays)
+        validate_dataset(ds)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError) as e:
+        _bad_cache(npz_path, f"{type(e).__name__}: {e}", ours=True)
+        return None
+    return ds

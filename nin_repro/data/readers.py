@@ -1,0 +1,244 @@
+"""Readers of the datasets' original distribution files (no TensorFlow, no tfds).
+
+Each reader returns ``(x_train_NHWC, y_train, x_test_NHWC, y_test)`` as uint8 / int32 arrays and
+turns every kind of damaged file into a one-line :class:`DataError` that names the file and says
+what to do. Formats: CIFAR python pickles (https://www.cs.toronto.edu/~kriz/cifar.html) and MNIST
+idx files (https://yann.lecun.com/exdb/mnist/), optionally gzipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+import pickle
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nin_repro.data import validate_split
+from nin_repro.errors import DataError
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+# Folder (inside --data-dir) that holds each dataset's original files, and what to tell a user
+# whose files are missing. MNIST files may also sit directly in --data-dir or in torchvision's
+# MNIST/raw layout.
+ORIGINAL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("cifar-10-batches-py",),
+    "cifar100": ("cifar-100-python",),
+    "mnist": ("mnist", "MNIST/raw", "."),
+}
+_EXPECTED: dict[str, str] = {
+    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch; unpacked from cifar-10-python.tar.gz, "
+    "https://www.cs.toronto.edu/~kriz/cifar.html)",
+    "cifar100": "cifar-100-python/ (train, test; unpacked from cifar-100-python.tar.gz, "
+    "https://www.cs.toronto.edu/~kriz/cifar.html)",
+    "mnist": "mnist/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (each may be .gz; https://yann.lecun.com/exdb/mnist/)",
+}
+
+_CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
+_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
+
+# The only globals a CIFAR pickle needs (numpy arrays, written by Python 2 or 3, numpy 1 or 2).
+# Anything else is refused: unpickling runs code, and these files come from the internet.
+_ALLOWED_PICKLE_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # protocol-2 pickles of bytes written by Python 3
+    }
+)
+
+# What pickle.load raises on damaged input. The C unpickler mostly raises UnpicklingError, but
+# random bytes can also hit opcodes that fail with these (e.g. a bad memo index -> KeyError,
+# a truncated stream -> EOFError, a wrong argument to a reconstructor -> TypeError/ValueError,
+# a huge length field -> MemoryError/OverflowError).
+_PICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ImportError,
+    OverflowError,
+    MemoryError,
+    RecursionError,
+)
+# What reading a (possibly gzipped) file raises: OSError covers missing/unreadable files and
+# gzip.BadGzipFile; a gzip stream cut short raises EOFError; corrupt deflate data raises zlib.error.
+_READ_ERRORS = (OSError, EOFError, zlib.error)
+
+
+def expected_files(name: str) -> str:
+    """Which original files ``name`` needs inside ``--data-dir`` (for error messages)."""
+    try:
+        return _EXPECTED[name]
+    except KeyError:
+        raise DataError(f"no original-file reader for dataset {name!r}; known: {', '.join(_EXPECTED)}") from None
+
+
+def find_original_folder(name: str, data_dir: Path) -> Path | None:
+    """The folder under ``data_dir`` holding ``name``'s original files, or None if there is none."""
+    for sub in ORIGINAL_FOLDERS[name]:
+        folder = data_dir / sub
+        if name == "mnist":
+            # MNIST has no folder of its own in the original distribution: look for a marker file.
+            marker = folder / _MNIST_FILES["train_images"]
+            if marker.is_file() or marker.with_name(marker.name + ".gz").is_file():
+                return folder
+        elif folder.is_dir():
+            return folder
+    return None
+
+
+def read_original(name: str, folder: Path) -> Arrays:
+    """Dispatch to the reader for ``name``."""
+    readers = {"cifar10": read_cifar10_python, "cifar100": read_cifar100_python, "mnist": read_mnist_idx}
+    return readers[name](folder)
+
+
+# ----------------------------------------------------------------------------------------- CIFAR
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_cifar_pickle(path: Path, label_key: bytes, hint: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file -> (x_NHWC uint8, labels int64), raising DataError on any damage."""
+    if not path.is_file():
+        raise DataError(f"{path}: file missing; {hint}")
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); check permissions or {hint}") from None
+    try:
+        batch = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _PICKLE_ERRORS as e:
+        raise DataError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}); {hint}") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path}: expected a pickled dict, got {type(batch).__name__}; {hint}")
+    missing = [k.decode() for k in (b"data", label_key) if k not in batch]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}; {hint}")
+    data = batch[b"data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise DataError(f"{path}: 'data' must be uint8 of shape (N, 3072), got {getattr(data, 'dtype', '')} {shape}; {hint}")
+    try:
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: '{label_key.decode()}' is not a list of integers; {hint}") from None
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but labels of shape {labels.shape}; {hint}")
+    # A row is 1024 R, 1024 G, 1024 B values, each a row-major 32x32 plane.
+    x_NHWC = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x_NHWC), labels
+
+
+def _finish(x: np.ndarray, y64: np.ndarray, *, num_classes: int, image_shape: tuple[int, int, int], what: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check the label range (before casting, so huge values cannot wrap) and validate."""
+    if y64.size and (y64.min() < 0 or y64.max() >= num_classes):
+        raise DataError(f"{what}: labels must lie in [0, {num_classes}), found [{y64.min()}, {y64.max()}]; {hint}")
+    y = y64.astype(np.int32)
+    try:
+        validate_split(x, y, num_classes=num_classes, image_shape=image_shape, what=what)
+    except DataError as e:
+        raise DataError(f"{e}; {hint}") from None
+    return x, y
+
+
+def read_cifar10_python(folder: str | Path) -> Arrays:
+    """Read ``cifar-10-batches-py/`` (data_batch_1..5 + test_batch)."""
+    folder = Path(folder)
+    hint = f"re-download cifar-10-python.tar.gz and unpack it so that {folder} holds data_batch_1..5 and test_batch"
+    parts = [_load_cifar_pickle(folder / f, b"labels", hint) for f in _CIFAR10_TRAIN_FILES]
+    x_train = np.concatenate([x for x, _ in parts])
+    y_train = np.concatenate([y for _, y in parts])
+    x_test, y_test = _load_cifar_pickle(folder / "test_batch", b"labels", hint)
+    x_train, y_train = _finish(x_train, y_train, num_classes=10, image_shape=(32, 32, 3), what=f"{folder}/data_batch_*", hint=hint)
+    x_test, y_test = _finish(x_test, y_test, num_classes=10, image_shape=(32, 32, 3), what=f"{folder / 'test_batch'}", hint=hint)
+    return x_train, y_train, x_test, y_test
+
+
+def read_cifar100_python(folder: str | Path) -> Arrays:
+    """Read ``cifar-100-python/`` (train + test), using the 100 fine labels."""
+    folder = Path(folder)
+    hint = f"re-download cifar-100-python.tar.gz and unpack it so that {folder} holds train and test"
+    x_train, y_train = _load_cifar_pickle(folder / "train", b"fine_labels", hint)
+    x_test, y_test = _load_cifar_pickle(folder / "test", b"fine_labels", hint)
+    x_train, y_train = _finish(x_train, y_train, num_classes=100, image_shape=(32, 32, 3), what=str(folder / "train"), hint=hint)
+    x_test, y_test = _finish(x_test, y_test, num_classes=100, image_shape=(32, 32, 3), what=str(folder / "test"), hint=hint)
+    return x_train, y_train, x_test, y_test
+
+
+# ----------------------------------------------------------------------------------------- MNIST
+
+
+def _read_maybe_gz(folder: Path, base: str, hint: str) -> tuple[bytes, Path]:
+    """Bytes of ``base`` or, if only that exists, ``base.gz`` (decompressed)."""
+    plain, gz = folder / base, folder / (base + ".gz")
+    path = plain if plain.is_file() else gz
+    if not path.is_file():
+        raise DataError(f"{plain}(.gz): file missing; {hint}")
+    try:
+        if path is gz:
+            with gzip.open(path, "rb") as f:
+                return f.read(), path
+        return path.read_bytes(), path
+    except _READ_ERRORS as e:
+        raise DataError(f"{path}: cannot read ({type(e).__name__}: {e}); {hint}") from None
+
+
+def _parse_idx(raw: bytes, path: Path, *, magic: int, ndim: int, hint: str) -> np.ndarray:
+    """Parse an idx file: big-endian int32 magic, ``ndim`` int32 sizes, then uint8 data."""
+    header_len = 4 * (1 + ndim)
+    if len(raw) < header_len:
+        raise DataError(f"{path}: truncated ({len(raw)} bytes, header alone needs {header_len}); {hint}")
+    header = np.frombuffer(raw, dtype=">i4", count=1 + ndim).astype(np.int64)
+    if header[0] != magic:
+        raise DataError(f"{path}: wrong magic number {header[0]} (expected {magic}); is this the right file? {hint}")
+    dims = tuple(int(d) for d in header[1:])
+    expected_len = header_len + math.prod(dims)  # Python ints: no overflow on a garbage header
+    if min(dims) < 0 or len(raw) != expected_len:
+        raise DataError(f"{path}: header says {dims} = {expected_len} bytes, file has {len(raw)}; {hint}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_len).reshape(dims)
+
+
+def _read_mnist_split(folder: Path, images: str, labels: str, hint: str) -> tuple[np.ndarray, np.ndarray]:
+    raw_x, path_x = _read_maybe_gz(folder, images, hint)
+    raw_y, path_y = _read_maybe_gz(folder, labels, hint)
+    x = _parse_idx(raw_x, path_x, magic=_IDX_IMAGES_MAGIC, ndim=3, hint=hint)
+    y = _parse_idx(raw_y, path_y, magic=_IDX_LABELS_MAGIC, ndim=1, hint=hint)
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path_x} has {x.shape[0]} images but {path_y} has {y.shape[0]} labels; {hint}")
+    return _finish(x[..., None].copy(), y.astype(np.int64), num_classes=10, image_shape=(28, 28, 1), what=str(path_x), hint=hint)
+
+
+def read_mnist_idx(folder: str | Path) -> Arrays:
+    """Read the four MNIST idx files (each optionally ``.gz``) from ``folder``; images (N, 28, 28, 1)."""
+    folder = Path(folder)
+    hint = f"re-download the four MNIST idx files into {folder}"
+    x_train, y_train = _read_mnist_split(folder, _MNIST_FILES["train_images"], _MNIST_FILES["train_labels"], hint)
+    x_test, y_test = _read_mnist_split(folder, _MNIST_FILES["test_images"], _MNIST_FILES["test_labels"], hint)
+    return x_train, y_train, x_test, y_test
