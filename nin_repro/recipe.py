@@ -1,0 +1,154 @@
+"""Recipes as data: what a table row is trained with, and the paper's rows it is compared to.
+
+The experiment files in ``experiments/`` (installed as ``nin_repro.experiments``) build these
+objects; everything else reads them. A field the paper does not fix is listed in
+``Recipe.ours`` so the table row can name it as our choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+from nin_repro.errors import UsageError
+from nin_repro.models import NINConfig
+
+SCHEDULES = ("paper", "caffe", "plateau")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    dataset: str  # name for nin_repro.data.load_dataset ("cifar10", "mnist", "digits5k", "synthetic")
+    preprocess: str  # "gcn_zca" | "scale01" | "standardize"
+    model: NINConfig
+    augment: bool = False  # +-4 px zero-padded random crop and horizontal flip (after preprocessing)
+    augment_flip: bool = True  # digits must not be mirrored
+    batch_size: int = 128
+    # Optimizer (nin-facts §3): SGD, momentum inside the Caffe update, decay on weights only.
+    optimizer: str = "sgd"  # "sgd" (the paper's) | "adam" [ours, demo only]
+    base_lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    bias_lr_mult: float = 2.0
+    classifier_lr_mult: float = 0.1  # cccp6 (the layer producing class scores)
+    # Learning-rate schedule.
+    schedule: str = "paper"
+    paper_phases: tuple[tuple[float, float], ...] = ((200, 1.0), (30, 0.1), (30, 0.01))  # (epochs, LR factor)
+    caffe_step_iters: int = 100_000
+    caffe_max_iters: int = 120_000
+    caffe_gamma: float = 0.1
+    plateau_patience: int = 10  # epochs without training-accuracy gain before LR /10 [ours]
+    plateau_min_delta: float = 0.001  # a gain smaller than this (absolute accuracy) is no gain [ours]
+    plateau_drops: int = 2  # the paper divides by 10 twice: final LR = 1/100
+    plateau_max_epochs: float = 300  # [ours]
+    warmup_epochs: float = 0.0  # linear warm-up [ours]; 0 in the paper recipe
+    epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
+    seeds: tuple[int, ...] = (0, 1, 2)
+    eval_batch_size: int = 500
+    # The dead-last-layer check: this many consecutive steps with every class score exactly 0.
+    dead_steps: int = 50
+    ours: tuple[str, ...] = ()  # human-readable list of choices/departures that are ours
+    # Shortened runs (subset, smoke) say so here; the table row shows it.
+    train_subset: int | None = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown recipe schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+
+    def schedule_epochs(self, steps_per_epoch: int) -> float:
+        """Length of the schedule as published (before --epochs scaling)."""
+        if self.schedule == "paper":
+            return float(sum(e for e, _ in self.paper_phases))
+        if self.schedule == "caffe":
+            return self.caffe_max_iters / steps_per_epoch
+        return float(self.plateau_max_epochs)
+
+    def total_epochs(self, steps_per_epoch: int) -> float:
+        return float(self.epochs) if self.epochs is not None else self.schedule_epochs(steps_per_epoch)
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return max(1, math.ceil(self.total_epochs(steps_per_epoch) * steps_per_epoch))
+
+    def lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """LR multiplier at ``step`` for the step-based schedules (paper, caffe), scaled
+        proportionally when --epochs shortens or lengthens the run; includes warm-up."""
+        scale = self.total_epochs(steps_per_epoch) / self.schedule_epochs(steps_per_epoch)
+        epoch = step / steps_per_epoch
+        factor = 1.0
+        if self.schedule == "paper":
+            end = 0.0
+            for length, f in self.paper_phases:
+                end += length * scale
+                factor = f
+                if epoch < end:
+                    break
+        elif self.schedule == "caffe":
+            boundary = self.caffe_step_iters * scale
+            factor = self.caffe_gamma if step >= boundary else 1.0
+        warm = self.warmup_epochs * steps_per_epoch
+        if warm > 0 and step < warm:
+            factor *= (step + 1) / warm
+        return factor
+
+    @property
+    def is_paper_length(self) -> bool:
+        return self.epochs is None and self.train_subset is None
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperRow:
+    method: str
+    error: float  # test error, %
+    citation: str  # e.g. "[11] Zeiler & Fergus 2013"
+    variant: str | None = None  # key of our Variant that reproduces this row
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    key: str
+    method: str
+    recipe: Recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    name: str  # command and file name: results/<name>.md
+    title: str
+    source: str  # where the paper's numbers come from, with confidence
+    rows: tuple[PaperRow, ...]
+    variants: tuple[Variant, ...]
+    tolerance_pp: float  # |ours - paper| within this many points = reproduced [ours]
+    notes: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
+
+    def variant(self, key: str) -> Variant:
+        for v in self.variants:
+            if v.key == key:
+                return v
+        raise UsageError(f"table {self.name} has no variant {key!r}")
+
+    def paper_row(self, variant_key: str) -> PaperRow | None:
+        return next((r for r in self.rows if r.variant == variant_key), None)
+
+
+def load_experiment(name: str):
+    """The module ``experiments/<name>.py``. Installed packages carry it as
+    ``nin_repro.experiments``; a source checkout run with PYTHONPATH=. has it at the top level."""
+    module_name = f"nin_repro.experiments.{name}"
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name not in ("nin_repro.experiments", module_name):
+            raise
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    if not path.is_file():
+        raise UsageError(f"no experiment file for {name!r} (looked for {path})")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,366 @@
+"""Training: SGD with the Caffe update, the dataset on the device, shuffling and augmentation
+inside the compiled step, exact evaluation, dead-last-layer and non-finite-loss checks.
+
+``train_and_evaluate(recipe, data, workdir, seed)`` runs one seed and writes its run folder:
+``metrics.jsonl`` (one line per epoch), ``params/`` (orbax), ``run.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from nin_repro import atomic
+from nin_repro.errors import TrainingFailed, UsageError
+from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+from nin_repro.models import NIN
+from nin_repro.recipe import Recipe
+
+CROP_PAD = 4  # +-4 px translations (Min Lin's --crop-border default, maxout's pad_randomized=4)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedData:
+    """Preprocessed float32 NHWC arrays (host) ready to move to the device."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    seed: int
+    test_error: float  # of the final parameters
+    test_loss: float
+    num_test: int
+    steps: int
+    epochs: float
+    wall_s: float
+    train_img_per_s: float
+    run_dir: str
+
+
+class Progress(Protocol):
+    def start(self, total_steps: int, description: str) -> None: ...
+    def update(self, step: int, *, epoch: float, loss: float, img_per_s: float) -> None: ...
+    def epoch_end(self, record: dict) -> None: ...
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def _path_names(path) -> tuple:
+    return tuple(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))) for k in path)
+
+
+def make_optimizer(recipe: Recipe, params, classifier_path: tuple) -> optax.GradientTransformation:
+    """Caffe's SGD: v <- m v - lr * mult * (g + wd * decay_mult * w); w <- w + v.
+
+    Biases: 2x LR, no decay; the classifier layer (cccp6): 0.1x on weight and bias (nin-facts §3).
+    The LR is a hyperparameter in the state so the host schedule (incl. the plateau rule) sets it
+    per step without recompiling."""
+
+    def is_bias(path) -> bool:
+        return "bias" in _path_names(path)
+
+    def multiplier(path, _):
+        names = _path_names(path)
+        m = recipe.bias_lr_mult if is_bias(path) else 1.0
+        if names[: len(classifier_path)] == classifier_path:
+            m *= recipe.classifier_lr_mult
+        return jnp.float32(m)
+
+    mults = jax.tree_util.tree_map_with_path(multiplier, params)
+    decay_mask = jax.tree_util.tree_map_with_path(lambda path, _: not is_bias(path), params)
+
+    def build(learning_rate):
+        if recipe.optimizer == "adam":  # [ours] demo only; no multipliers, decoupled decay
+            return optax.adamw(learning_rate, weight_decay=recipe.weight_decay, mask=decay_mask)
+        return optax.chain(
+            optax.add_decayed_weights(recipe.weight_decay, mask=decay_mask),
+            optax.stateless(lambda updates, _: jax.tree.map(lambda u, m: u * m, updates, mults)),
+            optax.scale_by_learning_rate(learning_rate, flip_sign=True),
+            # Momentum after the LR, as Caffe does, so an LR drop does not rescale the velocity.
+            optax.trace(decay=recipe.momentum),
+        )
+
+    if recipe.optimizer not in ("sgd", "adam"):
+        raise UsageError(f"unknown optimizer {recipe.optimizer!r}: choose sgd or adam")
+    return optax.inject_hyperparams(build)(learning_rate=recipe.base_lr)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def augment_batch(x_BHWC: jax.Array, key: jax.Array, flip: bool = True) -> jax.Array:
+    """Zero-padded random crop (+-4 px) and horizontal flip with p = 0.5, per example, on device.
+    Zero is the whitened data's mean, so padding adds no energy."""
+    b, h, w, _ = x_BHWC.shape
+    k_crop, k_flip = jax.random.split(key)
+    padded = jnp.pad(x_BHWC, ((0, 0), (CROP_PAD, CROP_PAD), (CROP_PAD, CROP_PAD), (0, 0)))
+    offsets_B2 = jax.random.randint(k_crop, (b, 2), 0, 2 * CROP_PAD + 1)
+
+    def crop(img, off):
+        return jax.lax.dynamic_slice(img, (off[0], off[1], 0), (h, w, img.shape[-1]))
+
+    out = jax.vmap(crop)(padded, offsets_B2)
+    if flip:
+        do_flip = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
+        out = jnp.where(do_flip, out[:, :, ::-1, :], out)
+    return out
+
+
+# --------------------------------------------------------------------------- compiled steps
+
+
+def default_chunk_steps(steps_per_epoch: int) -> int:
+    """Steps per compiled call. On GPU/TPU the whole epoch is one compiled loop. XLA:CPU runs
+    convolutions inside a while loop several times slower (measured: 4 steps 18x slower in a
+    scan than unrolled), so on CPU each call is one step; the data stays on the device either way."""
+    return 1 if jax.default_backend() == "cpu" else steps_per_epoch
+
+
+@functools.partial(jax.jit, static_argnums=(2,))
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_train: int) -> jax.Array:
+    """The order of epoch ``epoch``: a function of (seed, epoch) only, so a run can resume."""
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), num_train)
+
+
+def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int):
+    """A jitted function running ``num_steps`` SGD steps as one compiled program.
+
+    The epoch's order is a permutation drawn on device from fold_in(key, epoch); step ``s``
+    draws its dropout and augmentation randomness from fold_in(key, s). Nothing per step goes
+    through Python."""
+    batch = recipe.batch_size
+
+    def loss_fn(params, x, y, key):
+        model = nnx.merge(graphdef, params)
+        logits = model(x, train=True, rngs=nnx.Rngs(dropout=key))
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, logits
+
+    def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
+        def body(state, i):
+            params, opt_state = state
+            idx = jax.lax.dynamic_slice(perm, ((pos_in_epoch + i) * batch,), (batch,))
+            x, y = x_train[idx], y_train[idx]
+            step_key = jax.random.fold_in(jax.random.fold_in(key, 2), first_step + i)
+            k_drop, k_aug = jax.random.split(step_key)
+            if recipe.augment:
+                x = augment_batch(x, k_aug, flip=recipe.augment_flip)
+            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, k_drop)
+            opt_state.hyperparams["learning_rate"] = lrs[i]
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            metrics = {
+                "loss": loss,
+                "correct": jnp.sum(jnp.argmax(logits, -1) == y),
+                # 0 exactly when every class score of every example is 0: the dead last layer.
+                "max_abs_logit": jnp.max(jnp.abs(logits)),
+            }
+            return (params, opt_state), metrics
+
+        if num_steps == 1:  # no loop at all for XLA:CPU (see default_chunk_steps)
+            state, metrics = body(state, 0)
+            return state, jax.tree.map(lambda a: a[None], metrics)
+        return jax.lax.scan(body, state, jnp.arange(num_steps))
+
+    # Donate the training state: parameters and momentum are updated in place.
+    return jax.jit(run, donate_argnums=(0,))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def logits_fn_for(graphdef):
+    def logits(params, x):
+        return nnx.merge(graphdef, params)(x, train=False)
+
+    return logits
+
+
+def init_model(recipe: Recipe, seed: int) -> NIN:
+    return NIN(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 0)))
+
+
+class _Plateau:
+    """The paper's rule: divide the LR by 10 when training accuracy stops improving, twice
+    (final LR = 1/100); stop when it stalls once more or at the maximum epochs."""
+
+    def __init__(self, recipe: Recipe):
+        self.r, self.factor, self.best, self.waited, self.drops, self.done = recipe, 1.0, -1.0, 0, 0, False
+
+    def observe(self, train_accuracy: float) -> None:
+        if train_accuracy > self.best + self.r.plateau_min_delta:
+            self.best, self.waited = train_accuracy, 0
+            return
+        self.waited += 1
+        if self.waited >= self.r.plateau_patience:
+            if self.drops >= self.r.plateau_drops:
+                self.done = True
+            else:
+                self.factor, self.drops, self.waited = self.factor / 10, self.drops + 1, 0
+
+
+def train_and_evaluate(
+    recipe: Recipe,
+    data: PreparedData,
+    workdir: str | Path,
+    seed: int,
+    progress: Progress | None = None,
+    eval_every: int = 1,
+    chunk_steps: int | None = None,
+) -> RunResult:
+    """Train one seed of ``recipe`` on ``data``; write the run folder; return the final test error."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    n_train = len(data.x_train)
+    if recipe.batch_size > n_train:
+        raise UsageError(f"batch size {recipe.batch_size} is larger than the training set ({n_train} images): pass a smaller --batch-size")
+    steps_per_epoch = n_train // recipe.batch_size  # each epoch a fresh permutation; the remainder waits for the next
+    total_steps = recipe.total_steps(steps_per_epoch)
+    max_epochs = math.ceil(total_steps / steps_per_epoch)
+    chunk = min(chunk_steps or default_chunk_steps(steps_per_epoch), steps_per_epoch)
+
+    model = init_model(recipe, seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(recipe, params, model.classifier_path())
+    state = (params, tx.init(params))
+    key = jax.random.key(seed)
+
+    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    test_set = EvalSet.build(data.x_test, data.y_test, recipe.eval_batch_size)
+    eval_fn = make_eval_fn(logits_fn_for(graphdef))
+    compiled: dict[int, Callable] = {}
+
+    plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None
+    metrics_path = workdir / "metrics.jsonl"
+    metrics_path.write_text("")
+    if progress:
+        progress.start(total_steps, f"seed {seed}")
+
+    step, dead_run, t_start, train_time = 0, 0, time.perf_counter(), 0.0
+    ln_c = math.log(data.num_classes)
+    for epoch in range(max_epochs):
+        epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
+        pos = 0
+        perm = epoch_permutation(key, epoch, n_train)
+        while pos < steps_per_epoch and step < total_steps:
+            k = min(chunk, steps_per_epoch - pos, total_steps - step)
+            if k not in compiled:
+                compiled[k] = make_train_steps(graphdef, tx, recipe, k)
+            factor = plateau.factor if plateau else None
+            lrs = np.array(
+                [recipe.base_lr * (factor * recipe.lr_factor(s, steps_per_epoch) if plateau else recipe.lr_factor(s, steps_per_epoch)) for s in range(step, step + k)],
+                np.float32,
+            )
+            t0 = time.perf_counter()
+            state, m = compiled[k](state, x_train, y_train, perm, key, step, pos, lrs)
+            losses = np.asarray(m["loss"])
+            dt = time.perf_counter() - t0
+            train_time += dt
+
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                raise TrainingFailed(
+                    f"seed {seed}: the loss became {losses[bad[0]]} at step {step + int(bad[0])}; the run is stopped "
+                    "(try a smaller learning rate with --set base_lr=..., or another seed)"
+                )
+            for i, zero in enumerate(np.asarray(m["max_abs_logit"]) == 0):
+                dead_run = dead_run + 1 if zero else 0
+                if dead_run >= recipe.dead_steps:
+                    raise TrainingFailed(
+                        f"seed {seed}: the last layer died at step {step + i}: every class score is 0 for "
+                        f"{recipe.dead_steps} steps, the loss sits at ln({data.num_classes}) = {ln_c:.4f} and no gradient "
+                        "flows (a known failure of the paper's init with LR 0.1); try another --seeds value or our "
+                        "warm-up departure, --warmup-epochs 5"
+                    )
+            epoch_loss += float(losses.sum())
+            epoch_correct += int(np.asarray(m["correct"]).sum())
+            epoch_seen += k
+            step += k
+            pos += k
+            if progress:
+                progress.update(step, epoch=step / steps_per_epoch, loss=float(losses[-1]), img_per_s=k * recipe.batch_size / dt)
+
+        train_acc = epoch_correct / (epoch_seen * recipe.batch_size)
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": float(lrs[-1]),
+            "train_loss": epoch_loss / epoch_seen,
+            "train_error": 1.0 - train_acc,
+            "wall_s": round(time.perf_counter() - t_start, 3),
+        }
+        last = step >= total_steps
+        if plateau:
+            plateau.observe(train_acc)
+            last = last or plateau.done
+        if last or (eval_every and (epoch + 1) % eval_every == 0):
+            ev = evaluate(eval_fn, state[0], test_set)
+            record.update(test_error=ev.error, test_loss=ev.loss)
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if progress:
+            progress.epoch_end(record)
+        if last:
+            break
+
+    params = state[0]
+    final = evaluate(eval_fn, params, test_set)
+    wall = time.perf_counter() - t_start
+    save_params(workdir / "params", params)
+    result = RunResult(
+        seed=seed,
+        test_error=final.error,
+        test_loss=final.loss,
+        num_test=final.num_examples,
+        steps=step,
+        epochs=step / steps_per_epoch,
+        wall_s=wall,
+        train_img_per_s=step * recipe.batch_size / train_time if train_time else 0.0,
+        run_dir=str(workdir),
+    )
+    if progress:
+        progress.close()
+    return result
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_params(path: Path, params) -> None:
+    import orbax.checkpoint as ocp
+
+    path = Path(path).resolve()
+    ckpt = ocp.StandardCheckpointer()
+    ckpt.save(path, nnx.to_pure_dict(params), force=True)
+    ckpt.wait_until_finished()
+
+
+def load_params(path: Path, recipe: Recipe):
+    """Parameters saved by ``save_params`` as an nnx.State matching ``recipe.model``."""
+    import orbax.checkpoint as ocp
+
+    model = init_model(recipe, 0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    restored = ocp.StandardCheckpointer().restore(Path(path).resolve())
+    nnx.replace_by_pure_dict(params, restored)
+    return graphdef, params
