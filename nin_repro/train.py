@@ -200,6 +200,23 @@ def init_model(recipe: Recipe, seed: int) -> NIN:
     return NIN(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 0)))
 
 
+@dataclasses.dataclass
+class _Program:
+    """What compiles once per recipe and is shared by its seeds."""
+
+    tx: optax.GradientTransformation
+    eval_fn: Callable
+    steps: dict[int, Callable]
+
+
+@functools.lru_cache(maxsize=8)
+def _program(recipe: Recipe) -> _Program:
+    model = init_model(recipe, 0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(recipe, params, model.classifier_path())
+    return _Program(tx, make_eval_fn(logits_fn_for(graphdef)), {})
+
+
 class _Plateau:
     """The paper's rule: divide the LR by 10 when training accuracy stops improving, twice
     (final LR = 1/100); stop when it stalls once more or at the maximum epochs."""
@@ -241,14 +258,14 @@ def train_and_evaluate(
 
     model = init_model(recipe, seed)
     graphdef, params = nnx.split(model, nnx.Param)
-    tx = make_optimizer(recipe, params, model.classifier_path())
+    program = _program(recipe)
+    tx, eval_fn = program.tx, program.eval_fn
     state = (params, tx.init(params))
     key = jax.random.key(seed)
 
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     test_set = EvalSet.build(data.x_test, data.y_test, recipe.eval_batch_size)
-    eval_fn = make_eval_fn(logits_fn_for(graphdef))
-    compiled: dict[int, Callable] = {}
+    compiled = program.steps
 
     plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None
     metrics_path = workdir / "metrics.jsonl"

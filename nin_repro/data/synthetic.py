@@ -47,6 +47,8 @@ def make_synthetic(
     image_shape: tuple[int, int, int] = (32, 32, 3),
     num_classes: int = 10,
     seed: int = 0,
+    max_shift: int = _MAX_SHIFT,
+    noise: float = _NOISE,
 ) -> Dataset:
     """Balanced synthetic dataset; the same arguments always give the same arrays."""
     if num_train < 0 or num_test < 0 or num_classes < 2 or len(image_shape) != 3 or min(image_shape) < 1:
@@ -66,16 +68,16 @@ def make_synthetic(
     for start in range(0, n, _CHUNK):
         y = labels[start : start + _CHUNK]
         m = len(y)
-        dy = rng.integers(-_MAX_SHIFT, _MAX_SHIFT + 1, size=m)
-        dx = rng.integers(-_MAX_SHIFT, _MAX_SHIFT + 1, size=m)
+        dy = rng.integers(-max_shift, max_shift + 1, size=m)
+        dx = rng.integers(-max_shift, max_shift + 1, size=m)
         # Circular shift by (dy, dx), done as one gather: out[i, r, c] = texture[y_i, r - dy_i, c - dx_i].
         r_idx = (rows[None, :, None] - dy[:, None, None]) % H
         c_idx = (cols[None, None, :] - dx[:, None, None]) % W
         signal = class_textures_KHWC[y[:, None, None], r_idx, c_idx]
         contrast = rng.uniform(0.5, 1.5, size=(m, 1, 1, 1)).astype(np.float32)
         distractor = rng.uniform(-1.0, 1.0, size=(m, 1, 1, 1)).astype(np.float32) * distractor_HWC
-        noise = rng.normal(0.0, 1.0, size=(m, H, W, C)).astype(np.float32)
-        pixels = 128.0 + 40.0 * (contrast * signal + distractor + _NOISE * noise)
+        noise_NHWC = rng.normal(0.0, 1.0, size=(m, H, W, C)).astype(np.float32)
+        pixels = 128.0 + 40.0 * (contrast * signal + distractor + noise * noise_NHWC)
         x_NHWC[start : start + m] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
     return validate_dataset(

@@ -1,0 +1,3 @@
+from nin_repro.cli import entry
+
+entry()

@@ -1,0 +1,221 @@
+"""One paper table end to end: data -> preprocess -> train every variant x seed -> results table.
+
+``reproduce(table, options)`` is what every table command calls; the CLI only parses options.
+Run folders: ``<workdir>/<table>/<variant>/seed_<k>/`` (metrics.jsonl, params/, run.json) and the
+fitted preprocessing ``<workdir>/<table>/preprocess_<dataset>_<kind>.npz`` that run.json names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nin_repro import atomic
+from nin_repro.data import DATASETS, Dataset, load_dataset
+from nin_repro.errors import UsageError
+from nin_repro.preprocess import Preprocessor, fit_preprocessor
+from nin_repro.recipe import SCHEDULES, Recipe, Table
+from nin_repro.results import VariantResult, provenance, write_table
+from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate
+
+# --smoke: synthetic but learnable data in the table's image shape, tiny widths, a few steps.
+SMOKE_TRAIN, SMOKE_TEST = 1536, 500  # 500 is not a multiple of the eval batch: padding is exercised
+SMOKE_WIDTH = 0.125
+SMOKE_EPOCHS = 8
+SMOKE_BATCH = 64
+SMOKE_EVAL_BATCH = 128
+SMOKE_SEEDS = (0,)
+SMOKE_SHIFT, SMOKE_NOISE = 2, 1.0  # easier than make_synthetic's default, so a few steps suffice
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    results_dir: Path = Path("results")
+    workdir: Path = Path("runs")
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    tfds_data_dir: Path | None = None
+    download: bool = True
+    seeds: int | None = None  # K -> seeds 0..K-1; None = the recipe's
+    epochs: float | None = None
+    batch_size: int | None = None
+    schedule: str | None = None  # --recipe paper|caffe|plateau
+    warmup_epochs: float | None = None
+    smoke: bool = False
+
+    def validate(self) -> None:
+        if self.seeds is not None and self.seeds <= 0:
+            raise UsageError(f"--seeds must be a positive number of seeds, got {self.seeds}")
+        if self.epochs is not None and not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise UsageError(f"--epochs must be positive, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise UsageError(f"unknown --recipe {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+
+
+def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...]]:
+    """The recipe a run uses, and the overrides to record (and mark in the row)."""
+    changes: dict = {}
+    if opts.seeds is not None:
+        changes["seeds"] = tuple(range(opts.seeds))
+    if opts.epochs is not None:
+        changes["epochs"] = float(opts.epochs)
+    if opts.batch_size is not None and opts.batch_size != recipe.batch_size:
+        changes["batch_size"] = opts.batch_size
+    if opts.schedule is not None and opts.schedule != recipe.schedule:
+        changes["schedule"] = opts.schedule
+    if opts.warmup_epochs is not None and opts.warmup_epochs != recipe.warmup_epochs:
+        changes["warmup_epochs"] = opts.warmup_epochs
+    if opts.smoke:
+        changes.update(
+            model=recipe.model.scaled(SMOKE_WIDTH),
+            epochs=SMOKE_EPOCHS if opts.epochs is None else float(opts.epochs),
+            batch_size=opts.batch_size or SMOKE_BATCH,
+            eval_batch_size=SMOKE_EVAL_BATCH,
+            seeds=changes.get("seeds", SMOKE_SEEDS),
+            # A smoke run checks the pipeline, not the recipe: tiny widths with N(0, 0.05), SGD and
+            # ZCA fitted on 1.5k images (fewer than its 3072 dimensions) learn nothing in 200 steps,
+            # so smoke uses He init, standardized pixels and Adam; the row says so.
+            model_init_he=True,
+            preprocess="standardize",
+            optimizer="adam",
+            base_lr=0.005,
+            classifier_lr_mult=1.0,
+        )
+    he = changes.pop("model_init_he", False)
+    if he:
+        changes["model"] = dataclasses.replace(
+            changes["model"], blocks=tuple(dataclasses.replace(b, init_std=None) for b in changes["model"].blocks)
+        )
+    new = dataclasses.replace(recipe, **changes)
+    recorded = tuple(
+        f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke
+    )
+    return new, recorded
+
+
+def load_table_data(recipe: Recipe, opts: Options) -> Dataset:
+    if opts.smoke:
+        from nin_repro.data.synthetic import make_synthetic
+
+        info = DATASETS.get(recipe.dataset)
+        shape = info.image_shape if info else (28, 28, 1)
+        classes = recipe.model.num_classes
+        return make_synthetic(f"synthetic-{recipe.dataset}", num_train=SMOKE_TRAIN, num_test=SMOKE_TEST, image_shape=shape, num_classes=classes, seed=0, max_shift=SMOKE_SHIFT, noise=SMOKE_NOISE)
+    if recipe.dataset == "digits5k":
+        from nin_repro.data.digits import load_demo_digits
+
+        return load_demo_digits()
+    return load_dataset(recipe.dataset, data_dir=opts.data_dir, cache_dir=opts.cache_dir, download=opts.download, tfds_data_dir=opts.tfds_data_dir)
+
+
+def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData, Path]:
+    """Fit the preprocessing on the training images, apply it to both splits, save it."""
+    pre = fit_preprocessor(recipe.preprocess, ds.x_train)
+    path = table_dir / f"preprocess_{ds.name}_{recipe.preprocess}.npz"
+    pre.save(path)
+    data = PreparedData(pre.apply(ds.x_train), ds.y_train, pre.apply(ds.x_test), ds.y_test, ds.num_classes, ds.source)
+    return data, path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool) -> str | None:
+    if smoke:
+        return (
+            f"smoke: synthetic data, widths x{SMOKE_WIDTH}, He init, standardized pixels, Adam, "
+            f"{recipe.epochs:g} epochs of {SMOKE_TRAIN} images"
+        )
+    if recipe.epochs is not None and recipe.epochs < planned_epochs - 1e-9:
+        return f"shortened: {recipe.epochs:g} of {planned_epochs:g} epochs"
+    return None
+
+
+def reproduce(table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None) -> tuple[Path, Path]:
+    """Train every variant of ``table`` for every seed and write its results table."""
+    opts.validate()
+    table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
+    prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
+    results: list[VariantResult] = []
+    for variant in table.variants:
+        if variants and variant.key not in variants:
+            continue
+        recipe, overrides = apply_options(variant.recipe, opts)
+        key = (recipe.dataset, recipe.preprocess)
+        if key not in prepared:
+            prepared[key] = prepare(load_table_data(recipe, opts), recipe, table_dir)
+        data, pre_path = prepared[key]
+        if recipe.batch_size > len(data.x_train):
+            raise UsageError(f"--batch-size {recipe.batch_size} is larger than the training set ({len(data.x_train)} images)")
+        steps_per_epoch = len(data.x_train) // recipe.batch_size
+        planned = variant.recipe.schedule_epochs(steps_per_epoch)
+        runs: list[RunResult] = []
+        for seed in recipe.seeds:
+            run_dir = table_dir / variant.key / f"seed_{seed}"
+            result = train_and_evaluate(recipe, data, run_dir, seed, progress)
+            atomic.write_json(
+                run_dir / "run.json",
+                {
+                    "table": table.name,
+                    "variant": variant.key,
+                    "method": variant.method,
+                    "seed": seed,
+                    "result": dataclasses.asdict(result),
+                    "recipe": dataclasses.asdict(recipe),
+                    "overrides": list(overrides),
+                    "smoke": opts.smoke,
+                    "data_source": data.source,
+                    "preprocess": {"path": str(pre_path.resolve()), "sha256": _sha256(pre_path)},
+                    "provenance": provenance(),
+                },
+            )
+            runs.append(result)
+        results.append(
+            VariantResult.from_runs(
+                variant,
+                runs,
+                planned_epochs=planned,
+                shortened=shortened_label(recipe, planned, opts.smoke),
+                data_source=data.source,
+                overrides=overrides,
+            )
+        )
+    return write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+
+
+def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
+    """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
+    import json
+
+    from nin_repro.models import BlockSpec, NINConfig
+
+    record = json.loads((Path(run_dir) / "run.json").read_text())
+    r = dict(record["recipe"])
+    m = dict(r.pop("model"))
+    m["blocks"] = tuple(BlockSpec(**{**b, "widths": tuple(b["widths"]), "init_std": tuple(b["init_std"]) if b["init_std"] else None}) for b in m["blocks"])
+    m["input_hw"] = tuple(m["input_hw"])
+    tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
+    r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
+    recipe = Recipe(model=NINConfig(**m), **r)
+    pre = Preprocessor.load(record["preprocess"]["path"])
+    return record, recipe, pre
+
+
+def reevaluate(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Test error of a saved run's final parameters on (x_test, y_test) with its saved preprocessing."""
+    from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+    from nin_repro.train import load_params, logits_fn_for
+
+    _, recipe, pre = load_run(run_dir)
+    graphdef, params = load_params(Path(run_dir) / "params", recipe)
+    test = EvalSet.build(pre.apply(x_test), y_test, recipe.eval_batch_size)
+    return evaluate(make_eval_fn(logits_fn_for(graphdef)), params, test).error
