@@ -1,0 +1,139 @@
+"""The CLI end to end: the smoke table, errors as one line with exit codes, no TensorFlow on the
+training path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nin_repro.cli import main
+from nin_repro.recipe import load_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_smoke_table_has_every_paper_row(smoke_cifar10):
+    table = smoke_cifar10["table"]
+    paper = {r["method"]: r["error"] for r in table["paper_rows"]}
+    assert paper == {r.method: r.error for r in load_experiment("cifar10").TABLE.rows}
+    assert paper["NIN + Dropout"] == 10.41 and paper["NIN + Dropout + Data Augmentation"] == 8.81
+    assert paper["Stochastic Pooling"] == 15.13 and paper["DropConnect + 12 networks + Data Augmentation"] == 9.32
+    md = (smoke_cifar10["results"] / "smoke" / "cifar10.md").read_text()
+    for method, err in paper.items():
+        assert method in md and f"{err:.2f}" in md
+
+
+def test_smoke_rows_are_marked_and_learn(smoke_cifar10):
+    table = smoke_cifar10["table"]
+    md = (smoke_cifar10["results"] / "smoke" / "cifar10.md").read_text()
+    assert table["smoke"] is True
+    assert md.count("(smoke:") >= 2
+    variants = {v["key"]: v for v in table["variants"]}
+    assert set(variants) == {"nin_dropout", "nin_dropout_aug"}
+    for v in variants.values():
+        assert v["shortened"].startswith("smoke")
+        assert v["within_tolerance"] is None  # a smoke number is never a reproduction
+    # Chance is 90 %. The row without augmentation learns the synthetic classes clearly.
+    assert variants["nin_dropout"]["mean"] < 50.0
+    assert variants["nin_dropout_aug"]["mean"] < 88.0
+    # Smoke output never lands in the real results folder.
+    assert not (smoke_cifar10["results"] / "cifar10.md").exists()
+
+
+def test_smoke_error_equals_a_fresh_evaluation_of_saved_parameters(smoke_cifar10):
+    from nin_repro.reproduce import SMOKE_TEST, SMOKE_TRAIN, reevaluate, SMOKE_NOISE, SMOKE_SHIFT
+    from nin_repro.data.synthetic import make_synthetic
+
+    ds = make_synthetic("synthetic-cifar10", num_train=SMOKE_TRAIN, num_test=SMOKE_TEST, seed=0, max_shift=SMOKE_SHIFT, noise=SMOKE_NOISE)
+    variant = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout")
+    run_dir = Path(variant["run_dirs"][0])
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["seed"] == 0 and record["smoke"] is True
+    err = reevaluate(run_dir, ds.x_test, ds.y_test)
+    assert 100 * err == pytest.approx(variant["errors_pct"][0])
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == record["result"]["steps"] == 8 * (SMOKE_TRAIN // 64)
+
+
+def test_help_lists_the_tables(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10" in out and "Table 1" in out and "demo" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["cifar10", "--seeds", "0"], "--seeds must be a positive"),
+        (["cifar10", "--epochs", "-1"], "--epochs must be positive"),
+        (["cifar10", "--batch-size", "0"], "--batch-size must be positive"),
+        (["cifar10", "--recipe", "cosine"], "unknown --recipe"),
+        (["no-such-table"], "No such command"),
+        (["cifar10", "--seeds", "abc"], "Invalid value for '--seeds'"),
+    ],
+)
+def test_bad_usage_is_one_line_exit_2(args, message, capsys, tmp_path):
+    code = main(args + ["--results-dir", str(tmp_path / "r")] if args[0] == "cifar10" else args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_without_download_says_where_to_put_files(capsys, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    code = main(
+        ["cifar10", "--no-download", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cifar-10-batches-py" in err and str(data) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_data_dir_that_is_not_a_folder(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code = main(["cifar10", "--data-dir", str(f), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")])
+    assert code == 2 and "is not a folder" in capsys.readouterr().err
+
+
+NO_TF_SCRIPT = r"""
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+sys.path.insert(0, REPO)
+from pathlib import Path
+from tests.test_data import write_cifar10
+from nin_repro.data import load_dataset
+from nin_repro.preprocess import fit_preprocessor
+from nin_repro.recipe import Recipe
+from nin_repro.models import nin_cifar10
+from nin_repro.train import PreparedData, train_and_evaluate
+
+tmp = Path(TMP)
+write_cifar10(tmp / "data" / "cifar-10-batches-py", n=8)
+ds = load_dataset("cifar10", data_dir=tmp / "data", cache_dir=tmp / "cache", download=False)
+assert ds.source.startswith("files:"), ds.source
+pre = fit_preprocessor("gcn_zca", ds.x_train)
+data = PreparedData(pre.apply(ds.x_train), ds.y_train, pre.apply(ds.x_test), ds.y_test, 10, ds.source)
+recipe = Recipe(dataset="cifar10", preprocess="gcn_zca", model=nin_cifar10().scaled(0.05), batch_size=8, epochs=1, augment=True)
+result = train_and_evaluate(recipe, data, tmp / "run", seed=0)
+assert result.steps == 5, result
+assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules if sys.modules[m] is not None)
+print("OK", result.steps)
+"""
+
+
+def test_training_path_never_imports_tensorflow(tmp_path):
+    """A fresh interpreter where importing TensorFlow fails reads original CIFAR-10 files,
+    preprocesses them and trains an epoch."""
+    script = f"REPO = {str(REPO)!r}\nTMP = {str(tmp_path)!r}\n" + NO_TF_SCRIPT
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "OK 5" in proc.stdout

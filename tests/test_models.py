@@ -1,0 +1,107 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool, count_params, final_hw, nin_cifar10
+
+
+def caffe_pool_reference(x_HW: np.ndarray, kind: str, k: int = 3, s: int = 2) -> np.ndarray:
+    """Caffe's PoolingLayer with pad 0, written from its C++ loops: ceil output size, windows
+    start at h*s and are clipped at the border; AVE divides by the clipped window size."""
+    H, W = x_HW.shape
+    oh, ow = math.ceil((H - k) / s) + 1, math.ceil((W - k) / s) + 1
+    out = np.empty((oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            hs, ws = i * s, j * s
+            he, we = min(hs + k, H), min(ws + k, W)
+            win = x_HW[hs:he, ws:we]
+            out[i, j] = win.max() if kind == "max" else win.sum() / win.size
+    return out
+
+
+@pytest.mark.parametrize("size", [5, 6, 7, 8, 28, 32])
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_caffe_pool_matches_reference(size, kind):
+    rng = np.random.default_rng(size)
+    x = rng.normal(size=(size, size)).astype(np.float32)
+    got = np.asarray(caffe_pool(jnp.asarray(x)[None, :, :, None], kind))[0, :, :, 0]
+    want = caffe_pool_reference(x, kind)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_pool_sizes_of_the_paper_nets():
+    # CIFAR 32 -> 16 -> 8 (GAP 8x8), MNIST 28 -> 14 -> 7 (GAP 7x7): nin-facts §2.
+    assert final_hw(nin_cifar10()) == (8, 8)
+    mnist = NINConfig(blocks=nin_cifar10().blocks, in_channels=1, input_hw=(28, 28))
+    assert final_hw(mnist) == (7, 7)
+
+
+def test_window_alignment_differs_from_symmetric_padding():
+    # Caffe's windows start at 0 (last one overhangs); symmetric pad 1 would shift them.
+    x = jnp.arange(36.0).reshape(1, 6, 6, 1)
+    got = np.asarray(caffe_pool(x, "max"))[0, :, :, 0]
+    assert got[0, 0] == x[0, 2, 2, 0]  # window rows/cols 0..2
+    symmetric = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    assert not np.array_equal(got, np.asarray(symmetric)[0, :, :, 0])
+
+
+def test_parameter_count_of_the_paper_cifar10_net():
+    assert count_params(NIN(nin_cifar10(), rngs=nnx.Rngs(0))) == 966_986
+
+
+def test_init_is_normal_005_with_zero_biases():
+    model = NIN(nin_cifar10(), rngs=nnx.Rngs(0))
+    k = np.asarray(model.blocks[1].conv.kernel[...])
+    assert abs(k.std() - 0.05) < 0.002 and abs(k.mean()) < 0.002
+    for block in model.blocks:
+        for conv in (block.conv, block.cccp_a, block.cccp_b):
+            assert np.all(np.asarray(conv.bias[...]) == 0)
+
+
+@pytest.mark.parametrize("hw", [(24, 24), (32, 32), (40, 48)])
+def test_gap_head_any_input_size(hw):
+    model = NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0))
+    out = model(jnp.ones((3, *hw, 3)))
+    assert out.shape == (3, 10)
+
+
+@pytest.mark.parametrize("head", ["fc", "fc_dropout", "gap_dense"])
+def test_other_heads(head):
+    cfg = nin_cifar10(head=head).scaled(0.1)
+    model = NIN(cfg, rngs=nnx.Rngs(0))
+    x = jnp.ones((2, 32, 32, 3))
+    assert model(x).shape == (2, 10)
+    assert model(x, train=True, rngs=nnx.Rngs(dropout=1)).shape == (2, 10)
+    assert model.classifier_path() == ("dense",)
+
+
+def test_fc_head_adds_the_flattened_parameters():
+    gap = count_params(NIN(nin_cifar10(), rngs=nnx.Rngs(0)))
+    fc = count_params(NIN(nin_cifar10(head="fc"), rngs=nnx.Rngs(0)))
+    assert fc - gap == 8 * 8 * 10 * 10 + 10
+
+
+def test_caffe_zoo_variant_uses_average_pool2():
+    cfg = nin_cifar10(pool2="avg")
+    assert [b.pool for b in cfg.blocks] == ["max", "avg", "none"]
+
+
+def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():
+    model = NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    assert np.all(np.asarray(model(x)) >= 0)
+    np.testing.assert_array_equal(model(x), model(x))
+    a = model(x, train=True, rngs=nnx.Rngs(dropout=1))
+    b = model(x, train=True, rngs=nnx.Rngs(dropout=2))
+    assert not np.allclose(a, b)
+
+
+def test_gap_head_needs_one_map_per_class():
+    with pytest.raises(ValueError):
+        NINConfig(blocks=(BlockSpec(3, (8, 8, 7)),), num_classes=10)

@@ -1,0 +1,259 @@
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nin_repro.errors import TrainingFailed, UsageError
+from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+from nin_repro.models import BlockSpec, NINConfig, nin_cifar10
+from nin_repro.recipe import Recipe
+from nin_repro.train import (
+    CROP_PAD,
+    PreparedData,
+    _Plateau,
+    augment_batch,
+    init_model,
+    load_params,
+    make_optimizer,
+    train_and_evaluate,
+)
+
+TINY = NINConfig(
+    blocks=(
+        BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5),
+        BlockSpec(3, (6, 6, 4), init_std=None, pool="none", dropout=0.0),
+    ),
+    in_channels=1,
+    input_hw=(8, 8),
+    num_classes=4,
+)
+
+
+def tiny_recipe(**kw) -> Recipe:
+    base = dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=2, seeds=(0,), eval_batch_size=7)
+    base.update(kw)
+    return Recipe(**base)
+
+
+def tiny_data(n=64, m=21, seed=0) -> PreparedData:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n + m).astype(np.int32)
+    x = (rng.normal(size=(n + m, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
+    return PreparedData(x[:n], y[:n], x[n:], y[n:], 4, "test")
+
+
+# --------------------------------------------------------------------------- optimizer
+
+
+def test_optimizer_is_caffes_update():
+    """Two steps against Caffe's SGDSolver written out by hand: history = m*history +
+    lr*mult*(grad + decay_mult*wd*w); w -= history (with biases 2x LR and no decay, the
+    classifier layer 0.1x)."""
+    recipe = tiny_recipe(base_lr=0.1, weight_decay=1e-2, momentum=0.9)
+    model = init_model(recipe, 0)
+    _, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(recipe, params, model.classifier_path())
+    state = tx.init(params)
+    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.5, params)
+    history = {k: np.zeros_like(v) for k, v in flat.items()}
+    w = dict(flat)
+    for lr in (0.1, 0.01):  # an LR drop between the steps: momentum keeps the old LR's velocity
+        state.hyperparams["learning_rate"] = jnp.float32(lr)
+        updates, state = tx.update(grads, state, params)
+        params = jax.tree.map(lambda p, u: p + u, params, updates)
+        for k in w:
+            bias = "bias" in k
+            classifier = "[1]" in k and "cccp_b" in k  # blocks[1].cccp_b, the last 1x1 conv
+            mult = (2.0 if bias else 1.0) * (0.1 if classifier else 1.0)
+            decay = 0.0 if bias else 1e-2
+            history[k] = 0.9 * history[k] + lr * mult * (0.5 + decay * w[k])
+            w[k] = w[k] - history[k]
+    got = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
+    for k in w:
+        np.testing.assert_allclose(got[k], w[k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_classifier_layer_is_the_last_cccp():
+    model = init_model(tiny_recipe(), 0)
+    assert model.classifier_path() == ("blocks", 1, "cccp_b")
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_paper_schedule_200_30_30():
+    r = tiny_recipe(epochs=None)
+    spe = 100
+    assert r.total_steps(spe) == 260 * spe
+    assert r.lr_factor(0, spe) == 1.0
+    assert r.lr_factor(200 * spe - 1, spe) == 1.0
+    assert r.lr_factor(200 * spe, spe) == 0.1
+    assert r.lr_factor(230 * spe, spe) == pytest.approx(0.01)
+    assert r.lr_factor(260 * spe - 1, spe) == pytest.approx(0.01)
+
+
+def test_epochs_scale_the_schedule():
+    r = tiny_recipe(epochs=26)
+    spe = 10
+    assert r.total_steps(spe) == 260
+    assert r.lr_factor(199, spe) == 1.0 and r.lr_factor(200, spe) == 0.1 and r.lr_factor(230, spe) == pytest.approx(0.01)
+
+
+def test_caffe_schedule_one_drop_at_100k_of_120k():
+    r = tiny_recipe(epochs=None, schedule="caffe")
+    spe = 390
+    assert r.total_steps(spe) == 120_000
+    assert r.lr_factor(99_999, spe) == 1.0 and r.lr_factor(100_000, spe) == pytest.approx(0.1)
+
+
+def test_warmup_is_linear_then_schedule():
+    r = tiny_recipe(epochs=None, warmup_epochs=2)
+    assert r.lr_factor(0, 10) == pytest.approx(0.05)
+    assert r.lr_factor(9, 10) == pytest.approx(0.5)
+    assert r.lr_factor(20, 10) == 1.0
+
+
+def test_unknown_schedule_is_a_usage_error():
+    with pytest.raises(UsageError):
+        tiny_recipe(schedule="cosine")
+
+
+def test_plateau_rule_divides_twice_then_stops():
+    p = _Plateau(tiny_recipe(schedule="plateau", plateau_patience=2, plateau_min_delta=0.01))
+    for acc in (0.5, 0.6, 0.6, 0.6):
+        p.observe(acc)
+    assert p.factor == pytest.approx(0.1) and p.drops == 1 and not p.done
+    for acc in (0.6, 0.6):
+        p.observe(acc)
+    assert p.factor == pytest.approx(0.01) and p.drops == 2
+    p.observe(0.7)  # an improvement resets the wait
+    for acc in (0.7, 0.7):
+        p.observe(acc)
+    assert p.done and p.factor == pytest.approx(0.01)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augmentation_is_a_shifted_window_of_the_zero_padded_image():
+    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 2))
+    out = np.asarray(augment_batch(x, jax.random.key(1), flip=True))
+    padded = np.pad(np.asarray(x), ((0, 0), (CROP_PAD, CROP_PAD), (CROP_PAD, CROP_PAD), (0, 0)))
+    flips = 0
+    for i in range(16):
+        matches = [
+            (dy, dx, f)
+            for dy in range(2 * CROP_PAD + 1)
+            for dx in range(2 * CROP_PAD + 1)
+            for f in (False, True)
+            if np.array_equal(out[i], (lambda w: w[:, ::-1] if f else w)(padded[i, dy : dy + 8, dx : dx + 8]))
+        ]
+        assert matches, f"example {i} is not a crop of its padded image"
+        flips += matches[0][2]
+    assert 0 < flips < 16  # p = 0.5
+
+
+def test_augmentation_without_flip_never_mirrors():
+    x = jnp.tile(jnp.arange(8.0)[None, None, :, None], (32, 8, 1, 1)) + 1
+    out = np.asarray(augment_batch(x, jax.random.key(3), flip=False))
+    rows = out[:, CROP_PAD, :, 0]
+    nonzero = [r[r > 0] for r in rows]
+    assert all(np.all(np.diff(r) > 0) for r in nonzero)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def test_evaluation_counts_every_example_once():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(23, 8, 8, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 23).astype(np.int32)
+    model = init_model(tiny_recipe(), 0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    fn = make_eval_fn(lambda p, xb: nnx.merge(graphdef, p)(xb))
+    want = float(np.mean(np.argmax(np.asarray(model(jnp.asarray(x))), -1) != y))
+    for batch in (1, 5, 7, 23, 100):
+        res = evaluate(fn, params, EvalSet.build(x, y, batch))
+        assert res.num_examples == 23
+        assert res.error == pytest.approx(want)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def test_run_writes_metrics_and_params_and_learns(tmp_path):
+    recipe = tiny_recipe(epochs=15, optimizer="adam", base_lr=0.02)
+    data = tiny_data()
+    res = train_and_evaluate(recipe, data, tmp_path, seed=0, eval_every=3)
+    assert res.steps == 15 * (64 // 8)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 15
+    import json
+
+    recs = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in recs] == list(range(1, 16))
+    assert "test_error" in recs[2] and "test_error" not in recs[0] and "test_error" in recs[14]
+    assert recs[-1]["test_error"] == pytest.approx(res.test_error)
+    assert res.test_error < 0.5  # 4 classes separated by their mean: chance is 0.75
+    graphdef, params = load_params(tmp_path / "params", recipe)
+    fn = make_eval_fn(lambda p, xb: nnx.merge(graphdef, p)(xb))
+    again = evaluate(fn, params, EvalSet.build(data.x_test, data.y_test, 5))
+    assert again.error == pytest.approx(res.test_error)
+
+
+def test_same_seed_same_result_different_seed_different(tmp_path):
+    recipe = tiny_recipe(epochs=1)
+    data = tiny_data()
+    a = train_and_evaluate(recipe, data, tmp_path / "a", seed=0)
+    b = train_and_evaluate(recipe, data, tmp_path / "b", seed=0)
+    c = train_and_evaluate(recipe, data, tmp_path / "c", seed=1)
+    assert a.test_loss == b.test_loss
+    assert a.test_loss != c.test_loss
+
+
+def test_dead_last_layer_stops_the_run(tmp_path):
+    # A very negative bias on the last 1x1 conv kills its ReLU: every class score is 0, the loss
+    # is exactly ln 4 and no gradient flows. The run must stop and say so.
+    recipe = tiny_recipe(epochs=20, dead_steps=10)
+    data = tiny_data()
+    import nin_repro.train as train
+
+    original = train.init_model
+
+    def dead_model(r, seed):
+        model = original(r, seed)
+        model.blocks[-1].cccp_b.bias[...] = -100.0
+        return model
+
+    train.init_model = dead_model
+    try:
+        with pytest.raises(TrainingFailed, match=r"last layer died at step 9.*ln\(4\) = 1\.3863"):
+            train_and_evaluate(recipe, data, tmp_path, seed=0)
+    finally:
+        train.init_model = original
+    assert not (tmp_path / "params").exists()
+
+
+def test_non_finite_loss_stops_the_run(tmp_path):
+    recipe = tiny_recipe(base_lr=1e30, classifier_lr_mult=1.0, epochs=3)
+    with pytest.raises(TrainingFailed, match="loss became (nan|inf) at step"):
+        train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0)
+
+
+def test_batch_larger_than_dataset_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="larger than the training set"):
+        train_and_evaluate(tiny_recipe(batch_size=1000), tiny_data(), tmp_path, seed=0)
+
+
+def test_whole_epoch_as_one_compiled_loop_equals_step_by_step(tmp_path):
+    recipe = tiny_recipe(epochs=2, augment=True)
+    data = tiny_data()
+    a = train_and_evaluate(recipe, data, tmp_path / "a", seed=0, chunk_steps=1)
+    b = train_and_evaluate(recipe, data, tmp_path / "b", seed=0, chunk_steps=8)
+    assert a.steps == b.steps == 16
+    assert a.test_loss == pytest.approx(b.test_loss, rel=1e-4)
