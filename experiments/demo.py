@@ -33,7 +33,7 @@ RECIPE = Recipe(
     weight_decay=1e-4,
     classifier_lr_mult=1.0,
     schedule="paper",
-    epochs=12,  # the paper-shaped schedule (0.1 / 0.01 / 0.001 at 200/230/260 of 260) squeezed into 12 epochs
+    paper_phases=((10, 1.0), (1, 0.1), (1, 0.01)),  # the paper's three LR phases, in 12 epochs
     seeds=(0,),
     ours=(
         "widths 3/8 of the paper's MNIST net; He-normal init; no ReLU after the last 1x1 conv; dropout 0.25",
