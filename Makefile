@@ -1,0 +1,30 @@
+# nin-repro: one target per paper table (those that exist so far), then the summary.
+PY ?= python
+NIN ?= nin-repro
+SEEDS ?=
+ARGS ?=
+
+.PHONY: install test demo smoke reproduce-all reproduce-smoke clean
+
+install:
+	$(PY) -m pip install -e '.[dev]'
+
+test:
+	$(PY) -m pytest -q
+
+demo:
+	$(NIN) demo
+
+smoke:
+	$(NIN) cifar10 --smoke
+
+# Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
+reproduce-all:
+	$(NIN) cifar10 $(ARGS)
+
+reproduce-smoke:
+	$(NIN) demo
+	$(NIN) cifar10 --smoke
+
+clean:
+	rm -rf runs results/smoke results/partial
