@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from typing import Mapping
 
 import numpy as np
 
+from nin_repro import atomic
 from nin_repro.errors import DataError, UsageError
 
 KINDS: tuple[str, ...] = ("gcn_zca", "scale01", "standardize")
@@ -177,20 +177,7 @@ class Preprocessor:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write an .npz atomically: a temporary file in the same folder, then os.replace."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.to_arrays())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic.write_with(path, lambda f: np.savez(f, **self.to_arrays()))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Preprocessor":

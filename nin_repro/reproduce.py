@@ -8,7 +8,6 @@ fitted preprocessing ``<workdir>/<table>/preprocess_<dataset>_<kind>.npz`` that 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from nin_repro import atomic
 from nin_repro.data import DATASETS, Dataset, load_dataset
+from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.recipe import SCHEDULES, Recipe, Table
@@ -125,10 +125,6 @@ def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData,
     return data, path
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool) -> str | None:
     if smoke:
         return (
@@ -174,7 +170,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                     "overrides": list(overrides),
                     "smoke": opts.smoke,
                     "data_source": data.source,
-                    "preprocess": {"path": str(pre_path.resolve()), "sha256": _sha256(pre_path)},
+                    "preprocess": {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)},
                     "provenance": provenance(),
                 },
             )

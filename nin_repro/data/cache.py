@@ -11,13 +11,13 @@ import datetime
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from nin_repro import atomic
 from nin_repro.data import Dataset, validate_dataset
 from nin_repro.errors import DataError
 
@@ -44,26 +44,12 @@ def cache_paths(cache_dir: str | Path, name: str) -> tuple[Path, Path]:
     return cache_dir / f"{name}.npz", cache_dir / f"{name}.json"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _write_atomically(final: Path, write) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left behind if something above failed
 
 
 def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
@@ -75,18 +61,18 @@ def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(ds, k) for k in _ARRAYS}
     # Uncompressed: loading 180 MB of CIFAR is faster than inflating it, and disk is cheap here.
-    _write_atomically(npz_path, lambda f: np.savez(f, **arrays))
+    atomic.write_with(npz_path, lambda f: np.savez(f, **arrays))
     meta = {
         "format": CACHE_FORMAT,
         "name": ds.name,
         "source": ds.source,
-        "sha256": _sha256(npz_path),
+        "sha256": sha256_file(npz_path),
         "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
         "shapes": {k: list(v.shape) for k, v in arrays.items()},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _write_atomically(json_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))
+    atomic.write_text(json_path, json.dumps(meta, indent=1) + "\n")
     return npz_path
 
 
@@ -118,7 +104,7 @@ def load_cache(cache_dir: str | Path, name: str) -> Dataset | None:
         _bad_cache(npz_path, f"sidecar {json_path.name}: {type(e).__name__}: {e}", ours=False)
         return None
     try:
-        actual_sha = _sha256(npz_path)
+        actual_sha = sha256_file(npz_path)
     except OSError as e:
         _bad_cache(npz_path, f"cannot read: {e}", ours=False)
         return None
