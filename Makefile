@@ -19,12 +19,14 @@ smoke:
 	$(NIN) cifar10 --smoke
 
 # Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
+TABLES = cifar10 cifar100 mnist
+
 reproduce-all:
-	$(NIN) cifar10 $(ARGS)
+	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
 
 reproduce-smoke:
 	$(NIN) demo
-	$(NIN) cifar10 --smoke
+	for t in $(TABLES); do $(NIN) $$t --smoke || exit 1; done
 
 clean:
 	rm -rf runs results/smoke results/partial

@@ -73,7 +73,7 @@ def nin_cifar10(**overrides) -> NINConfig:
     blocks = (
         BlockSpec(5, (192, 160, 96), pool="max", dropout=0.5),
         BlockSpec(5, (192, 192, 192), pool=pool2, dropout=0.5),
-        BlockSpec(3, (192, 192, 10), pool="none", dropout=0.0),
+        BlockSpec(3, (192, 192, overrides.get("num_classes", 10)), pool="none", dropout=0.0),
     )
     return NINConfig(blocks=blocks, **overrides)
 

@@ -136,19 +136,26 @@ class Table:
 
 
 def load_experiment(name: str):
-    """The module ``experiments/<name>.py``. Installed packages carry it as
-    ``nin_repro.experiments``; a source checkout run with PYTHONPATH=. has it at the top level."""
-    module_name = f"nin_repro.experiments.{name}"
+    """The module ``experiments/<name>.py``. Installed packages carry the folder as
+    ``nin_repro.experiments``; in a source checkout run with PYTHONPATH=. it is registered under
+    that name from the top-level folder, so experiment files can import each other."""
+    package = "nin_repro.experiments"
+    if package not in sys.modules:
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as err:
+            if err.name != package:
+                raise
+            folder = Path(__file__).resolve().parents[1] / "experiments"
+            spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
+            if spec is None or not folder.is_dir():
+                raise UsageError(f"the experiments folder is missing (looked in {folder}): reinstall nin-repro") from None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[package] = module
+            spec.loader.exec_module(module)
     try:
-        return importlib.import_module(module_name)
+        return importlib.import_module(f"{package}.{name}")
     except ModuleNotFoundError as err:
-        if err.name not in ("nin_repro.experiments", module_name):
+        if err.name != f"{package}.{name}":
             raise
-    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
-    if not path.is_file():
-        raise UsageError(f"no experiment file for {name!r} (looked for {path})")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+        raise UsageError(f"no experiment file for {name!r}") from None

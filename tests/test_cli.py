@@ -45,10 +45,9 @@ def test_smoke_rows_are_marked_and_learn(smoke_cifar10):
 
 
 def test_smoke_error_equals_a_fresh_evaluation_of_saved_parameters(smoke_cifar10):
-    from nin_repro.reproduce import SMOKE_TEST, SMOKE_TRAIN, reevaluate, SMOKE_NOISE, SMOKE_SHIFT
-    from nin_repro.data.synthetic import make_synthetic
+    from nin_repro.reproduce import SMOKE_TRAIN, reevaluate, smoke_dataset
 
-    ds = make_synthetic("synthetic-cifar10", num_train=SMOKE_TRAIN, num_test=SMOKE_TEST, seed=0, max_shift=SMOKE_SHIFT, noise=SMOKE_NOISE)
+    ds = smoke_dataset(load_experiment("cifar10").RECIPE)
     variant = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout")
     run_dir = Path(variant["run_dirs"][0])
     record = json.loads((run_dir / "run.json").read_text())
@@ -137,3 +136,15 @@ def test_training_path_never_imports_tensorflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "OK 5" in proc.stdout
+
+
+@pytest.mark.parametrize("name, chance", [("mnist", 90.0), ("cifar100", 99.0)])
+def test_other_tables_smoke(name, chance, tmp_path):
+    results = tmp_path / "results"
+    assert main([name, "--smoke", "--results-dir", str(results), "--workdir", str(tmp_path / "runs")]) == 0
+    table = json.loads((results / "smoke" / f"{name}.json").read_text())
+    experiment = load_experiment(name).TABLE
+    assert [(r["method"], r["error"]) for r in table["paper_rows"]] == [(r.method, r.error) for r in experiment.rows]
+    (variant,) = table["variants"]
+    assert variant["shortened"].startswith("smoke") and variant["within_tolerance"] is None
+    assert variant["mean"] < chance - 10.0

@@ -105,3 +105,21 @@ def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():
 def test_gap_head_needs_one_map_per_class():
     with pytest.raises(ValueError):
         NINConfig(blocks=(BlockSpec(3, (8, 8, 7)),), num_classes=10)
+
+
+@pytest.mark.parametrize("table, params", [("cifar10", 966_986), ("cifar100", 984_356), ("mnist", 349_674)])
+def test_parameter_counts_of_the_table_recipes(table, params):
+    # nin-facts §7: computed from the author's cuda-convnet layer definitions.
+    from nin_repro.recipe import load_experiment
+
+    for variant in load_experiment(table).TABLE.variants:
+        assert count_params(NIN(variant.recipe.model, rngs=nnx.Rngs(0))) == params
+
+
+def test_cifar100_init_follows_the_authors_config():
+    from nin_repro.recipe import load_experiment
+
+    model = NIN(load_experiment("cifar100").RECIPE.model, rngs=nnx.Rngs(0))
+    assert abs(float(model.blocks[0].conv.kernel[...].std()) - 0.001) < 1e-4
+    assert abs(float(model.blocks[0].cccp_a.kernel[...].std()) - 0.01) < 1e-3
+    assert abs(float(model.blocks[2].cccp_b.kernel[...].std()) - 0.05) < 5e-3
