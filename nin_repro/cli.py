@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError
+from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, UsageError
 
 app = typer.Typer(
     name="nin-repro",
@@ -36,6 +36,7 @@ RecipeOpt = typer.Option("paper", "--recipe", help="LR schedule: paper (200+30+3
 Download = typer.Option(True, "--download/--no-download", help="Download through tensorflow-datasets when the data is not cached or in --data-dir.")
 Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few steps: checks the pipeline in under a minute. Writes to results/smoke/.")
 Warmup = typer.Option(None, "--warmup-epochs", help="[ours, departs from the paper] Linear LR warm-up over N epochs.", show_default=False)
+SetOpt = typer.Option(None, "--set", help="Override any recipe field, e.g. --set base_lr=0.05 --set model.head=fc (recorded and marked in the row).", show_default=False)
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
 
@@ -68,6 +69,7 @@ def _register_table(name: str, help_text: str) -> None:
         smoke: bool = Smoke,
         warmup_epochs: Optional[float] = Warmup,
         tfds_data_dir: Optional[Path] = TfdsDir,
+        set_: Optional[list[str]] = SetOpt,
     ) -> None:
         _run_table(
             name,
@@ -83,6 +85,7 @@ def _register_table(name: str, help_text: str) -> None:
             smoke=smoke,
             warmup_epochs=warmup_epochs,
             tfds_data_dir=tfds_data_dir,
+            overrides=tuple(set_ or ()),
         )
 
     app.command(name=name, help=help_text)(command)
@@ -107,6 +110,18 @@ def demo(
 ) -> None:
     """Offline demo: a reduced-width NIN on 5,000 real MNIST digits shipped with the package (about a minute on 2 CPU cores)."""
     _run_table("demo", results_dir=results_dir, workdir=workdir, seeds=seeds, epochs=epochs)
+
+
+@app.command()
+def report(results_dir: Path = ResultsDir) -> None:
+    """Rebuild results/README.md (one line per paper row) from every results/*.json table."""
+    from nin_repro.report import write_report
+
+    if not results_dir.is_dir():
+        raise UsageError(f"--results-dir {results_dir} is not a folder: run a table command first")
+    out = write_report(results_dir)
+    typer.echo(out.read_text(encoding="utf-8"))
+    console.print(f"[green]wrote[/green] {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

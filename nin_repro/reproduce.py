@@ -8,6 +8,7 @@ fitted preprocessing ``<workdir>/<table>/preprocess_<dataset>_<kind>.npz`` that 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.recipe import SCHEDULES, Recipe, Table
+from nin_repro.report import write_report
 from nin_repro.results import VariantResult, provenance, write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate
 
@@ -47,6 +49,7 @@ class Options:
     schedule: str | None = None  # --recipe paper|caffe|plateau
     warmup_epochs: float | None = None
     smoke: bool = False
+    overrides: tuple[str, ...] = ()  # --set key=value, applied last
 
     def validate(self) -> None:
         if self.seeds is not None and self.seeds <= 0:
@@ -59,6 +62,64 @@ class Options:
             raise UsageError(f"unknown --recipe {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        for assignment in self.overrides:
+            parse_assignment(assignment)
+
+
+def parse_assignment(assignment: str) -> tuple[list[str], str]:
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {assignment!r}: expected key=value, e.g. --set base_lr=0.05 or --set model.head=fc")
+    return key.strip().split("."), raw.strip()
+
+
+def _coerce(raw: str, current, what: str):
+    """Parse ``raw`` as the type of the field's current value."""
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("true", "1", "yes"):
+                return True
+            if raw.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int) and not isinstance(current, bool):
+            return int(raw)
+        if isinstance(current, float) or current is None and raw.replace(".", "", 1).replace("e-", "", 1).isdigit():
+            return float(raw)
+        if isinstance(current, tuple):
+            value = json.loads(raw)
+            if not isinstance(value, list):
+                raise ValueError(raw)
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        if current is None and raw.lower() == "none":
+            return None
+        return raw
+    except ValueError:
+        raise UsageError(f"--set {what}={raw}: not a valid {type(current).__name__} (current value {current!r})") from None
+
+
+def apply_set(recipe: Recipe, assignments: tuple[str, ...]) -> Recipe:
+    """``--set key=value`` on any recipe field; ``model.<field>`` reaches the network config."""
+    for assignment in assignments:
+        path, raw = parse_assignment(assignment)
+        what = ".".join(path)
+        if len(path) == 1 and path[0] != "model":
+            fields = {f.name for f in dataclasses.fields(recipe)}
+            if path[0] not in fields:
+                raise UsageError(f"--set {what}: no such recipe field; fields: {', '.join(sorted(fields))}")
+            recipe = dataclasses.replace(recipe, **{path[0]: _coerce(raw, getattr(recipe, path[0]), what)})
+        elif len(path) == 2 and path[0] == "model":
+            fields = {f.name for f in dataclasses.fields(recipe.model)} - {"blocks"}
+            if path[1] not in fields:
+                raise UsageError(f"--set {what}: no such model field; fields: {', '.join(sorted(fields))}")
+            try:
+                model = dataclasses.replace(recipe.model, **{path[1]: _coerce(raw, getattr(recipe.model, path[1]), what)})
+            except ValueError as e:
+                raise UsageError(f"--set {what}={raw}: {e}") from None
+            recipe = dataclasses.replace(recipe, model=model)
+        else:
+            raise UsageError(f"--set {what}: use a recipe field (e.g. base_lr) or model.<field> (e.g. model.head)")
+    return recipe
 
 
 def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...]]:
@@ -97,10 +158,10 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
         changes["model"] = dataclasses.replace(
             changes["model"], blocks=tuple(dataclasses.replace(b, init_std=None) for b in changes["model"].blocks), final_relu=False
         )
-    new = dataclasses.replace(recipe, **changes)
+    new = apply_set(dataclasses.replace(recipe, **changes), opts.overrides)
     recorded = tuple(
         f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke
-    )
+    ) + tuple(opts.overrides)
     return new, recorded
 
 
@@ -211,13 +272,13 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 overrides=overrides,
             )
         )
-    return write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+    md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+    write_report(md.parent)
+    return md, js
 
 
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
-    import json
-
     from nin_repro.models import BlockSpec, NINConfig
 
     record = json.loads((Path(run_dir) / "run.json").read_text())

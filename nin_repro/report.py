@@ -1,0 +1,86 @@
+"""`nin-repro report`: rebuild ``<results>/README.md`` from every ``<results>/*.json`` table.
+
+One line per paper row we ran (table, method, paper, ours, delta, within tolerance), links to
+the tables and figures, total wall time and the devices used. Every table command calls it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nin_repro import atomic
+from nin_repro.results import format_duration, format_mean_std
+
+
+def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
+    tables = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not ours or being replaced; the table's own file says what it is
+        if isinstance(data, dict) and "table" in data and "variants" in data:
+            tables.append((path, data))
+    return tables
+
+
+def _status(v: dict, smoke: bool) -> str:
+    if smoke or (v.get("shortened") or "").startswith("smoke"):
+        return "smoke"
+    return "shortened" if v.get("shortened") else "full"
+
+
+def render_report(results_dir: Path) -> str:
+    tables = _load_tables(results_dir)
+    lines = [
+        "# nin-repro results",
+        "",
+        "Rebuilt by `nin-repro report` from the tables in this folder. Errors in %, final parameters, "
+        "mean ± sample std over seeds. Only full-length rows are reproductions; smoke and shortened rows are marked.",
+        "",
+        "| Table | Method | Paper | Ours | Δ (pp) | Within tolerance | Run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    wall, devices = 0.0, set()
+    for path, data in tables:
+        table, smoke = data["table"], bool(data.get("smoke"))
+        link = f"[{table['title']}]({path.with_suffix('.md').name})"
+        dev = data.get("provenance", {}).get("device", {})
+        if dev:
+            devices.add(f"{dev.get('kind', '?')} x{dev.get('count', '?')}")
+        for v in data["variants"]:
+            wall += float(v.get("wall_s", 0.0))
+            paper = v.get("paper_error")
+            delta = v.get("delta")
+            within = v.get("within_tolerance")
+            status = _status(v, smoke)
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        link,
+                        v["method"],
+                        f"{paper:.2f}" if paper is not None else "—",
+                        format_mean_std(v["errors_pct"]),
+                        f"{delta:+.2f}" if (delta is not None and status == "full") else "—",
+                        {True: "yes", False: "no"}.get(within, "n/a"),
+                        f"{status}, {v['epochs']:g}/{v['planned_epochs']:g} epochs, {len(v['seeds'])} seed(s)",
+                    ]
+                )
+                + " |"
+            )
+    if not tables:
+        lines.append("| — | no table has been run yet | | | | | |")
+    figures = sorted(p.name for p in results_dir.glob("*.png"))
+    lines += ["", f"Total wall time: {format_duration(wall)}. Devices: {', '.join(sorted(devices)) or 'n/a'}."]
+    if figures:
+        lines += ["", "## Figures", ""] + [f"- [{name}]({name})" for name in figures]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results_dir: str | Path) -> Path:
+    results_dir = Path(results_dir)
+    out = results_dir / "README.md"
+    atomic.write_text(out, render_report(results_dir))
+    return out

@@ -1,0 +1,62 @@
+"""Options, --set overrides and the summary report."""
+
+import dataclasses
+
+import pytest
+
+from nin_repro.errors import UsageError
+from nin_repro.recipe import load_experiment
+from nin_repro.reproduce import Options, apply_options, apply_set, smoke_width
+
+RECIPE = load_experiment("cifar10").RECIPE
+
+
+def test_set_reaches_recipe_and_model_fields_with_their_types():
+    r = apply_set(RECIPE, ("base_lr=0.05", "augment=true", "seeds=[4, 5]", "model.head=fc", "model.final_relu=no", "batch_size=64"))
+    assert r.base_lr == 0.05 and r.augment is True and r.seeds == (4, 5) and r.batch_size == 64
+    assert r.model.head == "fc" and r.model.final_relu is False
+    assert RECIPE.base_lr == 0.1  # the experiment's recipe is untouched
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("nope=1", "no such recipe field"),
+        ("model.nope=1", "no such model field"),
+        ("base_lr=fast", "not a valid float"),
+        ("augment=maybe", "not a valid bool"),
+        ("base_lr", "expected key=value"),
+        ("model.head=mlp", "unknown head"),
+        ("a.b.c=1", "use a recipe field"),
+    ],
+)
+def test_bad_set_is_a_usage_error(assignment, message):
+    with pytest.raises(UsageError, match=message):
+        apply_set(RECIPE, (assignment,))
+
+
+def test_overrides_are_recorded():
+    recipe, recorded = apply_options(RECIPE, Options(batch_size=256, overrides=("base_lr=0.05",)))
+    assert recipe.batch_size == 256 and recipe.base_lr == 0.05
+    assert recorded == ("batch_size=256", "base_lr=0.05")
+
+
+def test_options_scale_epochs_and_seeds():
+    recipe, recorded = apply_options(RECIPE, Options(seeds=5, epochs=10))
+    assert recipe.seeds == (0, 1, 2, 3, 4) and recipe.epochs == 10 and recorded == ()
+
+
+def test_smoke_keeps_at_least_16_channels():
+    mnist = load_experiment("mnist").RECIPE
+    recipe, _ = apply_options(mnist, Options(smoke=True))
+    hidden = [w for b in recipe.model.blocks for w in b.widths][:-1]
+    assert min(hidden) >= 16 and smoke_width(mnist) == pytest.approx(1 / 3)
+    assert recipe.model.blocks[-1].widths[-1] == 10
+
+
+def test_report_lists_every_row_of_the_smoke_run(smoke_cifar10):
+    text = (smoke_cifar10["results"] / "smoke" / "README.md").read_text()
+    for v in smoke_cifar10["table"]["variants"]:
+        line = next(line for line in text.splitlines() if f"| {v['method']} |" in line)
+        assert "smoke" in line and "[Table 1" in line and f"{v['errors_pct'][0]:.2f}" in line
+    assert "Total wall time" in text
