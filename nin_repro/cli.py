@@ -112,6 +112,71 @@ def demo(
     _run_table("demo", results_dir=results_dir, workdir=workdir, seeds=seeds, epochs=epochs)
 
 
+data_app = typer.Typer(help="Fetch, check and locate datasets (for compute nodes without internet).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _dataset_names(dataset: Optional[str]) -> list[str]:
+    from nin_repro.data import DATASETS
+
+    if dataset is None:
+        return list(DATASETS)
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+    return [dataset]
+
+
+@data_app.command("where")
+def data_where(dataset: Optional[str] = typer.Argument(None), data_dir: Optional[Path] = DataDir, cache_dir: Optional[Path] = CacheDir) -> None:
+    """Print where each dataset is looked for: the cache, the original files, tensorflow-datasets."""
+    from nin_repro.data import cache, readers
+
+    cdir = cache_dir or cache.default_cache_dir()
+    for name in _dataset_names(dataset):
+        npz, _ = cache.cache_paths(cdir, name)
+        typer.echo(f"{name}:")
+        typer.echo(f"  1. cache          {npz} ({'present' if npz.is_file() else 'absent'})")
+        typer.echo(f"  2. original files {readers.expected_files(name)} in {data_dir or '--data-dir (not given)'}")
+        typer.echo("  3. tensorflow-datasets download into $TFDS_DATA_DIR or ~/tensorflow_datasets (needs the 'download' extra)")
+
+
+@data_app.command("download")
+def data_download(dataset: str = typer.Argument(..., help="cifar10, cifar100, mnist, ..."), data_dir: Optional[Path] = DataDir, cache_dir: Optional[Path] = CacheDir, tfds_data_dir: Optional[Path] = TfdsDir) -> None:
+    """Fetch and convert a dataset into the cache ahead of time (from --data-dir files or tensorflow-datasets)."""
+    from nin_repro.data import cache, load_dataset
+
+    (name,) = _dataset_names(dataset)
+    ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir)
+    npz, _ = cache.cache_paths(cache_dir or cache.default_cache_dir(), name)
+    typer.echo(f"{name}: {len(ds.x_train)} train / {len(ds.x_test)} test images from {ds.source}; cached at {npz}")
+
+
+@data_app.command("verify")
+def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Optional[Path] = CacheDir) -> None:
+    """Check cached datasets against their recorded sha256; exit 1 if any is damaged."""
+    import json
+
+    from nin_repro.data import cache
+
+    cdir = cache_dir or cache.default_cache_dir()
+    bad = []
+    for name in _dataset_names(dataset):
+        npz, meta_path = cache.cache_paths(cdir, name)
+        if not npz.is_file():
+            typer.echo(f"{name}: not cached")
+            continue
+        try:
+            recorded = json.loads(meta_path.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = None
+        ok = recorded is not None and cache.sha256_file(npz) == recorded
+        typer.echo(f"{name}: {'ok' if ok else 'checksum mismatch'} ({npz})")
+        if not ok:
+            bad.append(name)
+    if bad:
+        raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
+
+
 @app.command()
 def report(results_dir: Path = ResultsDir) -> None:
     """Rebuild results/README.md (one line per paper row) from every results/*.json table."""

@@ -148,3 +148,23 @@ def test_other_tables_smoke(name, chance, tmp_path):
     (variant,) = table["variants"]
     assert variant["shortened"].startswith("smoke") and variant["within_tolerance"] is None
     assert variant["mean"] < chance - 10.0
+
+
+def test_data_download_verify_where(tmp_path, capsys):
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path / "data", n_train=20, n_test=5)
+    cache = tmp_path / "cache"
+    assert main(["data", "download", "mnist", "--data-dir", str(tmp_path / "data"), "--cache-dir", str(cache)]) == 0
+    assert "20 train / 5 test images from files:" in capsys.readouterr().out
+    assert main(["data", "verify", "mnist", "--cache-dir", str(cache)]) == 0
+    assert "mnist: ok" in capsys.readouterr().out
+    with open(cache / "mnist.npz", "ab") as f:
+        f.write(b"damage")
+    assert main(["data", "verify", "mnist", "--cache-dir", str(cache)]) == 1
+    captured = capsys.readouterr()
+    assert "checksum mismatch" in captured.out and "nin-repro data download mnist" in captured.err
+    assert main(["data", "where", "cifar10", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert str(cache / "cifar10.npz") in out and "cifar-10-batches-py" in out
+    assert main(["data", "verify", "nope"]) == 2
