@@ -177,6 +177,45 @@ def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Option
         raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
 
 
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+@app.command()
+def bench(
+    table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
+    batch_size: list[int] = typer.Option([128], "--batch-size", help="Repeatable: --batch-size 128 --batch-size 512."),
+    dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
+    steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
+    peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
+    results_dir: Path = ResultsDir,
+) -> None:
+    """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
+    from rich.table import Table as RichTable
+
+    from nin_repro.bench import bench_recipe, write_bench
+    from nin_repro.recipe import load_experiment
+    from nin_repro.results import provenance
+
+    if steps <= 0 or any(b <= 0 for b in batch_size):
+        raise UsageError("--steps and --batch-size must be positive")
+    unknown = [d for d in dtype if d not in DTYPES]
+    if unknown:
+        raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
+    recipe = load_experiment(table).TABLE.variants[0].recipe
+    results = [r for d in dtype for b in batch_size for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops)]
+    out = Path(results_dir) / "bench.md"
+    prov = provenance()
+    write_bench(results, out, table, prov)
+    view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
+    for col in ("what", "dtype", "batch", "img/s", "ms/step", "TFLOP/s", "% peak", "compile s"):
+        view.add_column(col, justify="right")
+    for r in results:
+        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
+        view.add_row(r.what, r.dtype, str(r.batch_size), f"{r.img_per_s:,.0f}", f"{r.ms_per_step:.2f}", f"{r.tflops:.3f}", pct, f"{r.compile_s:.1f}")
+    console.print(view)
+    console.print(f"[green]wrote[/green] {out}")
+
+
 @app.command()
 def report(results_dir: Path = ResultsDir) -> None:
     """Rebuild results/README.md (one line per paper row) from every results/*.json table."""

@@ -1,0 +1,141 @@
+"""`nin-repro bench`: training and evaluation throughput of a table's network on this device.
+
+Synthetic data on the device, the real compiled training step (optimizer, dropout, augmentation
+as the recipe says) and the real evaluation function. Compile time is reported separately;
+timings synchronise with the device. FLOPs are counted from the layer shapes (nin-facts §7):
+a training step costs about 3x the forward pass (forward + two backward matmuls per layer).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax
+import jax.numpy as jnp
+
+from nin_repro import atomic
+from nin_repro.models import NINConfig
+from nin_repro.recipe import Recipe
+
+# Dense peak TFLOP/s by device kind (vendor datasheets), for % of peak.
+PEAK_TFLOPS = {
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.0, "float32": 67.0},
+    "NVIDIA H100": {"bfloat16": 989.0, "float32": 67.0},
+    "NVIDIA H200": {"bfloat16": 989.0, "float32": 67.0},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 19.5},
+    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 19.5},
+    "TPU v4": {"bfloat16": 275.0, "float32": 275.0},
+    "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0},
+}
+
+
+def forward_macs(config: NINConfig, hw: tuple[int, int] | None = None) -> int:
+    """Multiply-accumulates of one forward pass on one image (padded positions counted)."""
+    h, w = hw or config.input_hw
+    cin, macs = config.in_channels, 0
+    for spec in config.blocks:
+        c0, c1, c2 = spec.widths
+        macs += h * w * (spec.kernel * spec.kernel * cin * c0 + c0 * c1 + c1 * c2)
+        cin = c2
+        if spec.pool != "none":
+            h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+    if config.head in ("fc", "fc_dropout"):
+        macs += h * w * cin * config.num_classes
+    elif config.head == "gap_dense":
+        macs += cin * config.num_classes
+    return macs
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchResult:
+    what: str  # "train" | "eval"
+    dtype: str
+    batch_size: int
+    steps: int
+    compile_s: float
+    ms_per_step: float
+    img_per_s: float
+    tflops: float
+    pct_of_peak: float | None
+
+
+def _time(fn, steps: int) -> float:
+    out = fn()
+    jax.block_until_ready(out)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / steps
+
+
+def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None) -> list[BenchResult]:
+    """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network."""
+    from flax import nnx
+
+    from nin_repro.evaluate import make_eval_fn
+    from nin_repro.train import _program, epoch_permutation, init_model, logits_fn_for, make_train_steps
+
+    recipe = dataclasses.replace(recipe, batch_size=batch_size, model=dataclasses.replace(recipe.model, dtype=dtype))
+    h, w = recipe.model.input_hw
+    n = batch_size * 4
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
+    y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
+
+    model = init_model(recipe, 0)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = _program(recipe).tx
+    state = [(params, tx.init(params))]
+    train_steps = make_train_steps(graphdef, tx, recipe, 1)
+    perm = epoch_permutation(key, 0, n)
+    lrs = jnp.full((1,), recipe.base_lr, jnp.float32)
+
+    def train_once():
+        state[0], metrics = train_steps(state[0], x, y, perm, key, 0, 0, lrs)
+        return metrics["loss"]
+
+    eval_fn = make_eval_fn(logits_fn_for(graphdef))
+    xb = x[:batch_size].reshape(1, batch_size, h, w, -1)
+    yb, mb = y[:batch_size].reshape(1, -1), jnp.ones((1, batch_size), bool)
+
+    def eval_once():
+        return eval_fn(state[0][0], xb, yb, mb)[0]
+
+    device = jax.devices()[0]
+    peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
+    macs = forward_macs(recipe.model)
+    results = []
+    for what, fn, flops_per_img in (("train", train_once, 3 * 2 * macs), ("eval", eval_once, 2 * macs)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())  # compile + first run
+        compile_s = time.perf_counter() - t0
+        dt = _time(fn, steps)
+        ips = batch_size / dt
+        tflops = ips * flops_per_img / 1e12
+        results.append(BenchResult(what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None))
+    return results
+
+
+def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> None:
+    lines = [
+        f"# Benchmark: `{table}` network",
+        "",
+        f"Device: {prov['device']['kind']} ({prov['device']['platform']}); jax {prov['versions']['jax']}; commit `{prov['commit']}`; {prov['date']}.",
+        "Synthetic data on the device; one compiled training step per call (SGD + dropout as the recipe); "
+        "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s.",
+        "",
+        "| what | dtype | batch | img/s | ms/step | TFLOP/s | % of peak | compile (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a (unknown device; pass --peak-tflops)"
+        lines.append(f"| {r.what} | {r.dtype} | {r.batch_size} | {r.img_per_s:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | {r.compile_s:.1f} |")
+    base = next((r for r in results if r.what == "train"), None)
+    if base:
+        lines += ["", "Ratios against the first training row (same run):"]
+        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
+    atomic.write_text(path_md, "\n".join(lines) + "\n")
+    atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
