@@ -37,6 +37,7 @@ Download = typer.Option(True, "--download/--no-download", help="Download through
 Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few steps: checks the pipeline in under a minute. Writes to results/smoke/.")
 Warmup = typer.Option(None, "--warmup-epochs", help="[ours, departs from the paper] Linear LR warm-up over N epochs.", show_default=False)
 SetOpt = typer.Option(None, "--set", help="Override any recipe field, e.g. --set base_lr=0.05 --set model.head=fc (recorded and marked in the row).", show_default=False)
+CkptEvery = typer.Option(10.0, "--checkpoint-every", help="Minutes between checkpoints at epoch boundaries (also at the end and on SIGTERM/SIGINT). Re-running the same command resumes.")
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
 
@@ -70,6 +71,7 @@ def _register_table(name: str, help_text: str) -> None:
         warmup_epochs: Optional[float] = Warmup,
         tfds_data_dir: Optional[Path] = TfdsDir,
         set_: Optional[list[str]] = SetOpt,
+        checkpoint_every: float = CkptEvery,
     ) -> None:
         _run_table(
             name,
@@ -86,6 +88,7 @@ def _register_table(name: str, help_text: str) -> None:
             warmup_epochs=warmup_epochs,
             tfds_data_dir=tfds_data_dir,
             overrides=tuple(set_ or ()),
+            checkpoint_every_min=checkpoint_every,
         )
 
     app.command(name=name, help=help_text)(command)

@@ -50,6 +50,7 @@ class Options:
     warmup_epochs: float | None = None
     smoke: bool = False
     overrides: tuple[str, ...] = ()  # --set key=value, applied last
+    checkpoint_every_min: float = 10.0
 
     def validate(self) -> None:
         if self.seeds is not None and self.seeds <= 0:
@@ -62,6 +63,8 @@ class Options:
             raise UsageError(f"unknown --recipe {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
+        if self.checkpoint_every_min < 0:
+            raise UsageError(f"--checkpoint-every must be >= 0 minutes, got {self.checkpoint_every_min}")
         for assignment in self.overrides:
             parse_assignment(assignment)
 
@@ -244,7 +247,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         runs: list[RunResult] = []
         for seed in recipe.seeds:
             run_dir = table_dir / variant.key / f"seed_{seed}"
-            result = train_and_evaluate(recipe, data, run_dir, seed, progress)
+            result = train_and_evaluate(recipe, data, run_dir, seed, progress, checkpoint_every_s=60 * opts.checkpoint_every_min)
             atomic.write_json(
                 run_dir / "run.json",
                 {

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from nin_repro import atomic
-from nin_repro.errors import TrainingFailed, UsageError
+from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
 from nin_repro.models import NIN
 from nin_repro.recipe import Recipe
@@ -53,6 +53,12 @@ class RunResult:
     wall_s: float
     train_img_per_s: float
     run_dir: str
+
+
+class Interrupted(NinError):
+    """SIGTERM/SIGINT: the run checkpointed and stopped; re-running resumes it."""
+
+    exit_code = 130
 
 
 class Progress(Protocol):
@@ -244,8 +250,18 @@ def train_and_evaluate(
     progress: Progress | None = None,
     eval_every: int = 1,
     chunk_steps: int | None = None,
+    checkpoint_every_s: float = 600.0,
 ) -> RunResult:
-    """Train one seed of ``recipe`` on ``data``; write the run folder; return the final test error."""
+    """Train one seed of ``recipe`` on ``data``; write the run folder; return the final test error.
+
+    Resumes from the run folder's last checkpoint of the same recipe, if there is one."""
+    from nin_repro.checkpoint import Checkpointer
+
+    with Checkpointer(Path(workdir), recipe, every_s=checkpoint_every_s) as ckpt:
+        return _train(recipe, data, Path(workdir), seed, progress, eval_every, chunk_steps, ckpt)
+
+
+def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt) -> RunResult:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     n_train = len(data.x_train)
@@ -269,15 +285,33 @@ def train_and_evaluate(
 
     plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None
     metrics_path = workdir / "metrics.jsonl"
-    metrics_path.write_text("")
+    # Where the run stands; a checkpoint stores exactly this (plus the training state).
+    pos_state = {"epoch": 0, "pos": 0, "step": 0, "epoch_loss": 0.0, "epoch_correct": 0, "epoch_seen": 0, "dead_run": 0, "train_time": 0.0, "wall": 0.0}
+    resumed = ckpt.restore(state)
+    if resumed is not None:
+        state, meta = resumed
+        pos_state.update(meta["position"])
+        if plateau:
+            plateau.__dict__.update(meta["plateau"])
+        done_epochs = pos_state["epoch"]
+        kept = metrics_path.read_text().splitlines()[:done_epochs] if metrics_path.exists() else []
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    else:
+        metrics_path.write_text("")
     if progress:
-        progress.start(total_steps, f"seed {seed}")
+        progress.start(total_steps, f"seed {seed}" + (f" (resumed at step {pos_state['step']})" if resumed else ""))
 
-    step, dead_run, t_start, train_time = 0, 0, time.perf_counter(), 0.0
+    def checkpoint(force: bool) -> None:
+        meta = {"position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
+        ckpt.save(pos_state["step"], state, meta, force=force)
+
+    step, dead_run, train_time = pos_state["step"], pos_state["dead_run"], pos_state["train_time"]
+    t_start = time.perf_counter() - pos_state["wall"]
     ln_c = math.log(data.num_classes)
-    for epoch in range(max_epochs):
-        epoch_loss, epoch_correct, epoch_seen = 0.0, 0, 0
-        pos = 0
+    lrs = np.array([recipe.base_lr], np.float32)
+    for epoch in range(pos_state["epoch"], max_epochs):
+        epoch_loss, epoch_correct, epoch_seen = pos_state["epoch_loss"], pos_state["epoch_correct"], pos_state["epoch_seen"]
+        pos = pos_state["pos"]
         perm = epoch_permutation(key, epoch, n_train)
         while pos < steps_per_epoch and step < total_steps:
             k = min(chunk, steps_per_epoch - pos, total_steps - step)
@@ -316,6 +350,10 @@ def train_and_evaluate(
             pos += k
             if progress:
                 progress.update(step, epoch=step / steps_per_epoch, loss=float(losses[-1]), img_per_s=k * recipe.batch_size / dt)
+            if ckpt.stop_requested:
+                pos_state.update(epoch=epoch, pos=pos, step=step, epoch_loss=epoch_loss, epoch_correct=epoch_correct, epoch_seen=epoch_seen, dead_run=dead_run, train_time=train_time)
+                checkpoint(force=True)
+                raise Interrupted(f"seed {seed}: stopped by {ckpt.stop_requested} at step {step}; checkpoint saved, run the same command again to resume")
 
         train_acc = epoch_correct / (epoch_seen * recipe.batch_size)
         record = {
@@ -337,6 +375,8 @@ def train_and_evaluate(
             f.write(json.dumps(record) + "\n")
         if progress:
             progress.epoch_end(record)
+        pos_state.update(epoch=epoch + 1, pos=0, step=step, epoch_loss=0.0, epoch_correct=0, epoch_seen=0, dead_run=dead_run, train_time=train_time)
+        checkpoint(force=last)
         if last:
             break
 

@@ -1,0 +1,82 @@
+"""A run killed mid-way resumes from its last checkpoint and ends exactly where an
+uninterrupted run ends."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cmd(root: Path) -> list[str]:
+    return [sys.executable, "-m", "nin_repro", "mnist", "--smoke", "--checkpoint-every", "0",
+            "--results-dir", str(root / "results"), "--workdir", str(root / "runs")]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _run(root: Path) -> dict:
+    proc = subprocess.run(_cmd(root), capture_output=True, text=True, timeout=300, env=_env(), cwd=root)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((root / "results" / "smoke" / "mnist.json").read_text())
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=killed)
+    ckpt_root = killed / "runs" / "smoke" / "mnist" / "nin_dropout" / "seed_0" / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        # Wait for a finished mid-run checkpoint (orbax renames its temporary folder when done).
+        while time.time() < deadline:
+            steps = [p for p in ckpt_root.glob("*/*") if p.name.isdigit()] if ckpt_root.exists() else []
+            if len(steps) >= 1 and max(int(p.name) for p in steps) >= 2 * 24:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("no mid-run checkpoint appeared")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (killed / "results" / "smoke" / "mnist.json").exists()  # no result from a killed run
+
+    resumed = _run(killed)
+    fresh_root = tmp_path / "fresh"
+    fresh_root.mkdir()
+    fresh = _run(fresh_root)
+    (r,), (f,) = resumed["variants"], fresh["variants"]
+    assert r["steps"] == f["steps"]
+    assert r["errors_pct"] == f["errors_pct"]
+    metrics = lambda root: [json.loads(line) for line in (root / "runs/smoke/mnist/nin_dropout/seed_0/metrics.jsonl").read_text().splitlines()]
+    mr, mf = metrics(killed), metrics(fresh_root)
+    assert [m["epoch"] for m in mr] == [m["epoch"] for m in mf]
+    assert [m["train_loss"] for m in mr] == [m["train_loss"] for m in mf]
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path):
+    proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    metrics = tmp_path / "runs" / "smoke" / "mnist" / "nin_dropout" / "seed_0" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "stopped by SIGTERM" in err and "run the same command again to resume" in err and "Traceback" not in err
+    assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
+    assert _run(tmp_path)["variants"][0]["steps"] == 8 * 24
