@@ -219,6 +219,28 @@ def bench(
     console.print(f"[green]wrote[/green] {out}")
 
 
+@app.command("eval")
+def eval_run(
+    run_dir: Path = typer.Argument(..., help="A run folder: runs/<table>/<variant>/seed_<k>"),
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    download: bool = Download,
+) -> None:
+    """Re-evaluate a saved run's final parameters on its test set with its saved preprocessing."""
+    from nin_repro.reproduce import Options, load_run, load_table_data, reevaluate
+
+    if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
+        raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
+    record, recipe, _ = load_run(run_dir)
+    ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
+    error = reevaluate(run_dir, ds.x_test, ds.y_test)
+    recorded = record["result"]["test_error"]
+    same = "equals" if error == recorded else "DIFFERS FROM"
+    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}%")
+    if error != recorded:
+        raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
+
+
 @app.command()
 def report(results_dir: Path = ResultsDir) -> None:
     """Rebuild results/README.md (one line per paper row) from every results/*.json table."""

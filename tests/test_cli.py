@@ -168,3 +168,11 @@ def test_data_download_verify_where(tmp_path, capsys):
     out = capsys.readouterr().out
     assert str(cache / "cifar10.npz") in out and "cifar-10-batches-py" in out
     assert main(["data", "verify", "nope"]) == 2
+
+
+def test_eval_command_reproduces_the_recorded_error(smoke_cifar10, capsys):
+    variant = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout_aug")
+    assert main(["eval", variant["run_dirs"][0]]) == 0
+    out = capsys.readouterr().out
+    assert f"test error {variant['errors_pct'][0]:.2f}%" in out and "equals the recorded" in out
+    assert main(["eval", str(smoke_cifar10["root"])]) == 2
