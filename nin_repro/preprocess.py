@@ -3,9 +3,12 @@
 ``gcn_zca`` is the paper's CIFAR preprocessing, reproduced from pylearn2
 (``scripts/datasets/make_cifar10_gcn_whitened.py``): global contrast normalization with
 ``scale=55.`` on every image, then ``preprocessing.ZCA()`` (``filter_bias=0.1``, no component
-dropped) fitted on the training images only. ``scale01`` (pixels / 255) is the paper's MNIST
-input. ``standardize`` (per-channel mean/std of the training set) is our demo's choice, not the
-paper's; callers that use it say so.
+dropped) fitted on the training images only. ``gcn_lcn`` is the paper's SVHN preprocessing
+(pylearn2 ``scripts/papers/maxout/svhn_preprocessing.py``, nin-facts §4):
+``GlobalContrastNormalization()`` with its defaults (scale 1) on every image, then
+``LeCunLCN((32, 32))`` on each of the three channels; it fits nothing. ``scale01`` (pixels / 255)
+is the paper's MNIST input. ``standardize`` (per-channel mean/std of the training set) is our
+demo's choice, not the paper's; callers that use it say so.
 
 Numpy only: this runs on the host once per run, and the fitted :class:`Preprocessor` is saved so
 that evaluation can be repeated later with exactly the same transform.
@@ -22,12 +25,13 @@ import numpy as np
 from nin_repro import atomic
 from nin_repro.errors import DataError, UsageError
 
-KINDS: tuple[str, ...] = ("gcn_zca", "scale01", "standardize")
+KINDS: tuple[str, ...] = ("gcn_zca", "scale01", "standardize", "gcn_lcn")
 # Arrays each kind must carry; checked by from_arrays so a truncated file fails loudly.
 _REQUIRED_ARRAYS: dict[str, tuple[str, ...]] = {
     "gcn_zca": ("mean", "whiten"),
     "scale01": (),
     "standardize": ("mean", "std"),
+    "gcn_lcn": (),
 }
 # Images per chunk: bounds host memory (5,000 CIFAR images in float64 are ~120 MB).
 CHUNK_IMAGES = 5000
@@ -35,6 +39,11 @@ CHUNK_IMAGES = 5000
 GCN_MIN_DIVISOR = 1e-8
 # Floor for a per-channel std so a constant channel maps to 0 instead of NaN.
 _STD_FLOOR = 1e-8
+# pylearn2 LeCunLCN defaults (datasets/preprocessing.py, expr lecun_lcn, gaussian_filter).
+LCN_KERNEL = 7
+LCN_SIGMA = 2.0
+LCN_THRESHOLD = 1e-4
+SVHN_GCN_SCALE = 1.0  # GlobalContrastNormalization() default
 
 
 def _check_kind(kind: str) -> None:
@@ -77,6 +86,60 @@ def gcn(x: np.ndarray, scale: float = 55.0) -> np.ndarray:
     return out_ND
 
 
+def gaussian_kernel_1d(size: int = LCN_KERNEL, sigma: float = LCN_SIGMA) -> np.ndarray:
+    """The 1-D factor g of pylearn2's ``gaussian_filter(size)``: that filter is
+    exp(-(i²+j²)/2σ²) at offsets i, j = -size//2..size//2, normalized to sum 1, which is exactly
+    ``np.outer(g, g)`` for g = exp(-i²/2σ²) / Σ exp(-i²/2σ²) (the 2-D sum factorizes)."""
+    offsets = np.arange(size, dtype=np.float64) - size // 2
+    g = np.exp(-(offsets**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def _blur_same(x_NHWC: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Zero-padded 'same' 2-D correlation of every (image, channel) plane with outer(g, g),
+    done as two 1-D passes (over H, then over W). The kernel is symmetric, so this is also the
+    convolution pylearn2 computes (a 'full' convolution cropped by size//2 on every side)."""
+    n, h, w, c = x_NHWC.shape
+    k = len(g)
+    p = k // 2
+    pad = np.zeros((n, h + 2 * p, w, c), dtype=x_NHWC.dtype)
+    pad[:, p : p + h] = x_NHWC
+    tmp = g[0] * pad[:, 0:h]
+    for i in range(1, k):
+        tmp += g[i] * pad[:, i : i + h]
+    pad = np.zeros((n, h, w + 2 * p, c), dtype=x_NHWC.dtype)
+    pad[:, :, p : p + w] = tmp
+    out = g[0] * pad[:, :, 0:w]
+    for i in range(1, k):
+        out += g[i] * pad[:, :, i : i + w]
+    return out
+
+
+def lecun_lcn(x_NHWC: np.ndarray, size: int = LCN_KERNEL, sigma: float = LCN_SIGMA, threshold: float = LCN_THRESHOLD) -> np.ndarray:
+    """LeCun local contrast normalization of every channel of every image, as pylearn2's
+    ``lecun_lcn`` (maxout-era behaviour: all three channels, not only channel 0).
+
+    With G the normalized ``size``x``size`` Gaussian (σ = ``sigma``) and ⊛ a zero-padded 'same'
+    convolution over one image channel X:
+      centered = X - G ⊛ X
+      r        = sqrt(G ⊛ X²)                 (of the uncentered X, as pylearn2 computes it)
+      divisor  = max(r, mean of r over the image's H×W, threshold)
+      out      = centered / divisor
+    x: float (N, H, W, C). Returns float32 of the same shape; computed in float32, as pylearn2 does.
+    """
+    x = np.asarray(x_NHWC, dtype=np.float32)
+    if x.ndim != 4:
+        raise DataError(f"LCN needs images of shape (N, H, W, C), got shape {x.shape}")
+    g = gaussian_kernel_1d(size, sigma).astype(np.float32)
+    centered = x - _blur_same(x, g)
+    r = _blur_same(x * x, g)
+    np.sqrt(r, out=r)
+    divisor = np.maximum(r, r.mean(axis=(1, 2), keepdims=True))
+    np.maximum(divisor, np.float32(threshold), out=divisor)
+    centered /= divisor
+    return centered
+
+
 def zca_fit(x_ND: np.ndarray, bias: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
     """Fit pylearn2 ``preprocessing.ZCA(filter_bias=bias)`` with no component dropped.
 
@@ -116,6 +179,8 @@ class Preprocessor:
                    D = H·W·C in NHWC order; gcn_scale is optional (55 when absent)
       scale01:     {}
       standardize: {"mean": (C,) float32, "std": (C,) float32}, per channel over the training set
+      gcn_lcn:     {} fits nothing; optional 0-d "gcn_scale", "lcn_kernel", "lcn_sigma",
+                   "lcn_threshold" (defaults 1, 7, 2, 1e-4) record the constants used
     """
 
     kind: str
@@ -143,6 +208,9 @@ class Preprocessor:
             d = int(np.prod(shape[1:]))
             if d != self.arrays["mean"].shape[0]:
                 raise DataError(f"gcn_zca preprocessor was fit on {self.arrays['mean'].shape[0]} values per image, got images of shape {tuple(shape[1:])}")
+        elif self.kind == "gcn_lcn":
+            if len(shape) != 4:
+                raise DataError(f"gcn_lcn works on images of shape (N, H, W, C), got shape {tuple(shape)}")
         elif self.kind == "standardize":
             c = self.arrays["mean"].shape[0]
             if shape[-1] != c:
@@ -153,6 +221,15 @@ class Preprocessor:
             return x.astype(np.float32) / np.float32(255.0)
         if self.kind == "standardize":
             return (x.astype(np.float32) - self.arrays["mean"]) / self.arrays["std"]
+        if self.kind == "gcn_lcn":
+            a = self.arrays
+            g = gcn(x, scale=float(a.get("gcn_scale", SVHN_GCN_SCALE))).reshape(x.shape)
+            return lecun_lcn(
+                g,
+                size=int(a.get("lcn_kernel", LCN_KERNEL)),
+                sigma=float(a.get("lcn_sigma", LCN_SIGMA)),
+                threshold=float(a.get("lcn_threshold", LCN_THRESHOLD)),
+            )
         # gcn_zca: the GCN scale is stored with the fit so a non-default scale survives save/load.
         scale = float(self.arrays["gcn_scale"]) if "gcn_scale" in self.arrays else 55.0
         g_ND = gcn(x, scale=scale)
@@ -190,11 +267,22 @@ class Preprocessor:
 
 
 def fit_preprocessor(kind: str, x_train_NHWC: np.ndarray, *, gcn_scale: float = 55.0, zca_bias: float = 0.1) -> Preprocessor:
-    """Fit a preprocessor of ``kind`` ("gcn_zca" | "scale01" | "standardize") on training images."""
+    """Fit a preprocessor of ``kind`` ("gcn_zca" | "scale01" | "standardize" | "gcn_lcn") on training
+    images. ``gcn_scale`` is for gcn_zca; gcn_lcn uses pylearn2's own GCN default (scale 1)."""
     _check_kind(kind)
     x = np.asarray(x_train_NHWC)
     if kind == "scale01":
         return Preprocessor(kind, {})
+    if kind == "gcn_lcn":  # nothing to fit: per-image and per-channel statistics only
+        return Preprocessor(
+            kind,
+            {
+                "gcn_scale": np.array(SVHN_GCN_SCALE, dtype=np.float64),
+                "lcn_kernel": np.array(LCN_KERNEL, dtype=np.int64),
+                "lcn_sigma": np.array(LCN_SIGMA, dtype=np.float64),
+                "lcn_threshold": np.array(LCN_THRESHOLD, dtype=np.float64),
+            },
+        )
     if x.ndim < 2 or x.shape[0] == 0:
         raise DataError(f"cannot fit {kind!r} on training images of shape {x.shape}")
     if kind == "standardize":

@@ -3,6 +3,9 @@
 Sources are tried in a fixed order and the one used is named in the run record:
 (1) the project's ``.npz`` cache, (2) original files in ``--data-dir``,
 (3) tensorflow-datasets (download + prepare, imported lazily), converted once into the cache.
+
+SVHN comes with the paper's split already applied (:func:`svhn_split`): ``x_train`` is train +
+extra less a held-out validation set of 6,000 images, kept in ``x_val``/``y_val`` (never trained on).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Dataset:
     num_classes: int
     class_names: tuple[str, ...]
     source: str  # e.g. "cache:/path/cifar10.npz", "files:/data/cifar-10-batches-py", "tfds", "synthetic"
+    # A held-out validation split that x_train excludes (SVHN only; None elsewhere).
+    x_val: np.ndarray | None = None  # uint8 (V, H, W, C)
+    y_val: np.ndarray | None = None  # int32 (V,)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -47,7 +53,81 @@ def validate_split(x: np.ndarray, y: np.ndarray, *, num_classes: int, image_shap
 def validate_dataset(ds: Dataset) -> Dataset:
     validate_split(ds.x_train, ds.y_train, num_classes=ds.num_classes, image_shape=None, what=f"{ds.name} train")
     validate_split(ds.x_test, ds.y_test, num_classes=ds.num_classes, image_shape=ds.image_shape, what=f"{ds.name} test")
+    if (ds.x_val is None) != (ds.y_val is None):
+        raise DataError(f"{ds.name} validation: images and labels must both be given or both be None")
+    if ds.x_val is not None:
+        validate_split(ds.x_val, ds.y_val, num_classes=ds.num_classes, image_shape=ds.image_shape, what=f"{ds.name} validation")
     return ds
+
+
+# ------------------------------------------------------------------------------------ SVHN split
+
+# pylearn2 datasets/svhn.py (the split maxout and NIN used, nin-facts §4): 400 images of each class
+# from train and 200 from extra are the validation set; everything else is trained on.
+SVHN_VALID_PER_CLASS_TRAIN = 400
+SVHN_VALID_PER_CLASS_EXTRA = 200
+# pylearn2 draws both with one numpy.random.RandomState(322) ("for consistency between
+# experiments"), visiting the file labels 1..10, i.e. digits 1, 2, ..., 9, 0, shuffling each
+# class's indices and keeping the first 400 (train) then 200 (extra). We make the same calls, so
+# on the original files the validation images are pylearn2's own.
+SVHN_SPLIT_SEED = 322
+_SVHN_CLASS_ORDER = (1, 2, 3, 4, 5, 6, 7, 8, 9, 0)
+_TAKE_CHUNK = 50_000  # images copied per step when gathering the training set (bounds temporaries)
+
+
+def _valid_indices(y: np.ndarray, per_class: int, rng: np.random.RandomState, what: str) -> np.ndarray:
+    counts = np.bincount(y, minlength=10)
+    if counts.min() < per_class:
+        raise DataError(
+            f"the SVHN split needs at least {SVHN_VALID_PER_CLASS_TRAIN} images of every class in train and "
+            f"{SVHN_VALID_PER_CLASS_EXTRA} in extra; {what} has {', '.join(str(c) for c in counts)} images of the digits 0..9"
+        )
+    chosen = []
+    for digit in _SVHN_CLASS_ORDER:
+        index = np.nonzero(y == digit)[0]
+        rng.shuffle(index)
+        chosen.append(index[:per_class])
+    return np.sort(np.concatenate(chosen))
+
+
+def _gather(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Concatenate ``x[idx]`` for (x, idx) in parts into one new array, a chunk at a time."""
+    n = sum(len(idx) for _, idx in parts)
+    out = np.empty((n, *parts[0][0].shape[1:]), dtype=parts[0][0].dtype)
+    pos = 0
+    for x, idx in parts:
+        for start in range(0, len(idx), _TAKE_CHUNK):
+            sel = idx[start : start + _TAKE_CHUNK]
+            out[pos : pos + len(sel)] = x[sel]
+            pos += len(sel)
+    return out
+
+
+def svhn_split(
+    x_train: np.ndarray, y_train: np.ndarray, x_extra: np.ndarray, y_extra: np.ndarray, seed: int = SVHN_SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's SVHN split of train + extra -> (x_tr, y_tr, x_val, y_val); pure and deterministic.
+
+    Validation: 400 random images per class from ``train`` and 200 per class from ``extra``
+    (6,000); training: all the other images of train and extra (598,388 on the real files), train
+    first, each in its original order. Labels are digits 0..9. Raises DataError if a class has too
+    few images. Memory: the outputs are new uint8 arrays (no float copies, no full temporaries).
+    """
+    y_train, y_extra = np.asarray(y_train), np.asarray(y_extra)
+    if len(x_train) != len(y_train) or len(x_extra) != len(y_extra):
+        raise DataError(f"SVHN split: {len(x_train)} train images but {len(y_train)} labels, {len(x_extra)} extra images but {len(y_extra)} labels")
+    if (y_train.size and (y_train.min() < 0 or y_train.max() > 9)) or (y_extra.size and (y_extra.min() < 0 or y_extra.max() > 9)):
+        raise DataError("SVHN split: labels must be digits 0..9")
+    rng = np.random.RandomState(seed)  # legacy generator on purpose: pylearn2's stream (see above)
+    val_t = _valid_indices(y_train, SVHN_VALID_PER_CLASS_TRAIN, rng, "train")
+    val_e = _valid_indices(y_extra, SVHN_VALID_PER_CLASS_EXTRA, rng, "extra")
+    keep_t = np.setdiff1d(np.arange(len(y_train)), val_t, assume_unique=True)
+    keep_e = np.setdiff1d(np.arange(len(y_extra)), val_e, assume_unique=True)
+    x_tr = _gather([(x_train, keep_t), (x_extra, keep_e)])
+    y_tr = np.concatenate([y_train[keep_t], y_extra[keep_e]]).astype(np.int32)
+    x_val = _gather([(x_train, val_t), (x_extra, val_e)])
+    y_val = np.concatenate([y_train[val_t], y_extra[val_e]]).astype(np.int32)
+    return x_tr, y_tr, x_val, y_val
 
 
 # ------------------------------------------------------------------------------ dataset catalogue
@@ -82,7 +162,12 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo("CIFAR-10", 10, (32, 32, 3), CIFAR10_CLASSES),
     "cifar100": DatasetInfo("CIFAR-100", 100, (32, 32, 3), CIFAR100_CLASSES),
     "mnist": DatasetInfo("MNIST", 10, (28, 28, 1), DIGIT_CLASSES),
+    # Cropped digits; train = train + extra less the validation split (see svhn_split).
+    "svhn": DatasetInfo("SVHN", 10, (32, 32, 3), DIGIT_CLASSES),
 }
+# SVHN's validation images are cached next to the dataset as a second cache entry of this name
+# (its "train" split holds them, its test split is empty): the cache format has train/test only.
+SVHN_VALID_CACHE_NAME = "svhn-valid"
 
 
 def _warn_cache_not_written(cache_dir: object, err: OSError) -> None:
@@ -104,6 +189,7 @@ def load_dataset(
 
     A dataset read in (2) or (3) is written to the cache (default: :func:`cache.default_cache_dir`).
     ``source`` of the result says which one was used. Raises DataError, one line, if it is nowhere.
+    SVHN is returned split as in the paper (:func:`svhn_split`), validation images in ``x_val``.
     """
     from nin_repro.data import cache, readers  # light (numpy only), but keep `import nin_repro.data` minimal
 
@@ -122,22 +208,28 @@ def load_dataset(
 
     cached = cache.load_cache(cache_path, name)
     if cached is not None:
-        return cached
+        return _with_cached_validation(cached, cache_path) if name == "svhn" else cached
 
     ds = None
     folder = readers.find_original_folder(name, data_path) if data_path is not None else None
     if folder is not None:
         # Files that are present but damaged raise DataError here instead of falling through to a
         # download: the user pointed us at them, so a silent substitute would hide the problem.
-        arrays = readers.read_original(name, folder)
-        ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=f"files:{folder}")
+        if name == "svhn":
+            ds = _svhn_dataset(readers.read_svhn_mat(folder), info, source=f"files:{folder}")
+        else:
+            arrays = readers.read_original(name, folder)
+            ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=f"files:{folder}")
     else:
         from nin_repro.data import tfds_source  # imports tensorflow_datasets only when called
 
         looked_in = f"--data-dir {data_path}" if data_path is not None else "no --data-dir given"
         put = f"put {readers.expected_files(name)} in {'--data-dir ' + str(data_path) if data_path else 'a folder passed as --data-dir'}"
         try:
-            arrays = tfds_source.load_tfds(name, tfds_data_dir=tfds_data_dir, download=download)
+            if name == "svhn":
+                splits = tfds_source.load_tfds_splits(name, readers.SVHN_SPLITS, tfds_data_dir=tfds_data_dir, download=download)
+            else:
+                arrays = tfds_source.load_tfds(name, tfds_data_dir=tfds_data_dir, download=download)
         except tfds_source.TfdsUnavailable:
             raise DataError(
                 f"{info.title} not found ({looked_in}; cache {cache_path}; tensorflow-datasets not installed): "
@@ -150,11 +242,54 @@ def load_dataset(
                 f"{info.title} not found ({looked_in}; cache {cache_path}; not prepared by tensorflow-datasets): "
                 f"{put}, or run with --download (needs internet and the 'download' extra)"
             ) from e
-        ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=f"tfds:{tfds_source.TFDS_BUILDERS[name].builder}")
+        source = f"tfds:{tfds_source.TFDS_BUILDERS[name].builder}"
+        if name == "svhn":
+            ds = _svhn_dataset(splits, info, source=source)
+        else:
+            ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=source)
 
     validate_dataset(ds)
     try:
+        if ds.x_val is not None:
+            # Written first: a cached dataset without its validation entry is the rarer failure.
+            cache.save_cache(cache_path, _validation_as_dataset(ds))
         cache.save_cache(cache_path, ds)
     except OSError as e:
         _warn_cache_not_written(cache_path, e)
     return ds
+
+
+def _svhn_dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]], info: DatasetInfo, source: str) -> Dataset:
+    """Train/test/extra arrays (file order) -> the paper's split; frees the inputs as it goes."""
+    x_tr, y_tr, x_val, y_val = svhn_split(*splits.pop("train"), *splits.pop("extra"))
+    x_test, y_test = splits.pop("test")
+    return Dataset(
+        "svhn", x_tr, y_tr, x_test, y_test, num_classes=info.num_classes, class_names=info.class_names, source=source, x_val=x_val, y_val=y_val
+    )
+
+
+def _validation_as_dataset(ds: Dataset) -> Dataset:
+    """The validation split packed as a cache entry: its images as "train", an empty "test"."""
+    assert ds.x_val is not None and ds.y_val is not None
+    return Dataset(
+        SVHN_VALID_CACHE_NAME, ds.x_val, ds.y_val, ds.x_val[:0], ds.y_val[:0], num_classes=ds.num_classes, class_names=ds.class_names, source=ds.source
+    )
+
+
+def _with_cached_validation(ds: Dataset, cache_path: Path) -> Dataset:
+    """Attach the cached validation split to a cached SVHN; without it, warn and return x_val=None
+    (the training images still exclude the validation images, so training is unaffected)."""
+    import warnings
+
+    from nin_repro.data import cache
+
+    val = cache.load_cache(cache_path, SVHN_VALID_CACHE_NAME)
+    if val is None or val.image_shape != ds.image_shape:
+        npz, _ = cache.cache_paths(cache_path, SVHN_VALID_CACHE_NAME)
+        warnings.warn(
+            f"SVHN validation images are not in the cache ({npz}): x_val is None; "
+            f"delete {cache.cache_paths(cache_path, ds.name)[0]} to rebuild both from the original files",
+            stacklevel=3,
+        )
+        return ds
+    return dataclasses.replace(ds, x_val=val.x_train, y_val=val.y_train)

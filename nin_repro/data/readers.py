@@ -2,8 +2,11 @@
 
 Each reader returns ``(x_train_NHWC, y_train, x_test_NHWC, y_test)`` as uint8 / int32 arrays and
 turns every kind of damaged file into a one-line :class:`DataError` that names the file and says
-what to do. Formats: CIFAR python pickles (https://www.cs.toronto.edu/~kriz/cifar.html) and MNIST
-idx files (https://yann.lecun.com/exdb/mnist/), optionally gzipped.
+what to do. Formats: CIFAR python pickles (https://www.cs.toronto.edu/~kriz/cifar.html), MNIST
+idx files (https://yann.lecun.com/exdb/mnist/), optionally gzipped, and the SVHN cropped-digit
+MATLAB files (http://ufldl.stanford.edu/housenumbers/, read with scipy, imported lazily).
+SVHN has three splits (train, test, extra): :func:`read_svhn_mat` returns all three and
+``nin_repro.data.svhn_split`` turns them into the paper's train/validation split.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ ORIGINAL_FOLDERS: dict[str, tuple[str, ...]] = {
     "cifar10": ("cifar-10-batches-py",),
     "cifar100": ("cifar-100-python",),
     "mnist": ("mnist", "MNIST/raw", "."),
+    "svhn": ("svhn", "SVHN", "svhn_cropped", "."),
 }
 _EXPECTED: dict[str, str] = {
     "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch; unpacked from cifar-10-python.tar.gz, "
@@ -38,6 +42,8 @@ _EXPECTED: dict[str, str] = {
     "https://www.cs.toronto.edu/~kriz/cifar.html)",
     "mnist": "mnist/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
     "t10k-labels-idx1-ubyte (each may be .gz; https://yann.lecun.com/exdb/mnist/)",
+    "svhn": "svhn/ with train_32x32.mat, test_32x32.mat and extra_32x32.mat (the cropped digits, "
+    "'Format 2', http://ufldl.stanford.edu/housenumbers/)",
 }
 
 _CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -47,6 +53,11 @@ _MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
+SVHN_SPLITS = ("train", "test", "extra")
+_SVHN_FILES = {split: f"{split}_32x32.mat" for split in SVHN_SPLITS}
+# A file that marks a dataset's folder when the dataset has no folder of its own in the original
+# distribution (the folder may be --data-dir itself).
+_MARKER_FILES = {"mnist": _MNIST_FILES["train_images"], "svhn": _SVHN_FILES["train"]}
 _IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 _IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
@@ -98,9 +109,9 @@ def find_original_folder(name: str, data_dir: Path) -> Path | None:
     """The folder under ``data_dir`` holding ``name``'s original files, or None if there is none."""
     for sub in ORIGINAL_FOLDERS[name]:
         folder = data_dir / sub
-        if name == "mnist":
-            # MNIST has no folder of its own in the original distribution: look for a marker file.
-            marker = folder / _MNIST_FILES["train_images"]
+        if name in _MARKER_FILES:
+            # No folder of its own in the original distribution: look for a marker file.
+            marker = folder / _MARKER_FILES[name]
             if marker.is_file() or marker.with_name(marker.name + ".gz").is_file():
                 return folder
         elif folder.is_dir():
@@ -109,8 +120,10 @@ def find_original_folder(name: str, data_dir: Path) -> Path | None:
 
 
 def read_original(name: str, folder: Path) -> Arrays:
-    """Dispatch to the reader for ``name``."""
+    """Dispatch to the reader for ``name`` (the train/test datasets; SVHN: :func:`read_svhn_mat`)."""
     readers = {"cifar10": read_cifar10_python, "cifar100": read_cifar100_python, "mnist": read_mnist_idx}
+    if name not in readers:
+        raise DataError(f"no train/test reader for dataset {name!r}; known: {', '.join(readers)}")
     return readers[name](folder)
 
 
@@ -242,3 +255,75 @@ def read_mnist_idx(folder: str | Path) -> Arrays:
     x_train, y_train = _read_mnist_split(folder, _MNIST_FILES["train_images"], _MNIST_FILES["train_labels"], hint)
     x_test, y_test = _read_mnist_split(folder, _MNIST_FILES["test_images"], _MNIST_FILES["test_labels"], hint)
     return x_train, y_train, x_test, y_test
+
+
+# ------------------------------------------------------------------------------------------ SVHN
+
+
+def _mat_errors() -> tuple[type[BaseException], ...]:
+    """What scipy.io.loadmat raises on a damaged file (found by truncating and corrupting files):
+    MatReadError (empty/short header), ValueError (unknown version, malformed element, bad
+    reshape), TypeError (unexpected element type), IndexError, OSError ("could not read bytes"
+    on a truncated element), zlib.error / EOFError (damaged compressed element), MemoryError /
+    OverflowError (a garbage size field), NotImplementedError (a v7.3 HDF5 file)."""
+    from scipy.io.matlab import MatReadError
+
+    return (MatReadError, ValueError, TypeError, IndexError, OSError, EOFError, zlib.error, MemoryError, OverflowError, NotImplementedError)
+
+
+def read_svhn_file(path: str | Path, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """One SVHN ``*_32x32.mat`` file -> (x uint8 (N, 32, 32, 3) C-contiguous, y int32 (N,) in 0..9).
+
+    The file holds ``X`` uint8 (32, 32, 3, N) and ``y`` (N, 1) in 1..10, where 10 is the digit 0
+    (so the label is ``y % 10``, as tensorflow-datasets does). Every kind of damage raises a
+    one-line DataError naming the file.
+    """
+    path = Path(path)
+    hint = hint or f"re-download {path.name} from http://ufldl.stanford.edu/housenumbers/"
+    if not path.is_file():
+        raise DataError(f"{path}: file missing; {hint}")
+    try:
+        import scipy.io
+    except ImportError:
+        raise DataError(f"{path}: reading SVHN .mat files needs scipy: pip install scipy") from None
+    try:
+        mat = scipy.io.loadmat(path, variable_names=("X", "y"))
+    except NotImplementedError:  # MATLAB v7.3 (HDF5): the original files are v5
+        raise DataError(f"{path}: a MATLAB v7.3 (HDF5) file, not the original v5 file; {hint}") from None
+    except _mat_errors() as e:
+        raise DataError(f"{path}: not a readable MATLAB file ({type(e).__name__}: {' '.join(str(e).split())[:120]}); {hint}") from None
+    missing = [k for k in ("X", "y") if k not in mat]
+    if missing:
+        raise DataError(f"{path}: missing variable(s) {', '.join(missing)} (expected X and y); {hint}")
+    x, y = mat.pop("X"), mat.pop("y")
+    if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DataError(f"{path}: 'X' must be uint8 of shape (32, 32, 3, N), got {getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}; {hint}")
+    n = x.shape[3]
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf" or y.size != n or y.ndim not in (1, 2) or (y.ndim == 2 and 1 not in y.shape):
+        raise DataError(f"{path}: 'y' must be {n} labels of shape ({n}, 1), got {getattr(y, 'dtype', type(y).__name__)} {getattr(y, 'shape', '')}; {hint}")
+    y = y.reshape(-1)
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
+        raise DataError(f"{path}: 'y' holds non-integer labels; {hint}")
+    if n and (y.min() < 1 or y.max() > 10):
+        raise DataError(f"{path}: labels must lie in 1..10 (10 = digit 0), found [{y.min():g}, {y.max():g}]; {hint}")
+    labels = (y.astype(np.int64) % 10).astype(np.int32)
+    # X is (H, W, C, N), usually Fortran-ordered as MATLAB wrote it: one copy into C-order NHWC.
+    x_NHWC = np.ascontiguousarray(np.moveaxis(x, -1, 0))
+    del x, mat
+    return x_NHWC, labels
+
+
+def read_svhn_mat(folder: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read ``train_32x32.mat``, ``test_32x32.mat`` and ``extra_32x32.mat`` from ``folder``.
+
+    Returns split name -> (x uint8 (N, 32, 32, 3), y int32 (N,) in 0..9), in file order. All three
+    files are needed: the paper trains on train + extra (minus a validation split). Memory: the
+    extra file is 1.6 GB of pixels; reading it peaks at about twice that (the file's array and its
+    NHWC copy), one file at a time.
+    """
+    folder = Path(folder)
+    hint = f"download the three cropped-digit files (train_32x32.mat, test_32x32.mat, extra_32x32.mat) from http://ufldl.stanford.edu/housenumbers/ into {folder}"
+    missing = [f for f in _SVHN_FILES.values() if not (folder / f).is_file()]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(missing)}; {hint}")
+    return {split: read_svhn_file(folder / _SVHN_FILES[split], hint) for split in SVHN_SPLITS}

@@ -32,6 +32,11 @@ class TfdsBuilder:
     splits: tuple[str, ...]  # all splits the builder has
     num_classes: int
     image_shape: tuple[int, int, int]
+    # Put each split back into the original file order by the records' ``id`` feature
+    # ("train_000123", zero-padded, so string order is index order). tfds stores records in a
+    # stable hash-shuffled order; file order makes a split computed on them (SVHN's validation
+    # set) the same as one computed on the original files.
+    order_by_id: bool = False
 
 
 TFDS_BUILDERS: dict[str, TfdsBuilder] = {
@@ -40,7 +45,7 @@ TFDS_BUILDERS: dict[str, TfdsBuilder] = {
     "cifar100": TfdsBuilder("cifar100", "CIFAR-100", ("train", "test"), 100, (32, 32, 3)),
     "mnist": TfdsBuilder("mnist", "MNIST", ("train", "test"), 10, (28, 28, 1)),
     # tfds maps the .mat files' label 10 to digit 0; 'extra' has 531,131 more training digits.
-    "svhn": TfdsBuilder("svhn_cropped", "SVHN", ("train", "test", "extra"), 10, (32, 32, 3)),
+    "svhn": TfdsBuilder("svhn_cropped", "SVHN", ("train", "test", "extra"), 10, (32, 32, 3), order_by_id=True),
 }
 
 
@@ -82,13 +87,25 @@ def _download_errors(tfds: Any) -> tuple[type[BaseException], ...]:
 
 
 def _to_numpy(ds_batched: Any, tfds: Any, info: TfdsBuilder, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate the (image, label) batches of one split; validate; labels -> int32."""
-    xs, ys = [], []
-    for x, y in tfds.as_numpy(ds_batched):
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
+    """Concatenate the (image, label) batches of one split (dict batches with ``id`` when
+    ``info.order_by_id``, then sorted by id); validate; labels -> int32."""
+    xs, ys, ids = [], [], []
+    for batch in tfds.as_numpy(ds_batched):
+        if info.order_by_id:
+            xs.append(np.asarray(batch["image"]))
+            ys.append(np.asarray(batch["label"]))
+            ids.append(np.asarray(batch["id"]))
+        else:
+            x, y = batch
+            xs.append(np.asarray(x))
+            ys.append(np.asarray(y))
     x_NHWC = np.concatenate(xs) if xs else np.zeros((0, *info.image_shape), np.uint8)
+    del xs
     y64 = np.concatenate(ys).astype(np.int64) if ys else np.zeros((0,), np.int64)
+    if ids:
+        order = np.argsort(np.concatenate(ids), kind="stable")
+        if np.any(order != np.arange(len(order))):
+            x_NHWC, y64 = x_NHWC[order], y64[order]
     # Range check before the int32 cast, so that no out-of-range value can wrap into range.
     if y64.size and (y64.min() < 0 or y64.max() >= info.num_classes):
         raise DataError(f"{what}: labels must lie in [0, {info.num_classes}), found [{y64.min()}, {y64.max()}]")
@@ -127,7 +144,7 @@ def load_tfds_splits(
             info.builder,
             split=list(splits),
             batch_size=_CHUNK,
-            as_supervised=True,
+            as_supervised=not info.order_by_id,  # dicts when the id is needed
             download=download,
             data_dir=None if tfds_data_dir is None else os.fspath(tfds_data_dir),
         )
