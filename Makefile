@@ -19,7 +19,7 @@ smoke:
 	$(NIN) cifar10 --smoke
 
 # Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
-TABLES = cifar10 cifar100 mnist
+TABLES = cifar10 cifar100 svhn mnist
 
 reproduce-all:
 	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
