@@ -138,7 +138,7 @@ def test_training_path_never_imports_tensorflow(tmp_path):
     assert "OK 5" in proc.stdout
 
 
-@pytest.mark.parametrize("name, chance", [("mnist", 90.0), ("cifar100", 99.0)])
+@pytest.mark.parametrize("name, chance", [("mnist", 90.0), ("cifar100", 99.0), ("svhn", 90.0)])
 def test_other_tables_smoke(name, chance, tmp_path):
     results = tmp_path / "results"
     assert main([name, "--smoke", "--results-dir", str(results), "--workdir", str(tmp_path / "runs")]) == 0
