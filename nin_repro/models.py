@@ -3,6 +3,10 @@
 The default CIFAR-10 configuration is the paper's own (cuda-convnet ``NIN/cifar-10_def``,
 nin-facts §2b): max pool after blocks 1 and 2, dropout 0.5 after them, ReLU after every conv
 including the last 1x1 (cccp6), then an 8x8 global average pool. 966,986 parameters.
+
+Also the paper's Sec. 4.6 conventional CNN (``ConvNet``: convs + a locally connected layer,
+``LocallyConnected2D``, with an FC, FC + dropout or GAP head). ``build_model(config, rngs=...)``
+builds either network from its config; ``config_from_dict`` reads either back from JSON.
 """
 
 from __future__ import annotations
@@ -65,6 +69,16 @@ class NINConfig:
             )
             blocks.append(dataclasses.replace(b, widths=widths))
         return dataclasses.replace(self, blocks=tuple(blocks))
+
+    def hidden_widths(self) -> tuple[int, ...]:
+        """The hidden widths, whose narrowest decides the --smoke width factor: every conv's
+        except the last block's output maps (one per class with the GAP head)."""
+        last = len(self.blocks) - 1
+        return tuple(w for i, b in enumerate(self.blocks) for w in (b.widths if i < last else b.widths[:2]))
+
+    def with_he_init(self, final_relu: bool = False) -> "NINConfig":
+        """He-normal init everywhere (our departure, used by --smoke) and the given final ReLU."""
+        return dataclasses.replace(self, blocks=tuple(dataclasses.replace(b, init_std=None) for b in self.blocks), final_relu=final_relu)
 
 
 def nin_cifar10(**overrides) -> NINConfig:
@@ -185,3 +199,227 @@ def final_hw(config: NINConfig) -> tuple[int, int]:
 
 def count_params(model: nnx.Module) -> int:
     return sum(p.size for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+# --------------------------------------------------------------------------- locally connected layer
+
+
+class LocallyConnected2D(nnx.Module):
+    """2-D layer with unshared weights (cuda-convnet's ``local`` layer, linen's ``ConvLocal``; flax.nnx
+    0.12 has none): every output position has its own k x k x C_in x C_out kernel and its own bias.
+
+    Built for one input size (``input_hw``). Kernel (out_h, out_w, k, k, C_in, C_out), bias
+    (out_h, out_w, C_out). Patches are gathered by slicing (exact in any precision), then one einsum."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int,
+        input_hw: tuple[int, int],
+        *,
+        padding: int = 0,
+        stride: int = 1,
+        kernel_init=None,
+        bias_init=nnx.initializers.zeros,
+        dtype=None,
+        rngs: nnx.Rngs,
+    ):
+        h, w = input_hw
+        k = kernel_size
+        self.out_hw = ((h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1)
+        if min(self.out_hw) < 1:
+            raise ValueError(f"locally connected layer: a {k}x{k} kernel does not fit a {h}x{w} input with padding {padding}")
+        self.input_hw, self.kernel_size, self.padding, self.stride, self.dtype = (h, w), k, padding, stride, dtype
+        # He-normal over one position's fan-in (k*k*C_in): the position axes are batch axes.
+        kernel_init = kernel_init or nnx.initializers.he_normal(in_axis=-2, out_axis=-1, batch_axis=(0, 1))
+        oh, ow = self.out_hw
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (oh, ow, k, k, in_features, out_features), jnp.float32))
+        self.bias = nnx.Param(bias_init(rngs.params(), (oh, ow, out_features), jnp.float32))
+
+    def patches(self, x_BHWC: jax.Array) -> jax.Array:
+        """(B, out_h, out_w, k, k, C): the input window under each output position."""
+        if tuple(x_BHWC.shape[1:3]) != self.input_hw:
+            raise ValueError(f"locally connected layer built for {self.input_hw[0]}x{self.input_hw[1]} inputs, got {x_BHWC.shape[1]}x{x_BHWC.shape[2]}")
+        p, s, k = self.padding, self.stride, self.kernel_size
+        oh, ow = self.out_hw
+        x = jnp.pad(x_BHWC, ((0, 0), (p, p), (p, p), (0, 0)))
+        rows = [jnp.stack([x[:, i : i + s * (oh - 1) + 1 : s, j : j + s * (ow - 1) + 1 : s, :] for j in range(k)], axis=3) for i in range(k)]
+        return jnp.stack(rows, axis=3)
+
+    def __call__(self, x_BHWC: jax.Array) -> jax.Array:
+        dtype = self.dtype or x_BHWC.dtype
+        patches = self.patches(x_BHWC.astype(dtype))
+        y = jnp.einsum("bhwijc,hwijco->bhwo", patches, self.kernel[...].astype(dtype))
+        return y + self.bias[...].astype(dtype)
+
+
+# --------------------------------------------------------------------------- Sec. 4.6 conventional CNN
+
+CONVNET_HEADS: tuple[str, ...] = ("fc", "fc_dropout", "gap")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One conv layer (k x k, "same" padding, ReLU) and an optional 3x3/2 Caffe-aligned pool."""
+
+    kernel: int
+    features: int
+    pool: Pool = "max"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNetConfig:
+    """The paper's Sec. 4.6 conventional CNN: conv layers, then one locally connected layer whose maps
+    go to an FC layer (optionally after dropout) or, with ``head="gap"``, one map per class averaged
+    (GAP). The sizes are ours (nin-facts §2c, §8); see ``conv_local_cifar10``."""
+
+    convs: tuple[ConvSpec, ...]
+    local_kernel: int = 3
+    local_features: int = 16  # must equal num_classes for head="gap"
+    in_channels: int = 3
+    input_hw: tuple[int, int] = (32, 32)  # the local layer and the FC head are built for it
+    num_classes: int = 10
+    head: str = "fc"
+    head_dropout: float = 0.5  # only for head="fc_dropout"
+    final_relu: bool = True  # ReLU after the locally connected layer (cuda-convnet local layers use one)
+    init_std: float | None = None  # N(0, std) for conv and local kernels; None = He-normal
+    head_init_std: float = 0.01  # the FC layer
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.head not in CONVNET_HEADS:
+            raise ValueError(f"unknown head {self.head!r} for the conventional CNN; choose one of {', '.join(CONVNET_HEADS)}")
+        if self.head == "gap" and self.local_features != self.num_classes:
+            raise ValueError(
+                f"with a GAP head the locally connected layer must output one map per class ({self.num_classes}), not {self.local_features}"
+            )
+        if not self.convs:
+            raise ValueError("the conventional CNN needs at least one conv layer")
+
+    def hidden_widths(self) -> tuple[int, ...]:
+        """The hidden widths, whose narrowest decides the --smoke width factor: the conv layers'
+        (the locally connected layer's 16 or 10 maps are the paper's numbers)."""
+        return tuple(c.features for c in self.convs)
+
+    def scaled(self, width_factor: float) -> "ConvNetConfig":
+        """Same network with every hidden width multiplied by width_factor (class maps keep their number)."""
+        convs = tuple(dataclasses.replace(c, features=max(1, round(c.features * width_factor))) for c in self.convs)
+        local = self.local_features if self.head == "gap" else max(1, round(self.local_features * width_factor))
+        return dataclasses.replace(self, convs=convs, local_features=local)
+
+    def with_he_init(self, final_relu: bool = False) -> "ConvNetConfig":
+        return dataclasses.replace(self, init_std=None, final_relu=final_relu)
+
+    def forward_macs(self, hw: tuple[int, int] | None = None) -> int:
+        """Multiply-accumulates of one forward pass on one image (padded positions counted), for
+        ``bench``; only the training size ``input_hw`` is valid (the local layer is built for it)."""
+        h, w = hw or self.input_hw
+        if (h, w) != tuple(self.input_hw):
+            raise ValueError(f"the conventional CNN is built for {self.input_hw[0]}x{self.input_hw[1]} inputs")
+        cin, macs = self.in_channels, 0
+        for c in self.convs:
+            macs += h * w * c.kernel * c.kernel * cin * c.features
+            cin = c.features
+            if c.pool != "none":
+                h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+        macs += h * w * self.local_kernel * self.local_kernel * cin * self.local_features
+        if self.head != "gap":
+            macs += h * w * self.local_features * self.num_classes
+        return macs
+
+    def local_input_hw(self) -> tuple[int, int]:
+        """Spatial size entering the locally connected layer (= its output size, "same" padding)."""
+        h, w = self.input_hw
+        for c in self.convs:
+            if c.pool != "none":
+                h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+        return h, w
+
+
+def conv_local_cifar10(head: str = "fc", **overrides) -> ConvNetConfig:
+    """Our sizes for the Sec. 4.6 CNN, in the cuda-convnet conv-local CIFAR-10 lineage
+    (``layers-conv-local-*``): conv 5x5 64 -> max pool 3/2 -> conv 5x5 64 -> max pool 3/2 ->
+    conv 3x3 64 -> locally connected 3x3 (16 maps; 10 for the GAP head) at 8x8 -> head.
+    No response normalization."""
+    convs = (ConvSpec(5, 64, "max"), ConvSpec(5, 64, "max"), ConvSpec(3, 64, "none"))
+    local = overrides.pop("local_features", overrides.get("num_classes", 10) if head == "gap" else 16)
+    return ConvNetConfig(convs=convs, local_features=local, head=head, **overrides)
+
+
+class ConvNet(nnx.Module):
+    """Conventional CNN with a locally connected top layer (paper Sec. 4.6). Same interface as NIN:
+    ``__call__(x, *, train, rngs)`` -> logits, ``class_maps``, ``classifier_path``."""
+
+    def __init__(self, config: ConvNetConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        dtype = jnp.dtype(config.dtype)
+        init = _kernel_init(config.init_std)
+        convs, channels = [], config.in_channels
+        for spec in config.convs:
+            convs.append(nnx.Conv(channels, spec.features, (spec.kernel, spec.kernel), padding=spec.kernel // 2, kernel_init=init, dtype=dtype, rngs=rngs))
+            channels = spec.features
+        self.convs = nnx.List(convs)
+        hw = config.local_input_hw()
+        local_init = None if config.init_std is None else nnx.initializers.normal(config.init_std)
+        self.local = LocallyConnected2D(
+            channels, config.local_features, config.local_kernel, hw, padding=config.local_kernel // 2, kernel_init=local_init, dtype=dtype, rngs=rngs
+        )
+        self.head_dropout = nnx.Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0)
+        self.dense = nnx.data(None)
+        if config.head in ("fc", "fc_dropout"):
+            in_features = config.local_features * math.prod(self.local.out_hw)
+            self.dense = nnx.data(nnx.Linear(in_features, config.num_classes, kernel_init=nnx.initializers.normal(config.head_init_std), rngs=rngs))
+
+    def class_maps(self, x_BHWC: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """The locally connected layer's output (B, H', W', maps); the class maps for head="gap"."""
+        x_BHWC = x_BHWC.astype(self.config.dtype)
+        for spec, conv in zip(self.config.convs, self.convs):
+            x_BHWC = caffe_pool(nnx.relu(conv(x_BHWC)), spec.pool)
+        x_BHWC = self.local(x_BHWC)
+        return nnx.relu(x_BHWC) if self.config.final_relu else x_BHWC
+
+    def __call__(self, x_BHWC: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        maps_BHWK = self.class_maps(x_BHWC, train=train, rngs=rngs)
+        if self.config.head == "gap":
+            logits_BK = maps_BHWK.mean(axis=(1, 2))
+        else:
+            flat_BF = maps_BHWK.reshape(maps_BHWK.shape[0], -1)
+            if self.config.head == "fc_dropout":
+                flat_BF = self.head_dropout(flat_BF, deterministic=not train, rngs=rngs)
+            logits_BK = self.dense(flat_BF)
+        return logits_BK.astype(jnp.float32)
+
+    def classifier_path(self) -> tuple[str, ...]:
+        """The layer producing the class scores: the FC layer, or the local layer for head="gap"."""
+        return ("dense",) if self.dense is not None else ("local",)
+
+
+# --------------------------------------------------------------------------- one entry point for every network
+
+ModelConfig = NINConfig | ConvNetConfig
+
+
+def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> NIN | ConvNet:
+    """The network a config describes: ``NIN`` for a ``NINConfig``, ``ConvNet`` for a ``ConvNetConfig``."""
+    if isinstance(config, NINConfig):
+        return NIN(config, rngs=rngs)
+    if isinstance(config, ConvNetConfig):
+        return ConvNet(config, rngs=rngs)
+    raise TypeError(f"no network for a {type(config).__name__}")
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of ``dataclasses.asdict`` for either config (JSON lists back to tuples), e.g. from run.json."""
+    d = dict(d)
+    if "input_hw" in d:
+        d["input_hw"] = tuple(d["input_hw"])
+    if "blocks" in d:
+        d["blocks"] = tuple(
+            BlockSpec(**{**b, "widths": tuple(b["widths"]), "init_std": tuple(b["init_std"]) if b.get("init_std") else None}) for b in d["blocks"]
+        )
+        return NINConfig(**d)
+    if "convs" in d:
+        d["convs"] = tuple(ConvSpec(**c) for c in d["convs"])
+        return ConvNetConfig(**d)
+    raise ValueError(f"not a model config: fields {sorted(d)}")

@@ -114,6 +114,35 @@ class Variant:
     recipe: Recipe
 
 
+CLAIM_KINDS = ("order", "relative_reduction")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A statement of the paper about several rows, checked on our mean test errors.
+
+    * ``kind="order"``: ``variants`` from lowest to highest error, e.g. ("gap", "fc_dropout", "fc")
+      for "GAP < FC + Dropout < FC"; holds when every mean is strictly below the next.
+    * ``kind="relative_reduction"``: ``variants = (with, without)``; holds when
+      (without - with) / without > ``threshold`` (a fraction: 0.2 = 20 %).
+    """
+
+    kind: str
+    variants: tuple[str, ...]
+    label: str  # short form shown under the table, e.g. "GAP < FC + Dropout < FC"
+    wording: str  # what the paper says, in its words or marked as a paraphrase
+    source: str = ""  # where the paper says it, with confidence, e.g. "Sec. 4.6 [R]"
+    threshold: float = 0.0  # relative_reduction only
+
+    def __post_init__(self):
+        if self.kind not in CLAIM_KINDS:
+            raise ValueError(f"unknown claim kind {self.kind!r}: choose one of {', '.join(CLAIM_KINDS)}")
+        if self.kind == "order" and len(self.variants) < 2:
+            raise ValueError("an order claim needs at least two variants")
+        if self.kind == "relative_reduction" and (len(self.variants) != 2 or not 0 < self.threshold < 1):
+            raise ValueError("a relative_reduction claim needs (with, without) variants and a threshold in (0, 1)")
+
+
 @dataclasses.dataclass(frozen=True)
 class Table:
     name: str  # command and file name: results/<name>.md
@@ -124,6 +153,8 @@ class Table:
     tolerance_pp: float  # |ours - paper| within this many points = reproduced [ours]
     notes: tuple[str, ...] = ()
     class_names: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()  # checked and shown under the table (results.evaluate_claim)
+    figure: str | None = None  # "error_curves": results.write_table also draws nin_repro.figures
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:

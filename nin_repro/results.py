@@ -11,6 +11,11 @@ is never presented as a reproduction. Where the files go:
 * ``smoke=True`` -> ``results_dir/smoke/<name>.*`` only.
 
 A table without paper rows (a demo) is written the same way: each variant gets its own row.
+
+``Table.claims`` (statements about several rows, e.g. "GAP < FC + Dropout < FC") are checked on
+our means and listed under the table, and stored under ``"claims"`` in the JSON; smoke and
+shortened runs get no verdict. ``Table.figure`` is drawn (``nin_repro.figures``) next to the
+markdown, which links it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from nin_repro import atomic
-from nin_repro.recipe import PaperRow, Table, Variant
+from nin_repro.recipe import Claim, PaperRow, Table, Variant
 
 SCHEMA_VERSION = 1
 
@@ -152,6 +157,89 @@ def format_duration(seconds: float) -> str:
     if h:
         return f"{h}h{m:02d}m"
     return f"{m}m{sec:02d}s"
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def _order_text(values: Sequence[float]) -> str:
+    """``"10.41 < 10.88 < 11.59"`` with the relation that actually holds between neighbours."""
+    out = f"{values[0]:.2f}"
+    for a, b in zip(values, values[1:]):
+        out += f" {'<' if a < b else '>' if a > b else '='} {b:.2f}"
+    return out
+
+
+def _claim_values(claim: Claim, means: Sequence[float]) -> tuple[bool, str]:
+    """Whether ``claim`` holds for these means (in claim.variants order), and the text showing them."""
+    if claim.kind == "order":
+        return all(a < b for a, b in zip(means, means[1:])), _order_text(means)
+    with_, without = means
+    reduction = (without - with_) / without if without > 0 else float("nan")
+    holds = math.isfinite(reduction) and reduction > claim.threshold
+    pct = f"{100 * reduction:.1f} %" if math.isfinite(reduction) else "n/a"
+    return holds, f"{without:.2f} → {with_:.2f}, {pct} relative reduction"
+
+
+def evaluate_claim(claim: Claim, results: Sequence[VariantResult], table: Table | None = None, *, smoke: bool = False) -> dict:
+    """A claim checked on the mean test errors of ``results``.
+
+    ``status``: "holds" / "does not hold" on full-length runs; "n/a (smoke)" for a smoke run;
+    "not checked (shortened)" when any of its rows is shortened; "not checked (not run: ...)" when
+    a row is missing. ``holds`` is True/False only for "holds"/"does not hold", else None; ``ours``
+    shows our means either way, ``paper`` the paper's numbers where every row has one."""
+    by_key = {r.key: r for r in results}
+    missing = [k for k in claim.variants if k not in by_key]
+    paper_text = None
+    if table is not None:
+        rows = [table.paper_row(k) for k in claim.variants]
+        if all(rows):
+            paper_text = _claim_values(claim, [r.error for r in rows])[1]
+    out = {
+        "kind": claim.kind,
+        "variants": list(claim.variants),
+        "label": claim.label,
+        "wording": claim.wording,
+        "source": claim.source,
+        "threshold": claim.threshold if claim.kind == "relative_reduction" else None,
+        "means": {k: (by_key[k].mean if k in by_key else None) for k in claim.variants},
+        "ours": None,
+        "paper": paper_text,
+        "holds": None,
+    }
+    if missing:
+        out["status"] = f"not checked (not run: {', '.join(missing)})"
+        return out
+    chosen = [by_key[k] for k in claim.variants]
+    holds, text = _claim_values(claim, [r.mean for r in chosen])
+    out["ours"] = text
+    if smoke or any((r.shortened or "").strip().lower().startswith("smoke") for r in chosen):
+        out["status"] = "n/a (smoke)"
+    elif any(r.shortened for r in chosen):
+        out["status"] = "not checked (shortened)"
+    else:
+        out["status"] = "holds" if holds else "does not hold"
+        out["holds"] = holds
+    return out
+
+
+def _claims_md(table: Table, results: Sequence[VariantResult], smoke: bool) -> list[str]:
+    if not table.claims:
+        return []
+    lines = ["## Claims", ""]
+    for claim in table.claims:
+        ev = evaluate_claim(claim, results, table, smoke=smoke)
+        detail = "; ".join(x for x in (f"ours: {ev['ours']}" if ev["ours"] else "", f"paper: {ev['paper']}" if ev["paper"] else "") if x)
+        line = f"- **{_cell(claim.label)}: {ev['status']}**" + (f" ({detail})" if detail else "")
+        said = f"“{claim.wording}”" + (f" — {claim.source}" if claim.source else "")
+        lines.append(f"{line}. Paper: {said}")
+    lines += [
+        "",
+        "Claims are checked on the mean test error over seeds, with no significance test [ours]; "
+        "smoke and shortened runs are not checked.",
+        "",
+    ]
+    return lines
 
 
 # --------------------------------------------------------------------------- provenance
@@ -350,7 +438,18 @@ def _variant_md(r: VariantResult, smoke: bool) -> list[str]:
     return lines
 
 
-def render_markdown(table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None) -> str:
+def _figure_md(table: Table, figure: dict | None) -> list[str]:
+    if not table.figure or figure is None:
+        return []
+    if figure.get("path"):
+        name = Path(figure["path"]).name
+        return ["## Figure", "", f"![{_cell(table.title)}]({name})", "", f"{figure.get('caption', '')}".strip(), ""]
+    return ["## Figure", "", f"Figure not drawn: {figure.get('error', 'unknown error')}", ""]
+
+
+def render_markdown(
+    table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None
+) -> str:
     by_key = {r.key: r for r in results}
     tol = table.tolerance_pp
     lines = [f"# {table.title}", ""]
@@ -379,6 +478,8 @@ def render_markdown(table: Table, results: list[VariantResult], *, smoke: bool, 
         f"“Within ±{tol:g} pp” is our tolerance for calling a row reproduced [ours].",
         "",
     ]
+    lines += _claims_md(table, results, smoke)
+    lines += _figure_md(table, figure)
     if any(r.ours for r in results):
         lines += ["## Our choices", ""]
         for r in results:
@@ -399,7 +500,9 @@ def render_markdown(table: Table, results: list[VariantResult], *, smoke: bool, 
     return "\n".join(lines).rstrip() + "\n"
 
 
-def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None) -> dict:
+def table_json(
+    table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None
+) -> dict:
     variants = []
     for r in results:
         paper = table.paper_row(r.key)
@@ -417,6 +520,8 @@ def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov:
         "table": {"name": table.name, "title": table.title, "source": table.source, "tolerance_pp": table.tolerance_pp, "notes": list(table.notes)},
         "paper_rows": [{"method": pr.method, "error": pr.error, "citation": pr.citation, "variant": pr.variant} for pr in table.rows],
         "variants": variants,
+        "claims": [evaluate_claim(c, results, table, smoke=smoke) for c in table.claims],
+        "figure": figure,
         "smoke": smoke,
         "full_run": bool(results) and not smoke and not any(r.shortened for r in results),
         "partial_reason": partial_reason,
@@ -437,6 +542,21 @@ def _records_full_run(path: Path) -> bool:
         return bool(vs) and not data.get("smoke") and all(v.get("shortened") is None for v in vs)
     except (OSError, ValueError, AttributeError, TypeError):
         return True
+
+
+def _draw_figure(table: Table, results: list[VariantResult], out_dir: Path, smoke: bool) -> dict | None:
+    """The table's figure (``Table.figure``) next to its markdown. A figure that cannot be drawn
+    (a run folder gone, no metrics) is reported in the table instead of losing the table."""
+    if not table.figure:
+        return None
+    from nin_repro import figures
+
+    caption = figures.table_figure_caption(table, results, smoke=smoke)
+    try:
+        path = figures.write_table_figure(table, results, out_dir, smoke=smoke)
+    except (OSError, ValueError, KeyError) as e:
+        return {"kind": table.figure, "path": None, "caption": caption, "error": f"{type(e).__name__}: {e}"}
+    return {"kind": table.figure, "path": str(path), "caption": caption, "error": None}
 
 
 def write_table(
@@ -468,9 +588,10 @@ def write_table(
                 "which a shortened run does not replace."
             )
     md_path, json_path = out_dir / f"{table.name}.md", out_dir / f"{table.name}.json"
+    figure = _draw_figure(table, results, out_dir, smoke)
     # JSON first: it decides what a later shortened run may replace.
-    atomic.write_json(json_path, table_json(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason))
-    atomic.write_text(md_path, render_markdown(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason))
+    atomic.write_json(json_path, table_json(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason, figure=figure))
+    atomic.write_text(md_path, render_markdown(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason, figure=figure))
     return md_path, json_path
 
 
