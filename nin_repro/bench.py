@@ -9,14 +9,12 @@ a training step costs about 3x the forward pass (forward + two backward matmuls 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import jax
 import jax.numpy as jnp
 
 from nin_repro import atomic
-from nin_repro.models import NINConfig
 from nin_repro.recipe import Recipe
 
 # Dense peak TFLOP/s by device kind (vendor datasheets), for % of peak.
@@ -29,23 +27,6 @@ PEAK_TFLOPS = {
     "TPU v4": {"bfloat16": 275.0, "float32": 275.0},
     "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0},
 }
-
-
-def forward_macs(config: NINConfig, hw: tuple[int, int] | None = None) -> int:
-    """Multiply-accumulates of one forward pass on one image (padded positions counted)."""
-    h, w = hw or config.input_hw
-    cin, macs = config.in_channels, 0
-    for spec in config.blocks:
-        c0, c1, c2 = spec.widths
-        macs += h * w * (spec.kernel * spec.kernel * cin * c0 + c0 * c1 + c1 * c2)
-        cin = c2
-        if spec.pool != "none":
-            h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
-    if config.head in ("fc", "fc_dropout"):
-        macs += h * w * cin * config.num_classes
-    elif config.head == "gap_dense":
-        macs += cin * config.num_classes
-    return macs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +87,7 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
 
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
-    macs = forward_macs(recipe.model)
+    macs = recipe.model.forward_macs()
     results = []
     for what, fn, flops_per_img in (("train", train_once, 3 * 2 * macs), ("eval", eval_once, 2 * macs)):
         t0 = time.perf_counter()

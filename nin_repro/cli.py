@@ -46,7 +46,7 @@ def _run_table(name: str, **kw) -> None:
     from nin_repro.recipe import load_experiment
     from nin_repro.reproduce import Options, reproduce
 
-    table = load_experiment(name).TABLE
+    table = load_experiment(name.replace("-", "_")).TABLE
     opts = Options(**kw)
     opts.validate()
     md, js = reproduce(table, opts, RichProgress(err_console))
@@ -100,6 +100,8 @@ TABLES = {
     "cifar100": "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay).",
     "svhn": "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN).",
     "mnist": "Table 4: MNIST test error, NIN + Dropout (the paper's MNIST widths, pixels in [0, 1]).",
+    "ablate-gap": "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10.",
+    "ablate-dropout": "Fig. 3: NIN with and without dropout between mlpconv blocks, CIFAR-10, 200 epochs; draws the error curves.",
 }
 for _name, _help in TABLES.items():
     _register_table(_name, _help)

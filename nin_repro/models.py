@@ -70,6 +70,22 @@ class NINConfig:
             blocks.append(dataclasses.replace(b, widths=widths))
         return dataclasses.replace(self, blocks=tuple(blocks))
 
+    def forward_macs(self, hw: tuple[int, int] | None = None) -> int:
+        """Multiply-accumulates of one forward pass on one image (padded positions counted, nin-facts §7)."""
+        h, w = hw or self.input_hw
+        cin, macs = self.in_channels, 0
+        for spec in self.blocks:
+            c0, c1, c2 = spec.widths
+            macs += h * w * (spec.kernel * spec.kernel * cin * c0 + c0 * c1 + c1 * c2)
+            cin = c2
+            if spec.pool != "none":
+                h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+        if self.head in ("fc", "fc_dropout"):
+            macs += h * w * cin * self.num_classes
+        elif self.head == "gap_dense":
+            macs += cin * self.num_classes
+        return macs
+
     def hidden_widths(self) -> tuple[int, ...]:
         """The hidden widths, whose narrowest decides the --smoke width factor: every conv's
         except the last block's output maps (one per class with the GAP head)."""

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from nin_repro.errors import UsageError
-from nin_repro.models import NINConfig
+from nin_repro.models import ModelConfig
 
 SCHEDULES = ("paper", "caffe", "plateau")
 
@@ -24,7 +24,7 @@ SCHEDULES = ("paper", "caffe", "plateau")
 class Recipe:
     dataset: str  # name for nin_repro.data.load_dataset ("cifar10", "mnist", "digits5k", "synthetic")
     preprocess: str  # "gcn_zca" | "scale01" | "standardize"
-    model: NINConfig
+    model: ModelConfig  # NINConfig, or ConvNetConfig for the Sec. 4.6 CNN
     augment: bool = False  # +-4 px zero-padded random crop and horizontal flip (after preprocessing)
     augment_flip: bool = True  # digits must not be mirrored
     batch_size: int = 128

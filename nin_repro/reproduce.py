@@ -112,7 +112,7 @@ def apply_set(recipe: Recipe, assignments: tuple[str, ...]) -> Recipe:
                 raise UsageError(f"--set {what}: no such recipe field; fields: {', '.join(sorted(fields))}")
             recipe = dataclasses.replace(recipe, **{path[0]: _coerce(raw, getattr(recipe, path[0]), what)})
         elif len(path) == 2 and path[0] == "model":
-            fields = {f.name for f in dataclasses.fields(recipe.model)} - {"blocks"}
+            fields = {f.name for f in dataclasses.fields(recipe.model)} - {"blocks", "convs"}
             if path[1] not in fields:
                 raise UsageError(f"--set {what}: no such model field; fields: {', '.join(sorted(fields))}")
             try:
@@ -158,9 +158,7 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
     if he:
         # ... and no ReLU on the class maps: with tiny widths the last layer otherwise dies within
         # the few smoke steps (seen on the MNIST-shaped smoke data).
-        changes["model"] = dataclasses.replace(
-            changes["model"], blocks=tuple(dataclasses.replace(b, init_std=None) for b in changes["model"].blocks), final_relu=False
-        )
+        changes["model"] = changes["model"].with_he_init(final_relu=False)
     new = apply_set(dataclasses.replace(recipe, **changes), opts.overrides)
     recorded = tuple(
         f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke
@@ -169,8 +167,7 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
 
 
 def smoke_width(recipe: Recipe) -> float:
-    hidden = [w for i, b in enumerate(recipe.model.blocks) for w in (b.widths if i < len(recipe.model.blocks) - 1 else b.widths[:2])]
-    return max(SMOKE_WIDTH, SMOKE_MIN_CHANNELS / min(hidden))
+    return max(SMOKE_WIDTH, SMOKE_MIN_CHANNELS / min(recipe.model.hidden_widths()))
 
 
 def smoke_train_size(num_classes: int) -> int:
@@ -282,16 +279,14 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
 
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
-    from nin_repro.models import BlockSpec, NINConfig
+    from nin_repro.models import config_from_dict
 
     record = json.loads((Path(run_dir) / "run.json").read_text())
     r = dict(record["recipe"])
-    m = dict(r.pop("model"))
-    m["blocks"] = tuple(BlockSpec(**{**b, "widths": tuple(b["widths"]), "init_std": tuple(b["init_std"]) if b["init_std"] else None}) for b in m["blocks"])
-    m["input_hw"] = tuple(m["input_hw"])
+    m = r.pop("model")
     tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
     r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
-    recipe = Recipe(model=NINConfig(**m), **r)
+    recipe = Recipe(model=config_from_dict(m), **r)
     pre = Preprocessor.load(record["preprocess"]["path"])
     return record, recipe, pre
 

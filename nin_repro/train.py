@@ -24,7 +24,7 @@ from flax import nnx
 from nin_repro import atomic
 from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
-from nin_repro.models import NIN
+from nin_repro.models import ConvNet, NIN, build_model
 from nin_repro.recipe import Recipe
 
 CROP_PAD = 4  # +-4 px translations (Min Lin's --crop-border default, maxout's pad_randomized=4)
@@ -202,8 +202,8 @@ def logits_fn_for(graphdef):
     return logits
 
 
-def init_model(recipe: Recipe, seed: int) -> NIN:
-    return NIN(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 0)))
+def init_model(recipe: Recipe, seed: int) -> NIN | ConvNet:
+    return build_model(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 0)))
 
 
 @dataclasses.dataclass
