@@ -176,3 +176,21 @@ def test_eval_command_reproduces_the_recorded_error(smoke_cifar10, capsys):
     out = capsys.readouterr().out
     assert f"test error {variant['errors_pct'][0]:.2f}%" in out and "equals the recorded" in out
     assert main(["eval", str(smoke_cifar10["root"])]) == 2
+
+
+def test_ablation_commands_write_tables_claims_and_figure(tmp_path):
+    # One epoch each: this checks the tables, claims and figure, not learning (the other smoke tests do).
+    results = tmp_path / "results"
+    for name in ("ablate-dropout", "ablate-gap"):
+        assert main([name, "--smoke", "--epochs", "1", "--results-dir", str(results), "--workdir", str(tmp_path / "runs")]) == 0
+    gap = json.loads((results / "smoke" / "ablate-gap.json").read_text())
+    assert {r["error"] for r in gap["paper_rows"]} == {11.59, 10.88, 10.41, 17.56, 15.99, 16.46}
+    assert len(gap["variants"]) == 6 and gap["claims"]
+    assert all("smoke" in c["status"] for c in gap["claims"])
+    md = (results / "smoke" / "ablate-gap.md").read_text()
+    assert "GAP < FC + Dropout < FC" in md
+    drop = json.loads((results / "smoke" / "ablate-dropout.json").read_text())
+    assert len(drop["variants"]) == 2 and drop["claims"]
+    png = results / "smoke" / "ablate-dropout.png"
+    assert png.is_file() and png.stat().st_size > 1000
+    assert "ablate-dropout.png" in (results / "smoke" / "README.md").read_text()
