@@ -86,6 +86,7 @@ _PICKLE_ERRORS = (
     TypeError,
     KeyError,
     IndexError,
+    LookupError,  # _codecs.encode with a mangled encoding name (found by tests/test_fuzz_readers.py)
     AttributeError,
     ImportError,
     OverflowError,
