@@ -7,6 +7,7 @@ fitted preprocessing ``<workdir>/<table>/preprocess_<dataset>_<kind>.npz`` that 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -227,6 +228,12 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
     """Train every variant of ``table`` for every seed and write its results table."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
+    # Fail before hours of training, not after: both folders must be creatable.
+    for what, folder in (("--results-dir", Path(opts.results_dir)), ("--workdir", table_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"cannot create {what} {folder}: {e.strerror or e} (choose a folder you can write)") from None
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     results: list[VariantResult] = []
     for variant in table.variants:
@@ -272,9 +279,24 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 overrides=overrides,
             )
         )
-    md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
-    write_report(md.parent)
+    # A lock so that two table commands finishing at once don't interleave their summaries.
+    with _results_lock(Path(opts.results_dir)):
+        md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+        write_report(md.parent)
     return md, js
+
+
+@contextlib.contextmanager
+def _results_lock(results_dir: Path):
+    import fcntl
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:

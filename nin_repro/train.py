@@ -323,8 +323,16 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt)
                 np.float32,
             )
             t0 = time.perf_counter()
-            state, m = compiled[k](state, x_train, y_train, perm, key, step, pos, lrs)
-            losses = np.asarray(m["loss"])
+            try:
+                state, m = compiled[k](state, x_train, y_train, perm, key, step, pos, lrs)
+                losses = np.asarray(m["loss"])
+            except Exception as e:  # XLA's runtime error type moved between jax versions
+                if "RESOURCE_EXHAUSTED" not in str(e):
+                    raise
+                raise TrainingFailed(
+                    f"seed {seed}: the device ran out of memory at batch size {recipe.batch_size} (step {step}); "
+                    "pass a smaller --batch-size"
+                ) from None
             dt = time.perf_counter() - t0
             train_time += dt
 

@@ -194,3 +194,30 @@ def test_ablation_commands_write_tables_claims_and_figure(tmp_path):
     png = results / "smoke" / "ablate-dropout.png"
     assert png.is_file() and png.stat().st_size > 1000
     assert "ablate-dropout.png" in (results / "smoke" / "README.md").read_text()
+
+
+def test_unwritable_results_dir_fails_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["mnist", "--smoke", "--results-dir", str(blocker / "results"), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot create --results-dir" in err and "Traceback" not in err
+    assert not (tmp_path / "w" / "smoke" / "mnist" / "nin_dropout").exists()  # nothing was trained
+
+
+def test_device_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeypatch):
+    import nin_repro.train as train
+
+    def out_of_memory(*args, **kwargs):
+        def step(*a, **k):
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 123 bytes.")
+
+        return step
+
+    monkeypatch.setattr(train, "make_train_steps", out_of_memory)
+    train._program.cache_clear()
+    code = main(["mnist", "--smoke", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")])
+    train._program.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 1 and "ran out of memory at batch size 64" in err and "--batch-size" in err
+    assert not (tmp_path / "r" / "smoke" / "mnist.json").exists()
