@@ -465,7 +465,7 @@ def render_markdown(
         "Paper error (%)",
         "Ours (mean ± std, n)",
         "Δ (ours − paper, pp)",
-        f"Within ±{tol:g} pp?",
+        f"Within ±{tol:g} pp?" if table.rows else "Within tolerance?",
         "Run (schedule, epochs, seeds)",
     ]
     lines.append("| " + " | ".join(header) + " |")
@@ -474,8 +474,8 @@ def render_markdown(
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        f"Test error in %, final parameters, mean ± sample std over seeds. Our rows are in bold. "
-        f"“Within ±{tol:g} pp” is our tolerance for calling a row reproduced [ours].",
+        "Test error in %, final parameters, mean ± sample std over seeds. Our rows are in bold. "
+        + (f"“Within ±{tol:g} pp” is our tolerance for calling a row reproduced [ours]." if table.rows else "No paper number to compare with."),
         "",
     ]
     lines += _claims_md(table, results, smoke)
