@@ -50,9 +50,7 @@ _CNN_OURS = (
     "CNN init: He-normal for conv and local kernels, N(0, 0.01) for the FC layer, biases 0",
     "CNN training: the NIN recipe's data (GCN + ZCA), batch 128, SGD momentum 0.9, weight decay 1e-4, biases 2x LR, "
     "200 + 30 + 30 epochs, but base LR 0.01 and no 0.1x multiplier on the classifier",
-    "each epoch is a fresh permutation of the 50k images; the 80 left over from whole batches wait for the next epoch",
-    "dropout is inverted (scaled at training time); cuda-convnet scales at test time, the same in expectation",
-)
+) + RECIPE.ours[:2]  # data order and inverted dropout, as for NIN
 CNN_FC = dataclasses.replace(RECIPE, model=conv_local_cifar10("fc"), base_lr=0.01, classifier_lr_mult=1.0, ours=_CNN_OURS)
 CNN_FC_DROPOUT = dataclasses.replace(
     CNN_FC, model=conv_local_cifar10("fc_dropout"), ours=_CNN_OURS + ("dropout 0.5 on the local layer's output, before the FC layer",)

@@ -35,7 +35,7 @@ RECIPE = Recipe(
     caffe_max_iters=120_000,
     seeds=(0, 1, 2),
     ours=(
-        "each epoch is a fresh permutation of the training images; those left over from whole batches (80 of 50k) wait for the next epoch",
+        "each epoch is a fresh permutation of the training images; the fewer-than-a-batch left over wait for the next epoch (80 of 50k for CIFAR)",
         "dropout is inverted (scaled at training time); cuda-convnet scales at test time, the same in expectation",
         "plateau rule (--recipe plateau only): patience 10 epochs, min gain 0.1 pp of training accuracy, at most 300 epochs",
     ),
