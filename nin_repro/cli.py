@@ -46,12 +46,57 @@ def _run_table(name: str, **kw) -> None:
     from nin_repro.recipe import load_experiment
     from nin_repro.reproduce import Options, reproduce
 
+    dry_run = kw.pop("dry_run", False)
     table = load_experiment(name.replace("-", "_")).TABLE
     opts = Options(**kw)
     opts.validate()
+    if dry_run:
+        _print_plan(table, opts)
+        return
+    if _on_cpu() and not opts.smoke and _training_images(table, opts) > 1_000_000:
+        # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
+        from nin_repro.results import format_duration
+
+        total = _print_plan(table, opts)
+        if total > 86_400:
+            err_console.print(f"[yellow]warning:[/yellow] this run needs about {format_duration(total)} on this CPU (estimate); use a GPU, or --smoke / --epochs N to try it")
     md, js = reproduce(table, opts, RichProgress(err_console))
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
+
+
+def _on_cpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def _training_images(table, opts) -> int:
+    from nin_repro.reproduce import TRAIN_SIZES, apply_options
+
+    total = 0
+    for variant in table.variants:
+        recipe, _ = apply_options(variant.recipe, opts)
+        n = TRAIN_SIZES.get(recipe.dataset, 50_000)
+        total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
+    return total
+
+
+def _print_plan(table, opts) -> float:
+    """Print the recipe, images to process and a measured time estimate; return the total seconds."""
+    from nin_repro.reproduce import plan
+    from nin_repro.results import format_duration
+
+    plans = plan(table, opts)
+    for p in plans:
+        v = table.variant(p.variant)
+        typer.echo(
+            f"{table.name}/{p.variant} ({v.method}): {p.seeds} seed(s) x {p.epochs:g} epochs, {p.images:,} training images; "
+            f"{p.img_per_s:,.0f} img/s measured here -> about {format_duration(p.estimate_s)} (estimate, training only)"
+        )
+    total = sum(p.estimate_s for p in plans)
+    typer.echo(f"{table.name}: about {format_duration(total)} in all on this device (estimate)")
+    return total
 
 
 def _register_table(name: str, help_text: str) -> None:
@@ -72,6 +117,7 @@ def _register_table(name: str, help_text: str) -> None:
         tfds_data_dir: Optional[Path] = TfdsDir,
         set_: Optional[list[str]] = SetOpt,
         checkpoint_every: float = CkptEvery,
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
     ) -> None:
         _run_table(
             name,
@@ -89,6 +135,7 @@ def _register_table(name: str, help_text: str) -> None:
             tfds_data_dir=tfds_data_dir,
             overrides=tuple(set_ or ()),
             checkpoint_every_min=checkpoint_every,
+            dry_run=dry_run,
         )
 
     app.command(name=name, help=help_text)(command)

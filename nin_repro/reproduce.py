@@ -299,6 +299,37 @@ def _results_lock(results_dir: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+# Training-set sizes of the paper's splits, for estimates made before any data is loaded.
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 598_388, "mnist": 60_000, "digits5k": 4_000}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    variant: str
+    seeds: int
+    epochs: float
+    images: int  # training images processed, all seeds
+    img_per_s: float  # measured here, one short run
+    estimate_s: float
+
+
+def plan(table: Table, opts: Options, steps: int = 3) -> list[Plan]:
+    """What a table run will do and how long it should take on this device: each variant's
+    training step is timed for a few steps on synthetic data (evaluation time not included)."""
+    from nin_repro.bench import bench_recipe
+
+    opts.validate()
+    plans = []
+    for variant in table.variants:
+        recipe, _ = apply_options(variant.recipe, opts)
+        n = smoke_train_size(recipe.model.num_classes) if opts.smoke else TRAIN_SIZES.get(recipe.dataset, 50_000)
+        spe = max(1, n // recipe.batch_size)
+        images = recipe.total_steps(spe) * recipe.batch_size * len(recipe.seeds)
+        train = next(r for r in bench_recipe(recipe, batch_size=recipe.batch_size, dtype=recipe.model.dtype, steps=steps) if r.what == "train")
+        plans.append(Plan(variant.key, len(recipe.seeds), recipe.total_epochs(spe), images, train.img_per_s, images / train.img_per_s))
+    return plans
+
+
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
     from nin_repro.models import config_from_dict

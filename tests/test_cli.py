@@ -88,7 +88,7 @@ def test_missing_data_without_download_says_where_to_put_files(capsys, tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     code = main(
-        ["cifar10", "--no-download", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]
+        ["cifar10", "--epochs", "1", "--no-download", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]
     )
     err = capsys.readouterr().err
     assert code == 2
@@ -99,7 +99,7 @@ def test_missing_data_without_download_says_where_to_put_files(capsys, tmp_path)
 def test_data_dir_that_is_not_a_folder(capsys, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    code = main(["cifar10", "--data-dir", str(f), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")])
+    code = main(["cifar10", "--epochs", "1", "--data-dir", str(f), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")])
     assert code == 2 and "is not a folder" in capsys.readouterr().err
 
 
@@ -221,3 +221,10 @@ def test_device_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert code == 1 and "ran out of memory at batch size 64" in err and "--batch-size" in err
     assert not (tmp_path / "r" / "smoke" / "mnist.json").exists()
+
+
+def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys):
+    assert main(["mnist", "--smoke", "--dry-run", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]) == 0
+    out = capsys.readouterr().out
+    assert "1 seed(s) x 8 epochs" in out and f"{8 * 24 * 64:,} training images" in out and "img/s measured here" in out
+    assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
