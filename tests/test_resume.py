@@ -80,3 +80,23 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path):
     assert "stopped by SIGTERM" in err and "run the same command again to resume" in err and "Traceback" not in err
     assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
     assert _run(tmp_path)["variants"][0]["steps"] == 8 * 24
+
+
+def test_two_tables_writing_one_results_folder_at_once(tmp_path):
+    results = tmp_path / "results"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "nin_repro", name, "--smoke", "--epochs", "1", "--results-dir", str(results), "--workdir", str(tmp_path / name)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+        )
+        for name in ("mnist", "cifar10")
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    for name in ("mnist", "cifar10"):
+        data = json.loads((results / "smoke" / f"{name}.json").read_text())
+        assert data["table"]["name"] == name and data["variants"]
+    summary = (results / "smoke" / "README.md").read_text()
+    assert "(mnist.md)" in summary and "(cifar10.md)" in summary  # the later summary saw both tables
+    assert not [p for p in (results / "smoke").iterdir() if p.name.endswith(".tmp")]
