@@ -7,6 +7,7 @@ never imports TensorFlow, and the package works without the 'download' extra ins
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sys
 from typing import Any
@@ -133,6 +134,9 @@ def load_tfds_splits(
     if unknown:
         raise DataError(f"{info.title} has no split(s) {', '.join(unknown)}; it has {', '.join(info.splits)}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    # tfds logs warnings through absl (e.g. about half-prepared folders); our own message says
+    # what matters, in one line.
+    logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         import tensorflow_datasets as tfds
     except ImportError:
