@@ -249,9 +249,12 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         steps_per_epoch = len(data.x_train) // recipe.batch_size
         planned = variant.recipe.schedule_epochs(steps_per_epoch)
         runs: list[RunResult] = []
+        pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
         for seed in recipe.seeds:
             run_dir = table_dir / variant.key / f"seed_{seed}"
-            result = train_and_evaluate(recipe, data, run_dir, seed, progress, checkpoint_every_s=60 * opts.checkpoint_every_min)
+            result = train_and_evaluate(
+                recipe, data, run_dir, seed, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref}
+            )
             atomic.write_json(
                 run_dir / "run.json",
                 {
@@ -264,7 +267,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                     "overrides": list(overrides),
                     "smoke": opts.smoke,
                     "data_source": data.source,
-                    "preprocess": {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)},
+                    "preprocess": pre_ref,
                     "provenance": provenance(),
                 },
             )

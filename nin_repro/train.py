@@ -251,17 +251,19 @@ def train_and_evaluate(
     eval_every: int = 1,
     chunk_steps: int | None = None,
     checkpoint_every_s: float = 600.0,
+    run_info: dict | None = None,
 ) -> RunResult:
     """Train one seed of ``recipe`` on ``data``; write the run folder; return the final test error.
 
-    Resumes from the run folder's last checkpoint of the same recipe, if there is one."""
+    Resumes from the run folder's last checkpoint of the same recipe, if there is one. ``run_info``
+    (e.g. the fitted preprocessing's path and sha256) is stored in every checkpoint."""
     from nin_repro.checkpoint import Checkpointer
 
     with Checkpointer(Path(workdir), recipe, every_s=checkpoint_every_s) as ckpt:
-        return _train(recipe, data, Path(workdir), seed, progress, eval_every, chunk_steps, ckpt)
+        return _train(recipe, data, Path(workdir), seed, progress, eval_every, chunk_steps, ckpt, run_info or {})
 
 
-def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt) -> RunResult:
+def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt, run_info) -> RunResult:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     n_train = len(data.x_train)
@@ -302,7 +304,8 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt)
         progress.start(total_steps, f"seed {seed}" + (f" (resumed at step {pos_state['step']})" if resumed else ""))
 
     def checkpoint(force: bool) -> None:
-        meta = {"position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
+        # The RNG needs no state: every key is fold_in(key(seed), epoch or step).
+        meta = {"seed": seed, "run": run_info, "position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
         ckpt.save(pos_state["step"], state, meta, force=force)
 
     step, dead_run, train_time = pos_state["step"], pos_state["dead_run"], pos_state["train_time"]

@@ -100,3 +100,13 @@ def test_two_tables_writing_one_results_folder_at_once(tmp_path):
     summary = (results / "smoke" / "README.md").read_text()
     assert "(mnist.md)" in summary and "(cifar10.md)" in summary  # the later summary saw both tables
     assert not [p for p in (results / "smoke").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_names_the_fitted_preprocessing(smoke_cifar10):
+    run = smoke_cifar10["runs"] / "smoke" / "cifar10" / "nin_dropout" / "seed_0"
+    record = json.loads((run / "run.json").read_text())
+    metas = sorted(run.glob("checkpoints/*/*/meta/metadata"))
+    assert metas, list(run.rglob("*"))[:20]
+    meta = json.loads(metas[-1].read_text())
+    assert meta["run"]["preprocess"] == record["preprocess"] and meta["seed"] == 0
+    assert meta["position"]["step"] == record["result"]["steps"]
