@@ -40,6 +40,8 @@ class BenchResult:
     img_per_s: float
     tflops: float
     pct_of_peak: float | None
+    models: int = 1  # seeds trained at once by one vmapped step; img/s and TFLOP/s are summed over them
+    img_per_s_per_model: float = 0.0
 
 
 def _time(fn, steps: int) -> float:
@@ -52,8 +54,11 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None) -> list[BenchResult]:
-    """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network."""
+def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1) -> list[BenchResult]:
+    """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
+
+    ``seeds=K``: the training step trains K models at once (one vmapped program; parameters and
+    optimizer states stacked, each seed its own key, the data shared)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
@@ -66,16 +71,20 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
     x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
     y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
 
-    model = init_model(recipe, 0)
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params = nnx.split(init_model(recipe, 0), nnx.Param)
     tx = _program(recipe).tx
     state = [(params, tx.init(params))]
-    train_steps = make_train_steps(graphdef, tx, recipe, 1)
+    keys = key
+    if seeds > 1:
+        stacked_params = [nnx.split(init_model(recipe, s), nnx.Param)[1] for s in range(seeds)]
+        state = [jax.tree.map(lambda *a: jnp.stack(a), *((p, tx.init(p)) for p in stacked_params))]
+        keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
+    train_steps = make_train_steps(graphdef, tx, recipe, 1, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
     lrs = jnp.full((1,), recipe.base_lr, jnp.float32)
 
     def train_once():
-        state[0], metrics = train_steps(state[0], x, y, perm, key, 0, 0, lrs)
+        state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lrs)
         return metrics["loss"]
 
     eval_fn = make_eval_fn(logits_fn_for(graphdef))
@@ -83,20 +92,21 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
     yb, mb = y[:batch_size].reshape(1, -1), jnp.ones((1, batch_size), bool)
 
     def eval_once():
-        return eval_fn(state[0][0], xb, yb, mb)[0]
+        params = state[0][0] if seeds == 1 else jax.tree.map(lambda a: a[0], state[0][0])
+        return eval_fn(params, xb, yb, mb)[0]
 
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     macs = recipe.model.forward_macs()
     results = []
-    for what, fn, flops_per_img in (("train", train_once, 3 * 2 * macs), ("eval", eval_once, 2 * macs)):
+    for what, fn, flops_per_img, models in (("train", train_once, 3 * 2 * macs, seeds), ("eval", eval_once, 2 * macs, 1)):
         t0 = time.perf_counter()
         jax.block_until_ready(fn())  # compile + first run
         compile_s = time.perf_counter() - t0
         dt = _time(fn, steps)
-        ips = batch_size / dt
+        ips = models * batch_size / dt
         tflops = ips * flops_per_img / 1e12
-        results.append(BenchResult(what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None))
+        results.append(BenchResult(what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None, models, ips / models))
     return results
 
 
@@ -106,17 +116,20 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         "",
         f"Device: {prov['device']['kind']} ({prov['device']['platform']}); jax {prov['versions']['jax']}; commit `{prov['commit']}`; {prov['date']}.",
         "Synthetic data on the device; one compiled training step per call (SGD + dropout as the recipe); "
-        "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s.",
+        "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
+        "models > 1: that many seeds trained by one vmapped step; img/s and TFLOP/s summed over them.",
         "",
-        "| what | dtype | batch | img/s | ms/step | TFLOP/s | % of peak | compile (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a (unknown device; pass --peak-tflops)"
-        lines.append(f"| {r.what} | {r.dtype} | {r.batch_size} | {r.img_per_s:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | {r.compile_s:.1f} |")
+        lines.append(
+            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | {r.compile_s:.1f} |"
+        )
     base = next((r for r in results if r.what == "train"), None)
     if base:
         lines += ["", "Ratios against the first training row (same run):"]
-        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
+        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
     atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})

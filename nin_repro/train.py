@@ -20,11 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nin_repro import atomic
 from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
 from nin_repro.models import ConvNet, NIN, build_model
+from nin_repro.parallel import data_mesh
 from nin_repro.recipe import Recipe
 
 CROP_PAD = 4  # +-4 px translations (Min Lin's --crop-border default, maxout's pad_randomized=4)
@@ -148,12 +150,17 @@ def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_train: int) ->
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), num_train)
 
 
-def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int):
+def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | None = None, over_seeds: bool = False):
     """A jitted function running ``num_steps`` SGD steps as one compiled program.
 
     The epoch's order is a permutation drawn on device from fold_in(key, epoch); step ``s``
     draws its dropout and augmentation randomness from fold_in(key, s). Nothing per step goes
-    through Python."""
+    through Python.
+
+    ``mesh`` (nin_repro.parallel.data_mesh): each batch is split over its 'data' axis and the
+    state and metrics come out replicated; XLA adds the gradient all-reduce. ``over_seeds``:
+    the state and key carry a leading axis of K models (one per seed) trained at once by vmap;
+    the data is shared."""
     batch = recipe.batch_size
 
     def loss_fn(params, x, y, key):
@@ -167,6 +174,9 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int):
             params, opt_state = state
             idx = jax.lax.dynamic_slice(perm, ((pos_in_epoch + i) * batch,), (batch,))
             x, y = x_train[idx], y_train[idx]
+            if mesh is not None:  # the batch split over devices; everything downstream follows it
+                x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
+                y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P("data")))
             step_key = jax.random.fold_in(jax.random.fold_in(key, 2), first_step + i)
             k_drop, k_aug = jax.random.split(step_key)
             if recipe.augment:
@@ -188,8 +198,12 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int):
             return state, jax.tree.map(lambda a: a[None], metrics)
         return jax.lax.scan(body, state, jnp.arange(num_steps))
 
+    if over_seeds:
+        run = jax.vmap(run, in_axes=(0, None, None, None, 0, None, None, None))
     # Donate the training state: parameters and momentum are updated in place.
-    return jax.jit(run, donate_argnums=(0,))
+    if mesh is None:
+        return jax.jit(run, donate_argnums=(0,))
+    return jax.jit(run, donate_argnums=(0,), out_shardings=NamedSharding(mesh, P()))
 
 
 # --------------------------------------------------------------------------- the run
@@ -212,7 +226,7 @@ class _Program:
 
     tx: optax.GradientTransformation
     eval_fn: Callable
-    steps: dict[int, Callable]
+    steps: dict[tuple[int, Mesh], Callable]  # by (steps per call, mesh)
 
 
 @functools.lru_cache(maxsize=8)
@@ -281,7 +295,9 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt,
     state = (params, tx.init(params))
     key = jax.random.key(seed)
 
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    mesh = data_mesh(recipe.batch_size)
+    on_mesh = NamedSharding(mesh, P())  # the dataset and the training state on every device
+    x_train, y_train, key = jax.device_put((data.x_train, data.y_train, key), on_mesh)
     test_set = EvalSet.build(data.x_test, data.y_test, recipe.eval_batch_size)
     compiled = program.steps
 
@@ -312,14 +328,15 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt,
     t_start = time.perf_counter() - pos_state["wall"]
     ln_c = math.log(data.num_classes)
     lrs = np.array([recipe.base_lr], np.float32)
+    state = jax.device_put(state, on_mesh)
     for epoch in range(pos_state["epoch"], max_epochs):
         epoch_loss, epoch_correct, epoch_seen = pos_state["epoch_loss"], pos_state["epoch_correct"], pos_state["epoch_seen"]
         pos = pos_state["pos"]
         perm = epoch_permutation(key, epoch, n_train)
         while pos < steps_per_epoch and step < total_steps:
             k = min(chunk, steps_per_epoch - pos, total_steps - step)
-            if k not in compiled:
-                compiled[k] = make_train_steps(graphdef, tx, recipe, k)
+            if (k, mesh) not in compiled:
+                compiled[k, mesh] = make_train_steps(graphdef, tx, recipe, k, mesh)
             factor = plateau.factor if plateau else None
             lrs = np.array(
                 [recipe.base_lr * (factor * recipe.lr_factor(s, steps_per_epoch) if plateau else recipe.lr_factor(s, steps_per_epoch)) for s in range(step, step + k)],
@@ -327,7 +344,10 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt,
             )
             t0 = time.perf_counter()
             try:
-                state, m = compiled[k](state, x_train, y_train, perm, key, step, pos, lrs)
+                # Explicit copies of the chunk's few scalars; the guard proves nothing else moves.
+                args = jax.device_put((perm, key, np.int32(step), np.int32(pos), lrs), on_mesh)
+                with jax.transfer_guard("disallow"):
+                    state, m = compiled[k, mesh](state, x_train, y_train, *args)
                 losses = np.asarray(m["loss"])
             except Exception as e:  # XLA's runtime error type moved between jax versions
                 if "RESOURCE_EXHAUSTED" not in str(e):

@@ -27,3 +27,20 @@ def test_bench_command_writes_numbers(tmp_path, capsys):
 def test_bench_rejects_unknown_dtype(capsys):
     assert main(["bench", "--dtype", "fp8"]) == 2
     assert "unknown --dtype" in capsys.readouterr().err
+
+
+def test_bench_seeds_times_one_vmapped_step_over_k_models(tmp_path):
+    import dataclasses
+
+    from nin_repro.bench import bench_recipe, write_bench
+    from nin_repro.models import BlockSpec
+
+    recipe = load_experiment("demo").RECIPE
+    blocks = (BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5), BlockSpec(3, (6, 6, 10), init_std=None, pool="none", dropout=0.0))
+    tiny = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, blocks=blocks, input_hw=(8, 8)))
+    train, evaluate = bench_recipe(tiny, batch_size=8, dtype="float32", steps=1, seeds=2)
+    assert (train.models, evaluate.models) == (2, 1)
+    assert train.img_per_s == pytest.approx(2 * train.img_per_s_per_model) and train.img_per_s > 0
+    prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
+    write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
+    assert "| train | float32 | 8 | 2 |" in (tmp_path / "bench.md").read_text()

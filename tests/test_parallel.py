@@ -1,0 +1,150 @@
+"""Speed: the epoch as one compiled call with nothing moving implicitly between host and device,
+data parallelism over a device mesh, several seeds in one compiled program (vmap)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import nin_repro.train as train
+from nin_repro.models import BlockSpec, NINConfig
+from nin_repro.recipe import Recipe
+
+TINY = NINConfig(
+    blocks=(
+        BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5),
+        BlockSpec(3, (6, 6, 4), init_std=None, pool="none", dropout=0.0),
+    ),
+    in_channels=1,
+    input_hw=(8, 8),
+    num_classes=4,
+)
+
+
+def tiny_recipe(**kw) -> Recipe:
+    return Recipe(**{**dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=1, seeds=(0,), eval_batch_size=7, augment=True), **kw})
+
+
+def tiny_data(n=64, m=21) -> train.PreparedData:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, n + m).astype(np.int32)
+    x = (rng.normal(size=(n + m, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
+    return train.PreparedData(x[:n], y[:n], x[n:], y[n:], 4, "test")
+
+
+def test_a_whole_epoch_is_one_compiled_call_under_the_transfer_guard(tmp_path, monkeypatch):
+    """train_and_evaluate with chunk = steps per epoch: the epoch is one call of the compiled
+    scan, its inputs are already on the device, and nothing is copied implicitly during it."""
+    calls = []
+    make = train.make_train_steps
+
+    def spying_make(*a, **kw):
+        compiled = make(*a, **kw)
+
+        def call(*args):
+            assert all(isinstance(v, jax.Array) for v in jax.tree.leaves(args)), "a host value reached the compiled step"
+            with pytest.raises(Exception, match="Disallowed host-to-device transfer"):
+                jnp.asarray(np.zeros(1))  # _train's own guard is on around the call
+            with jax.transfer_guard("disallow"):
+                out = compiled(*args)
+                jax.block_until_ready(out)
+            calls.append(a[3])  # num_steps
+            return out
+
+        return call
+
+    monkeypatch.setattr(train, "make_train_steps", spying_make)
+    train._program.cache_clear()  # compiled steps are cached per recipe
+    res = train.train_and_evaluate(tiny_recipe(epochs=2), tiny_data(), tmp_path, seed=0, chunk_steps=8)
+    assert calls == [8, 8] and res.steps == 16 and np.isfinite(res.test_loss)
+    train._program.cache_clear()
+
+
+def _tiny_state(recipe, seed):
+    model = train.init_model(recipe, seed)
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = train._program(recipe).tx
+    return graphdef, tx, (params, tx.init(params))
+
+
+def test_vmapped_seeds_equal_separate_runs():
+    recipe, data = tiny_recipe(), tiny_data()
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    perm = train.epoch_permutation(jax.random.key(0), 0, len(x))
+    lrs = jnp.full((1,), 0.1, jnp.float32)
+    keys = [jax.random.key(s) for s in (0, 1)]
+    graphdef, tx, _ = _tiny_state(recipe, 0)
+    step = train.make_train_steps(graphdef, tx, recipe, 1)
+    separate = [step(_tiny_state(recipe, s)[2], x, y, perm, keys[s], 0, 0, lrs) for s in (0, 1)]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *(_tiny_state(recipe, s)[2] for s in (0, 1)))
+    step_k = train.make_train_steps(graphdef, tx, recipe, 1, over_seeds=True)
+    (params_k, _), m_k = step_k(stacked, x, y, perm, jnp.stack(keys), 0, 0, lrs)
+    for s, ((params, _), m) in enumerate(separate):
+        np.testing.assert_allclose(m_k["loss"][s], m["loss"], rtol=1e-5)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a[s], b, rtol=1e-4, atol=1e-6), params_k, params)
+    assert not np.allclose(m_k["loss"][0], m_k["loss"][1])  # each seed its own init and randomness
+
+
+FOUR_DEVICES = r"""
+import json, sys
+import jax, numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+sys.path.insert(0, sys.argv[1])
+import test_parallel as t
+import nin_repro.train as train
+from nin_repro.parallel import data_mesh
+
+assert len(jax.devices()) == 4
+recipe, data = t.tiny_recipe(), t.tiny_data()
+spe = len(data.x_train) // recipe.batch_size
+
+def trajectory(mesh):
+    on = NamedSharding(mesh, P())
+    graphdef, tx, state = t._tiny_state(recipe, 0)
+    state, x, y, key = jax.device_put((state, data.x_train, data.y_train, jax.random.key(0)), on)
+    perm = jax.device_put(train.epoch_permutation(key, 0, len(data.x_train)), on)
+    step = train.make_train_steps(graphdef, tx, recipe, 1, mesh)
+    losses, hlo = [], ""
+    for s in range(spe):
+        lrs = np.array([recipe.base_lr * recipe.lr_factor(s, spe)], np.float32)
+        args = jax.device_put((perm, key, np.int32(s), np.int32(s), lrs), on)
+        hlo = hlo or step.lower(state, x, y, *args).compile().as_text()
+        state, m = step(state, x, y, *args)
+        losses.append(float(np.asarray(m["loss"])[0]))
+    return losses, "all-reduce" in hlo
+
+meshes = []
+make = train.make_train_steps
+train.make_train_steps = lambda *a, **kw: meshes.append(a[4].devices.size) or make(*a, **kw)
+res = train.train_and_evaluate(recipe, data, sys.argv[2], seed=0)
+train.make_train_steps = make
+run_loss = json.loads(open(sys.argv[2] + "/metrics.jsonl").readline())["train_loss"]
+four, four_reduces = trajectory(data_mesh(8))
+one, one_reduces = trajectory(Mesh(np.array(jax.devices()[:1]), ("data",)))
+print(json.dumps(dict(four=four, one=one, four_reduces=four_reduces, one_reduces=one_reduces,
+                      run_meshes=meshes, run_loss=run_loss, fallback=data_mesh(6).devices.size)))
+"""
+
+
+def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
+    """4 CPU devices (XLA_FLAGS must be set before jax starts, hence the subprocess): the batch
+    split 4 ways gives the 1-device loss trajectory, and train_and_evaluate uses all 4."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(root / "tests"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(out["four"]) == 8 and out["four"][0] != out["four"][-1]
+    np.testing.assert_allclose(out["four"], out["one"], rtol=1e-4)
+    assert out["four_reduces"] and not out["one_reduces"]  # the gradients really are summed over devices
+    assert out["run_meshes"] == [4]  # train_and_evaluate split its batch of 8 over the 4 devices
+    assert out["run_loss"] == pytest.approx(np.mean(out["one"]), rel=1e-4)
+    assert out["fallback"] == 1 and "does not divide over the 4 devices" in proc.stderr
