@@ -4,7 +4,7 @@ NIN ?= nin-repro
 SEEDS ?=
 ARGS ?=
 
-.PHONY: install test demo smoke reproduce-all reproduce-smoke clean
+.PHONY: install test demo smoke reproduce-all reproduce-smoke analysis analysis-demo clean
 
 install:
 	$(PY) -m pip install -e '.[dev]'
@@ -19,10 +19,27 @@ smoke:
 	$(NIN) cifar10 --smoke
 
 # Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
-TABLES = cifar10 cifar100 svhn mnist ablate-gap ablate-dropout
+TABLES = cifar10 cifar100 svhn mnist ablate-gap ablate-dropout ablate-aux
 
 reproduce-all:
 	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
+	$(MAKE) analysis
+
+# Why GAP works, on the saved runs of cifar10 / ablate-gap (after reproduce-all).
+analysis:
+	$(NIN) figure4
+	$(NIN) cam --run runs/ablate-gap/nin_gap/seed_0
+	$(NIN) gap-claims
+	$(NIN) report
+
+# The same analyses at demo scale on real digits, offline, a few minutes on a CPU (README figures).
+analysis-demo:
+	$(NIN) demo
+	$(NIN) figure4 --run runs/demo/nin_digits5k/seed_0
+	$(NIN) cam
+	$(NIN) gap-claims
+	$(NIN) ablate-aux --demo
+	$(NIN) plot runs/analysis/gap/seed_0 runs/analysis/fc/seed_0 runs/ablate-aux-demo/nin_gap_aux/seed_0 --out results/curves.png
 	$(NIN) report
 
 reproduce-smoke:

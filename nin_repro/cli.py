@@ -47,7 +47,12 @@ def _run_table(name: str, **kw) -> None:
     from nin_repro.reproduce import Options, reproduce
 
     dry_run = kw.pop("dry_run", False)
-    table = load_experiment(name.replace("-", "_")).TABLE
+    module = load_experiment(name.replace("-", "_"))
+    table = module.TABLE
+    if kw.pop("demo", False):
+        if not hasattr(module, "DEMO_TABLE"):
+            raise UsageError(f"--demo: {name} has no demo-scale version (`nin-repro demo` is the demo of the main tables)")
+        table = module.DEMO_TABLE
     opts = Options(**kw)
     opts.validate()
     if dry_run:
@@ -118,9 +123,11 @@ def _register_table(name: str, help_text: str) -> None:
         set_: Optional[list[str]] = SetOpt,
         checkpoint_every: float = CkptEvery,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
+        demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=name not in DEMO_TABLES),
     ) -> None:
         _run_table(
             name,
+            demo=demo,
             data_dir=data_dir,
             cache_dir=cache_dir,
             results_dir=results_dir,
@@ -149,7 +156,9 @@ TABLES = {
     "mnist": "Table 4: MNIST test error, NIN + Dropout (the paper's MNIST widths, pixels in [0, 1]).",
     "ablate-gap": "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10.",
     "ablate-dropout": "Fig. 3: NIN with and without dropout between mlpconv blocks, CIFAR-10, 200 epochs; draws the error curves.",
+    "ablate-aux": "Ours: a GoogLeNet-style auxiliary classifier after block 2 (loss weight 0.3, dropped at inference), CIFAR-10; --demo on 5k digits.",
 }
+DEMO_TABLES = ("ablate-aux",)
 for _name, _help in TABLES.items():
     _register_table(_name, _help)
 
@@ -289,6 +298,123 @@ def eval_run(
     typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}%")
     if error != recorded:
         raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
+
+
+RunOpt = typer.Option(None, "--run", help="A run folder (runs/<table>/<variant>/seed_<k>) [default: the best saved run in --workdir; none: train a demo-scale model].", show_default=False)
+TrainEpochs = typer.Option(None, "--epochs", help="Epochs for a model trained on demand (when no saved run is found) [default: the demo's 12].", show_default=False)
+
+
+def _source(workdir, data_dir, cache_dir, download, epochs):
+    from nin_repro.explain import Source
+
+    if epochs is not None and not epochs > 0:
+        raise UsageError(f"--epochs must be positive, got {epochs}")
+    if data_dir is not None and not data_dir.is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a folder")
+    return Source(workdir=workdir, data_dir=data_dir, cache_dir=cache_dir, download=download, epochs=epochs)
+
+
+def _say(text: str) -> None:
+    err_console.print(text, highlight=False, soft_wrap=True)
+
+
+def _done(*paths) -> None:
+    typer.echo(paths[0].read_text(encoding="utf-8"))
+    console.print("[green]wrote[/green] " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def figure4(
+    run: Optional[Path] = RunOpt,
+    per_class: int = typer.Option(1, "--per-class", help="Test images per class in the figure."),
+    canvas: Optional[int] = typer.Option(None, "--canvas", help="Canvas size (px) for the localization score of digit models [default: twice the input].", show_default=False),
+    workdir: Path = Workdir,
+    results_dir: Path = ResultsDir,
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    download: bool = Download,
+    epochs: Optional[float] = TrainEpochs,
+) -> None:
+    """The paper's Figure 4 (class maps of a GAP NIN), how often the strongest map is the prediction, and pointing accuracy on digits."""
+    from nin_repro import explain
+
+    if per_class <= 0:
+        raise UsageError(f"--per-class must be positive, got {per_class}")
+    src = _source(workdir, data_dir, cache_dir, download, epochs)
+    loaded = explain.find_or_train(run, explain.GAP_RUNS, src, _say)
+    _done(*explain.figure4(loaded, explain.dataset_of(loaded, src), results_dir, per_class=per_class, canvas=canvas))
+
+
+@app.command()
+def cam(
+    run: Optional[Path] = RunOpt,
+    images: int = typer.Option(6, "--images", help="Test images shown (one per class)."),
+    canvas: Optional[int] = typer.Option(None, "--canvas", help="Canvas size (px) for the pointing score of digit models [default: twice the input].", show_default=False),
+    workdir: Path = Workdir,
+    results_dir: Path = ResultsDir,
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    download: bool = Download,
+    epochs: Optional[float] = TrainEpochs,
+) -> None:
+    """Class activation maps (Zhou et al. 2016) of a GAP -> Dense model (or a pure GAP NIN): top-1 and top-2 classes, pointing accuracy."""
+    from nin_repro import explain
+
+    if images <= 0:
+        raise UsageError(f"--images must be positive, got {images}")
+    src = _source(workdir, data_dir, cache_dir, download, epochs)
+    loaded = explain.find_or_train(run, explain.CAM_RUNS, src, _say)
+    _done(*explain.cam(loaded, explain.dataset_of(loaded, src), results_dir, images=images, canvas=canvas))
+
+
+@app.command("gap-claims")
+def gap_claims(
+    gap: Optional[Path] = typer.Option(None, "--gap", help="Run folder of the GAP model [default: ablate-gap's nin_gap, else a demo-scale one].", show_default=False),
+    fc: Optional[Path] = typer.Option(None, "--fc", help="Run folder of the FC model on the same trunk [default: ablate-gap's nin_fc, else a demo-scale one].", show_default=False),
+    sizes: str = typer.Option("24,28,32,40,48", "--sizes", help="Input sizes (px, comma-separated) to evaluate at without retraining; the training size is always added."),
+    max_shift: int = typer.Option(4, "--max-shift", help="Largest translation (px) tried."),
+    workdir: Path = Workdir,
+    results_dir: Path = ResultsDir,
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    download: bool = Download,
+    epochs: Optional[float] = TrainEpochs,
+) -> None:
+    """GAP head vs FC head on the same trunk: parameters, other input sizes, translations, train-test gap."""
+    from nin_repro import explain
+
+    if max_shift < 0:
+        raise UsageError(f"--max-shift must be >= 0, got {max_shift}")
+    try:
+        size_list = tuple(int(v) for v in sizes.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"--sizes {sizes!r}: give pixel sizes separated by commas, e.g. 24,32,40") from None
+    if not size_list or min(size_list) < 8:
+        raise UsageError(f"--sizes {sizes!r}: give sizes of at least 8 px")
+    if (gap is None) != (fc is None):
+        raise UsageError("pass both --gap and --fc, or neither")
+    src = _source(workdir, data_dir, cache_dir, download, epochs)
+    if gap is not None:
+        g, f = explain.find_or_train(gap, (), src, _say), explain.find_or_train(fc, (), src, _say)
+    else:
+        pair = next(((a, b) for a, b in explain.PAIR_RUNS if all(explain._finished(explain._run_dir(workdir, *x)) for x in (a, b))), explain.PAIR_RUNS[-1])
+        g, f = (explain.find_or_train(None, (x,), src, _say) for x in pair)
+    for name, loaded, want in (("--gap", g, ("gap", "gap_dense")), ("--fc", f, ("fc", "fc_dropout"))):
+        if loaded.head not in want:
+            raise UsageError(f"{name} {loaded.run_dir} has head {loaded.head!r}: expected {' or '.join(want)}")
+    _done(*explain.gap_claims(g, f, explain.dataset_of(g, src), results_dir, sizes=size_list, max_shift=max_shift))
+
+
+@app.command()
+def plot(
+    run_dirs: list[Path] = typer.Argument(..., help="One or more run folders (runs/<table>/<variant>/seed_<k>)."),
+    out: Path = typer.Option(Path("results/curves.png"), "--out", help="Where the PNG is written."),
+) -> None:
+    """Training loss, test error and learning rate per epoch of saved runs, on one figure."""
+    from nin_repro import explain
+
+    png = explain.plot(run_dirs, out)
+    console.print(f"[green]wrote[/green] {png}")
 
 
 @app.command()

@@ -51,8 +51,15 @@ class NINConfig:
     head_init_std: float = 0.05  # the Dense layer of fc / gap_dense heads [ours]
     # Compute dtype for convs (parameters stay float32).
     dtype: str = "float32"
+    # Auxiliary classifier as in GoogLeNet [ours, `ablate-aux`]: a 1x1 conv to one map per class
+    # + GAP after block ``aux_after`` (0-based); its loss, weighted ``aux_weight``, is added during
+    # training only; inference never uses it.
+    aux_after: int | None = None
+    aux_weight: float = 0.3
 
     def __post_init__(self):
+        if self.aux_after is not None and not 0 <= self.aux_after < len(self.blocks) - 1:
+            raise ValueError(f"aux_after must name a block before the last (0..{len(self.blocks) - 2}), got {self.aux_after}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.head == "gap" and self.blocks[-1].widths[-1] != self.num_classes:
@@ -168,6 +175,10 @@ class NIN(nnx.Module):
             blocks.append(MLPConv(channels, spec, dtype, rngs=rngs))
             channels = spec.widths[-1]
         self.blocks = nnx.List(blocks)
+        self.aux = nnx.data(None)
+        if config.aux_after is not None:
+            aux_in = config.blocks[config.aux_after].widths[-1]
+            self.aux = nnx.data(nnx.Conv(aux_in, config.num_classes, (1, 1), kernel_init=_kernel_init(None), dtype=dtype, rngs=rngs))
         self.head_dropout = nnx.Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0)
         self.dense = nnx.data(None)
         if config.head in ("fc", "fc_dropout", "gap_dense"):
@@ -175,14 +186,27 @@ class NIN(nnx.Module):
             self.dense = nnx.data(nnx.Linear(in_features, config.num_classes, kernel_init=nnx.initializers.normal(config.head_init_std), rngs=rngs))
 
     def class_maps(self, x_BHWC: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self._trunk(x_BHWC, train=train, rngs=rngs)[0]
+
+    def _trunk(self, x_BHWC, *, train, rngs) -> tuple[jax.Array, jax.Array | None]:
+        """The last block's maps, and the auxiliary logits (None without an auxiliary head)."""
         x_BHWC = x_BHWC.astype(self.config.dtype)
-        last = len(self.blocks) - 1
+        last, aux_BK = len(self.blocks) - 1, None
         for i, block in enumerate(self.blocks):
             x_BHWC = block(x_BHWC, final_relu=self.config.final_relu or i != last, train=train, rngs=rngs)
-        return x_BHWC
+            if self.aux is not None and i == self.config.aux_after:
+                aux_BK = self.aux(x_BHWC).mean(axis=(1, 2)).astype(jnp.float32)
+        return x_BHWC, aux_BK
+
+    def with_aux(self, x_BHWC: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """(logits, auxiliary logits or None): what training needs; ``__call__`` is inference."""
+        maps_BHWK, aux_BK = self._trunk(x_BHWC, train=train, rngs=rngs)
+        return self._head(maps_BHWK, train=train, rngs=rngs), aux_BK
 
     def __call__(self, x_BHWC: jax.Array, *, train: bool = False, rngs: nnx.Rngs | None = None) -> jax.Array:
-        maps_BHWK = self.class_maps(x_BHWC, train=train, rngs=rngs)
+        return self._head(self.class_maps(x_BHWC, train=train, rngs=rngs), train=train, rngs=rngs)
+
+    def _head(self, maps_BHWK: jax.Array, *, train: bool, rngs) -> jax.Array:
         head = self.config.head
         if head == "gap":
             logits_BK = maps_BHWK.mean(axis=(1, 2))

@@ -155,6 +155,8 @@ class Table:
     class_names: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()  # checked and shown under the table (results.evaluate_claim)
     figure: str | None = None  # "error_curves": results.write_table also draws nin_repro.figures
+    # Also report the first epoch at which each run's test error reaches this (%), if set.
+    target_error_pct: float | None = None
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:

@@ -25,6 +25,22 @@ def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
     return tables
 
 
+ANALYSIS_TITLES = {"figure4": "Figure 4: class maps", "cam": "Class activation maps", "gap_claims": "GAP vs FC: the claims measured"}
+
+
+def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
+    """(path, analysis name, caption) of each analysis record (`figure4`, `cam`, `gap-claims`)."""
+    out = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and "analysis" in data:
+            out.append((path, str(data["analysis"]), str(data.get("caption", ""))))
+    return out
+
+
 def _status(v: dict, smoke: bool) -> str:
     if smoke or (v.get("shortened") or "").startswith("smoke"):
         return "smoke"
@@ -72,6 +88,10 @@ def render_report(results_dir: Path) -> str:
             )
     if not tables:
         lines.append("| — | no table has been run yet | | | | | |")
+    analyses = _load_analyses(results_dir)
+    if analyses:
+        lines += ["", "## Analyses (why GAP works)", ""]
+        lines += [f"- [{ANALYSIS_TITLES.get(name, name)}]({path.with_suffix('.md').name}): {caption}" for path, name, caption in analyses]
     figures = sorted(p.name for p in results_dir.glob("*.png"))
     lines += ["", f"Total wall time: {format_duration(wall)}. Devices: {', '.join(sorted(devices)) or 'n/a'}."]
     if figures:

@@ -20,9 +20,10 @@ from nin_repro.data import DATASETS, Dataset, load_dataset
 from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
-from nin_repro.recipe import SCHEDULES, Recipe, Table
+from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
 from nin_repro.report import write_report
-from nin_repro.results import VariantResult, provenance, write_table
+from nin_repro.figures import read_metrics
+from nin_repro.results import VariantResult, first_epoch_at, provenance, write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate
 
 # --smoke: synthetic but learnable data in the table's image shape, tiny widths, a few steps.
@@ -251,26 +252,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         runs: list[RunResult] = []
         pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
         for seed in recipe.seeds:
-            run_dir = table_dir / variant.key / f"seed_{seed}"
-            result = train_and_evaluate(
-                recipe, data, run_dir, seed, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref}
-            )
-            atomic.write_json(
-                run_dir / "run.json",
-                {
-                    "table": table.name,
-                    "variant": variant.key,
-                    "method": variant.method,
-                    "seed": seed,
-                    "result": dataclasses.asdict(result),
-                    "recipe": dataclasses.asdict(recipe),
-                    "overrides": list(overrides),
-                    "smoke": opts.smoke,
-                    "data_source": data.source,
-                    "preprocess": pre_ref,
-                    "provenance": provenance(),
-                },
-            )
+            result = train_seed(table, variant, recipe, data, pre_ref, table_dir / variant.key / f"seed_{seed}", seed, opts, overrides, progress)
             runs.append(result)
         results.append(
             VariantResult.from_runs(
@@ -280,6 +262,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 shortened=shortened_label(recipe, planned, opts.smoke, variant.recipe),
                 data_source=data.source,
                 overrides=overrides,
+                epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs] if table.target_error_pct is not None else (),
             )
         )
     # A lock so that two table commands finishing at once don't interleave their summaries.
@@ -287,6 +270,42 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
         write_report(md.parent)
     return md, js
+
+
+def train_seed(table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, run_dir: Path, seed: int, opts: Options, overrides=(), progress=None) -> RunResult:
+    """One seed of one variant: train, then write ``run_dir/run.json`` (what `eval` and the
+    analysis commands read back)."""
+    result = train_and_evaluate(recipe, data, run_dir, seed, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref})
+    atomic.write_json(
+        run_dir / "run.json",
+        {
+            "table": table.name,
+            "variant": variant.key,
+            "method": variant.method,
+            "seed": seed,
+            "result": dataclasses.asdict(result),
+            "recipe": dataclasses.asdict(recipe),
+            "overrides": list(overrides),
+            "smoke": opts.smoke,
+            "data_source": data.source,
+            "preprocess": pre_ref,
+            "provenance": provenance(),
+        },
+    )
+    return result
+
+
+def train_variant(table: Table, variant_key: str, opts: Options, seed: int = 0, progress=None) -> Path:
+    """Train one seed of one variant of ``table`` into ``<workdir>/<table>/<variant>/seed_<seed>``
+    (no results table): the short model an analysis command trains when it finds no saved run."""
+    variant = table.variant(variant_key)
+    recipe, overrides = apply_options(variant.recipe, opts)
+    table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
+    data, pre_path = prepare(load_table_data(recipe, opts), recipe, table_dir)
+    pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
+    run_dir = table_dir / variant.key / f"seed_{seed}"
+    train_seed(table, variant, recipe, data, pre_ref, run_dir, seed, opts, overrides, progress)
+    return run_dir
 
 
 @contextlib.contextmanager

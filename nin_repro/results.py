@@ -55,9 +55,11 @@ class VariantResult:
     data_source: str  # Dataset.source
     num_test: int
     overrides: tuple[str, ...] = ()  # e.g. ("batch_size=256",): marked in the row
+    # Per seed, the first epoch whose test error reached Table.target_error_pct (None: never).
+    epochs_to_target: tuple[int | None, ...] = ()
 
     def __post_init__(self):
-        for name in ("errors_pct", "seeds", "ours", "run_dirs", "overrides"):
+        for name in ("errors_pct", "seeds", "ours", "run_dirs", "overrides", "epochs_to_target"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "errors_pct", tuple(float(e) for e in self.errors_pct))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -78,6 +80,7 @@ class VariantResult:
         shortened: str | None,
         data_source: str,
         overrides: Iterable[str] = (),
+        epochs_to_target: Iterable[int | None] = (),
     ) -> "VariantResult":
         """From ``train.RunResult``s (test_error is a fraction; stored here in %)."""
         if not runs:
@@ -99,6 +102,7 @@ class VariantResult:
             data_source=data_source,
             num_test=min(r.num_test for r in runs),
             overrides=tuple(overrides),
+            epochs_to_target=tuple(epochs_to_target),
         )
 
     @classmethod
@@ -438,6 +442,27 @@ def _variant_md(r: VariantResult, smoke: bool) -> list[str]:
     return lines
 
 
+def first_epoch_at(records: Sequence[dict], target_pct: float) -> int | None:
+    """The first epoch whose recorded test error is at or below ``target_pct`` (None: never)."""
+    for rec in records:
+        te = rec.get("test_error")
+        if te is not None and 100.0 * te <= target_pct + 1e-9:
+            return int(rec["epoch"])
+    return None
+
+
+def _target_md(table: Table, results: Sequence[VariantResult]) -> list[str]:
+    if table.target_error_pct is None:
+        return []
+    lines = [f"## Epochs to reach {table.target_error_pct:g} % test error", "", "| Method | Per seed | Mean |", "|---|---|---|"]
+    for r in results:
+        reached = [e for e in r.epochs_to_target if e is not None]
+        per_seed = ", ".join(f"seed {s}: {e if e is not None else 'not reached'}" for s, e in zip(r.seeds, r.epochs_to_target)) or "not recorded"
+        mean = f"{sum(reached) / len(reached):.1f}" + ("" if len(reached) == len(r.seeds) else f" ({len(reached)} of {len(r.seeds)} seeds reached it)") if reached else "—"
+        lines.append(f"| {_cell(r.method)} | {per_seed} | {mean} |")
+    return lines + ["", "Test error is measured after every epoch; the first epoch at or below the target counts.", ""]
+
+
 def _figure_md(table: Table, figure: dict | None) -> list[str]:
     if not table.figure or figure is None:
         return []
@@ -479,6 +504,7 @@ def render_markdown(
         "",
     ]
     lines += _claims_md(table, results, smoke)
+    lines += _target_md(table, results)
     lines += _figure_md(table, figure)
     if any(r.ours for r in results):
         lines += ["## Our choices", ""]
@@ -517,7 +543,14 @@ def table_json(
         )
     return {
         "schema": SCHEMA_VERSION,
-        "table": {"name": table.name, "title": table.title, "source": table.source, "tolerance_pp": table.tolerance_pp, "notes": list(table.notes)},
+        "table": {
+            "name": table.name,
+            "title": table.title,
+            "source": table.source,
+            "tolerance_pp": table.tolerance_pp,
+            "notes": list(table.notes),
+            "target_error_pct": table.target_error_pct,
+        },
         "paper_rows": [{"method": pr.method, "error": pr.error, "citation": pr.citation, "variant": pr.variant} for pr in table.rows],
         "variants": variants,
         "claims": [evaluate_claim(c, results, table, smoke=smoke) for c in table.claims],
