@@ -165,9 +165,17 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
 
     def loss_fn(params, x, y, key):
         model = nnx.merge(graphdef, params)
-        logits = model(x, train=True, rngs=nnx.Rngs(dropout=key))
+        rngs = nnx.Rngs(dropout=key)
+        aux_logits = None
+        if getattr(model, "aux", None) is not None:  # ablate-aux: the auxiliary loss trains, the main loss is reported
+            logits, aux_logits = model.with_aux(x, train=True, rngs=rngs)
+        else:
+            logits = model(x, train=True, rngs=rngs)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        return loss, logits
+        objective = loss
+        if aux_logits is not None:
+            objective = loss + recipe.model.aux_weight * optax.softmax_cross_entropy_with_integer_labels(aux_logits, y).mean()
+        return objective, (loss, logits)
 
     def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
         def body(state, i):
@@ -181,7 +189,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
             k_drop, k_aug = jax.random.split(step_key)
             if recipe.augment:
                 x = augment_batch(x, k_aug, flip=recipe.augment_flip)
-            (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, k_drop)
+            (_, (loss, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, k_drop)
             opt_state.hyperparams["learning_rate"] = lrs[i]
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
