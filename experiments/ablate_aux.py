@@ -21,7 +21,7 @@ from . import demo
 from .cifar10 import RECIPE
 
 AUX_OURS = (
-    "auxiliary head [ours, not in the paper]: 1x1 conv (He-normal init, bias 0) to one map per class + GAP after "
+    "auxiliary head (not in the paper): 1x1 conv (He-normal init, bias 0) to one map per class + GAP after "
     "block 2, loss weight 0.3 during training (GoogLeNet's), discarded at inference; the main loss is what metrics report",
 )
 

@@ -295,7 +295,14 @@ def eval_run(
     error = reevaluate(run_dir, ds.x_test, ds.y_test)
     recorded = record["result"]["test_error"]
     same = "equals" if error == recorded else "DIFFERS FROM"
-    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}%")
+    from nin_repro import atomic
+    from nin_repro.results import provenance
+
+    atomic.write_json(
+        run_dir / "eval.json",
+        {"test_error": error, "recorded_test_error": recorded, "equal": error == recorded, "num_test": len(ds.x_test), "data_source": ds.source, "provenance": provenance()},
+    )
+    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}% (written to {run_dir / 'eval.json'})")
     if error != recorded:
         raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
 

@@ -175,6 +175,8 @@ def test_eval_command_reproduces_the_recorded_error(smoke_cifar10, capsys):
     assert main(["eval", variant["run_dirs"][0]]) == 0
     out = capsys.readouterr().out
     assert f"test error {variant['errors_pct'][0]:.2f}%" in out and "equals the recorded" in out
+    record = json.loads((Path(variant["run_dirs"][0]) / "eval.json").read_text())
+    assert record["equal"] and record["test_error"] * 100 == pytest.approx(variant["errors_pct"][0], abs=1e-9)
     assert main(["eval", str(smoke_cifar10["root"])]) == 2
 
 
