@@ -436,8 +436,21 @@ def report(results_dir: Path = ResultsDir) -> None:
     console.print(f"[green]wrote[/green] {out}")
 
 
+def _persistent_compilation_cache() -> None:
+    """Compiled programs are kept on disk (XLA's persistent cache), so a second start of the same
+    table skips most compilation. Set through the environment, before jax is imported; a user's
+    own JAX_COMPILATION_CACHE_DIR wins."""
+    import os
+
+    from nin_repro.data.cache import default_cache_dir
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(default_cache_dir() / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app and turns every expected failure into one line + exit code."""
+    _persistent_compilation_cache()
     try:
         app(args=argv, prog_name="nin-repro", standalone_mode=False)
     except NinError as e:

@@ -110,3 +110,13 @@ def test_ablate_aux_demo_reports_both_rows_and_epochs_to_target(tmp_path):
 def test_demo_flag_only_where_a_demo_table_exists(capsys):
     assert main(["cifar10", "--demo", "--dry-run"]) == 2
     assert "no demo-scale version" in capsys.readouterr().err
+
+
+def test_figures_are_deterministic(demo_scale, tmp_path):
+    runs = demo_scale["runs"]
+    run = str(runs / "analysis" / "gap" / "seed_0")
+    for out in ("a", "b"):
+        assert main(["figure4", "--run", run, "--results-dir", str(tmp_path / out), "--canvas", "36"]) == 0
+    assert (tmp_path / "a" / "figure4.png").read_bytes() == (tmp_path / "b" / "figure4.png").read_bytes()
+    a, b = (json.loads((tmp_path / o / "figure4.json").read_text()) for o in ("a", "b"))
+    assert a["localization"] == b["localization"] and a["strongest_map_agreement"] == b["strongest_map_agreement"]
