@@ -148,6 +148,16 @@ def _register_table(name: str, help_text: str) -> None:
     app.command(name=name, help=help_text)(command)
 
 
+@app.callback()
+def _root(
+    distributed: bool = typer.Option(False, "--distributed", help="Several hosts: join them with jax.distributed.initialize() before anything else (README, 'Several devices and several hosts')."),
+) -> None:
+    if distributed:
+        import jax
+
+        jax.distributed.initialize()
+
+
 # The tables (help text here so `--help` does not import every experiment file).
 TABLES = {
     "cifar10": "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs).",
@@ -249,6 +259,7 @@ def bench(
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
     steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
+    seeds: list[int] = typer.Option([1], "--seeds", help="Repeatable: K models (seeds 0..K-1) trained at once by one vmapped step, e.g. --seeds 1 --seeds 5; img/s is summed over them."),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -258,22 +269,30 @@ def bench(
     from nin_repro.recipe import load_experiment
     from nin_repro.results import provenance
 
-    if steps <= 0 or any(b <= 0 for b in batch_size):
-        raise UsageError("--steps and --batch-size must be positive")
+    if steps <= 0 or any(b <= 0 for b in batch_size) or any(k <= 0 for k in seeds):
+        raise UsageError("--steps, --batch-size and --seeds must be positive")
     unknown = [d for d in dtype if d not in DTYPES]
     if unknown:
         raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
     recipe = load_experiment(table).TABLE.variants[0].recipe
-    results = [r for d in dtype for b in batch_size for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops)]
+    results = [
+        r
+        for d in dtype
+        for b in batch_size
+        for k in seeds
+        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k)
+        if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
+    ]
     out = Path(results_dir) / "bench.md"
     prov = provenance()
     write_bench(results, out, table, prov)
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
-    for col in ("what", "dtype", "batch", "img/s", "ms/step", "TFLOP/s", "% peak", "compile s"):
+    short = {v: k for k, v in DTYPES.items()}
+    for col in ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "compile s"):
         view.add_column(col, justify="right")
     for r in results:
         pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
-        view.add_row(r.what, r.dtype, str(r.batch_size), f"{r.img_per_s:,.0f}", f"{r.ms_per_step:.2f}", f"{r.tflops:.3f}", pct, f"{r.compile_s:.1f}")
+        view.add_row(r.what, short.get(r.dtype, r.dtype), str(r.batch_size), str(r.models), f"{r.img_per_s:,.0f}", f"{r.img_per_s_per_model:,.0f}", f"{r.ms_per_step:.2f}", f"{r.tflops:.3f}", pct, f"{r.compile_s:.1f}")
     console.print(view)
     console.print(f"[green]wrote[/green] {out}")
 
