@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from pathlib import Path
 
 import jax
@@ -327,12 +326,3 @@ def percentile_mask(maps_NHWK: np.ndarray, keep: float) -> np.ndarray:
     n = len(maps_NHWK)
     thresh = np.quantile(maps_NHWK.reshape(n, -1), 1.0 - keep, axis=1).reshape(n, 1, 1, 1)
     return np.where(maps_NHWK >= thresh, maps_NHWK, 0.0)
-
-
-def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
-
-
-def mean_or_nan(values) -> float:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else math.nan

@@ -327,6 +327,7 @@ def eval_run(
 
 
 RunOpt = typer.Option(None, "--run", help="A run folder (runs/<table>/<variant>/seed_<k>) [default: the best saved run in --workdir; none: train a demo-scale model].", show_default=False)
+Canvas = typer.Option(None, "--canvas", help="Canvas size (px) on which digits are pasted for the pointing score of digit models [default: twice the input].", show_default=False)
 TrainEpochs = typer.Option(None, "--epochs", help="Epochs for a model trained on demand (when no saved run is found) [default: the demo's 12].", show_default=False)
 
 
@@ -353,7 +354,7 @@ def _done(*paths) -> None:
 def figure4(
     run: Optional[Path] = RunOpt,
     per_class: int = typer.Option(1, "--per-class", help="Test images per class in the figure."),
-    canvas: Optional[int] = typer.Option(None, "--canvas", help="Canvas size (px) for the localization score of digit models [default: twice the input].", show_default=False),
+    canvas: Optional[int] = Canvas,
     workdir: Path = Workdir,
     results_dir: Path = ResultsDir,
     data_dir: Optional[Path] = DataDir,
@@ -375,7 +376,7 @@ def figure4(
 def cam(
     run: Optional[Path] = RunOpt,
     images: int = typer.Option(6, "--images", help="Test images shown (one per class)."),
-    canvas: Optional[int] = typer.Option(None, "--canvas", help="Canvas size (px) for the pointing score of digit models [default: twice the input].", show_default=False),
+    canvas: Optional[int] = Canvas,
     workdir: Path = Workdir,
     results_dir: Path = ResultsDir,
     data_dir: Optional[Path] = DataDir,

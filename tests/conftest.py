@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import json
-from pathlib import Path
+import os
+import shutil
+import tempfile
 
 import pytest
+
+# One persistent XLA compilation cache for the whole session (and the subprocesses tests start):
+# many tests compile the same small programs; measured 480 s -> 416 s for the suite on 2 cores.
+# Set before jax is imported; a fresh folder, so nothing carries over between sessions.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="nin-repro-test-xla-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,10 @@
 training path."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from nin_repro.cli import main

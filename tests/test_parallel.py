@@ -14,18 +14,8 @@ import pytest
 from flax import nnx
 
 import nin_repro.train as train
-from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import Recipe
-
-TINY = NINConfig(
-    blocks=(
-        BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5),
-        BlockSpec(3, (6, 6, 4), init_std=None, pool="none", dropout=0.0),
-    ),
-    in_channels=1,
-    input_hw=(8, 8),
-    num_classes=4,
-)
+from tests.test_train import TINY
 
 
 def tiny_recipe(**kw) -> Recipe:

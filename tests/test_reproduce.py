@@ -1,7 +1,5 @@
 """Options, --set overrides and the summary report."""
 
-import dataclasses
-
 import pytest
 
 from nin_repro.errors import UsageError

@@ -1,6 +1,3 @@
-import dataclasses
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +6,7 @@ from flax import nnx
 
 from nin_repro.errors import TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
-from nin_repro.models import BlockSpec, NINConfig, nin_cifar10
+from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import Recipe
 from nin_repro.train import (
     CROP_PAD,
