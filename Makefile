@@ -19,7 +19,7 @@ smoke:
 	$(NIN) cifar10 --smoke
 
 # Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
-TABLES = cifar10 cifar100 svhn mnist ablate-gap ablate-dropout ablate-aux
+TABLES = cifar10 cifar100 svhn mnist ablate-gap ablate-dropout ablate-aux ablate-precision
 
 reproduce-all:
 	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
@@ -39,6 +39,7 @@ analysis-demo:
 	$(NIN) cam
 	$(NIN) gap-claims
 	$(NIN) ablate-aux --demo
+	$(NIN) ablate-precision --demo
 	$(NIN) plot runs/analysis/gap/seed_0 runs/analysis/fc/seed_0 runs/ablate-aux-demo/nin_gap_aux/seed_0 --out results/curves.png
 	$(NIN) report
 

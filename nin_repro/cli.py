@@ -167,8 +167,9 @@ TABLES = {
     "ablate-gap": "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10.",
     "ablate-dropout": "Fig. 3: NIN with and without dropout between mlpconv blocks, CIFAR-10, 200 epochs; draws the error curves.",
     "ablate-aux": "Ours: a GoogLeNet-style auxiliary classifier after block 2 (loss weight 0.3, dropped at inference), CIFAR-10; --demo on 5k digits.",
+    "ablate-precision": "Ours: float32 vs bfloat16 compute (fp32 parameters and optimizer state), CIFAR-10; --demo on 5k digits.",
 }
-DEMO_TABLES = ("ablate-aux",)
+DEMO_TABLES = ("ablate-aux", "ablate-precision")
 for _name, _help in TABLES.items():
     _register_table(_name, _help)
 

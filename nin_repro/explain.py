@@ -235,7 +235,8 @@ def gap_claims(gap: analysis.Loaded, fc: analysis.Loaded, ds, results_dir: Path,
         raise UsageError(f"gap-claims compares two heads on the same data: the runs use {gap.pre.kind} and {fc.pre.kind} preprocessing")
     cols = {}
     for name, run in (("GAP", gap), ("FC", fc)):
-        x_tr, x_te = (x_train, x_test) if run is gap else (run.pre.apply(ds.x_train), run.pre.apply(ds.x_test))
+        same_pre = run.record.get("preprocess", {}).get("sha256") == gap.record.get("preprocess", {}).get("sha256")
+        x_tr, x_te = (x_train, x_test) if same_pre else (run.pre.apply(ds.x_train), run.pre.apply(ds.x_test))
         train_err, test_err, diff = analysis.train_test_gap(run, x_tr, ds.y_train, x_te, ds.y_test)
         cols[name] = {
             "run": str(run.run_dir),

@@ -356,13 +356,18 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
     from nin_repro.models import config_from_dict
 
-    record = json.loads((Path(run_dir) / "run.json").read_text())
-    r = dict(record["recipe"])
-    m = r.pop("model")
-    tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
-    r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
-    recipe = Recipe(model=config_from_dict(m), **r)
-    pre = Preprocessor.load(record["preprocess"]["path"])
+    path = Path(run_dir) / "run.json"
+    try:
+        record = json.loads(path.read_text())
+        r = dict(record["recipe"])
+        m = r.pop("model")
+        tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
+        r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
+        recipe = Recipe(model=config_from_dict(m), **r)
+        pre_path = record["preprocess"]["path"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise UsageError(f"{path} is not a readable run record ({type(e).__name__}: {e}); run the table command again to rewrite it") from None
+    pre = Preprocessor.load(pre_path)
     return record, recipe, pre
 
 

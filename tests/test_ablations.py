@@ -334,3 +334,24 @@ def test_cnn_trains_with_the_training_step():
     for path, mult in ((("local", "kernel"), 0.1), (("convs", 0, "kernel"), 1.0)):
         w0, g, w1 = (t[path[0]][path[1]] if len(path) == 2 else t[path[0]][path[1]][path[2]] for t in (before, grads, after))
         np.testing.assert_allclose(np.asarray(w1), w0 - 0.01 * mult * (np.asarray(g) + 1e-4 * w0), rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["ablate_aux", "ablate_precision"])
+def test_our_ablation_tables_change_one_thing(name):
+    module = load_experiment(name)
+    for table in (module.TABLE, module.DEMO_TABLE):
+        base, other = (v.recipe for v in table.variants)
+        assert not table.rows  # ours: no paper number to compare with
+        assert dataclasses.replace(other, model=base.model, ours=base.ours) == base
+        changed = {f.name for f in dataclasses.fields(base.model) if getattr(base.model, f.name) != getattr(other.model, f.name)}
+        assert changed == ({"aux_after"} if name == "ablate_aux" else {"dtype"})
+        assert len(other.ours) == len(base.ours) + 1
+
+
+def test_bf16_compute_keeps_float32_parameters_and_logits():
+    cfg = dataclasses.replace(load_experiment("ablate_precision").DEMO_TABLE.variants[1].recipe.model)
+    assert cfg.dtype == "bfloat16"
+    model = NIN(cfg, rngs=nnx.Rngs(0))
+    assert {p.dtype for p in jax.tree.leaves(nnx.state(model, nnx.Param))} == {jnp.dtype("float32")}
+    maps = model.class_maps(jnp.zeros((2, 28, 28, 1)))
+    assert maps.dtype == jnp.bfloat16 and model(jnp.zeros((2, 28, 28, 1))).dtype == jnp.float32

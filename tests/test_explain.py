@@ -119,3 +119,15 @@ def test_figures_are_deterministic(demo_scale, tmp_path):
     assert (tmp_path / "a" / "figure4.png").read_bytes() == (tmp_path / "b" / "figure4.png").read_bytes()
     a, b = (json.loads((tmp_path / o / "figure4.json").read_text()) for o in ("a", "b"))
     assert a["localization"] == b["localization"] and a["strongest_map_agreement"] == b["strongest_map_agreement"]
+
+
+def test_a_damaged_run_record_is_one_line(demo_scale, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(demo_scale["runs"] / "analysis" / "gap" / "seed_0", run)
+    (run / "run.json").write_text("{")
+    for cmd in (["figure4", "--run", str(run)], ["eval", str(run)]):
+        assert main([*cmd, "--results-dir", str(tmp_path)] if cmd[0] == "figure4" else cmd) == 2
+        err = capsys.readouterr().err.strip()
+        assert "not a readable run record" in err and len(err.splitlines()) == 1
