@@ -190,7 +190,7 @@ def draw_cam(images_NHWC, cams_NHWK, probs_NK, class_names: Sequence[str], out_p
 
     n = len(images_NHWC)
     fig = _new_figure(6.4, 1.9 * n + 1.0)
-    grid = fig.add_gridspec(n, 3, left=0.04, right=0.86, top=1 - 0.55 / (1.9 * n + 1.0), bottom=0.6 / (1.9 * n + 1.0), wspace=0.08, hspace=0.3)
+    grid = fig.add_gridspec(n, 3, left=0.04, right=0.86, top=1 - 0.85 / (1.9 * n + 1.0), bottom=0.6 / (1.9 * n + 1.0), wspace=0.08, hspace=0.3)
     im = None
     for i in range(n):
         order = np.argsort(-probs_NK[i])[:2]
@@ -203,7 +203,7 @@ def draw_cam(images_NHWC, cams_NHWK, probs_NK, class_names: Sequence[str], out_p
             ax = fig.add_subplot(grid[i, j + 1])
             _show_image(ax, images_NHWC[i])
             im = ax.imshow((m - m.min()) / span, cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
-            ax.set_title(f"top-{j + 1}: {class_names[c]} (p {probs_NK[i, c]:.2f})", fontsize=8)
+            ax.set_title(f"top-{j + 1}: {class_names[c]} (p {probs_NK[i, c]:.2g})", fontsize=8)
     fig.suptitle(title, fontsize=10)
     if im is not None:
         cax = fig.add_axes((0.89, 0.25, 0.02, 0.5))
