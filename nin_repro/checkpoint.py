@@ -5,7 +5,8 @@ run stood: epoch, position in the epoch, step, the epoch's running sums and the 
 state. The data order and every step's randomness are functions of (seed, epoch) and
 (seed, step), so a resumed run continues exactly as an uninterrupted one would.
 Checkpoints live in ``<run>/checkpoints/<recipe fingerprint>/``: a run with another recipe in the
-same folder starts afresh instead of resuming something else.
+same folder starts afresh instead of resuming something else. Seeds trained at once (vmap) share
+one checkpoint of their stacked state, ``<first seed's run>/checkpoints/<fingerprint>-seeds_0_1_2/``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ class Checkpointer:
     """Saves at most every ``every_s`` seconds when asked at an epoch boundary, always when forced
     (end of run, SIGTERM/SIGINT), keeping the last ``keep``."""
 
-    def __init__(self, run_dir: Path, recipe, every_s: float = 600.0, keep: int = 2):
+    def __init__(self, run_dir: Path, recipe, every_s: float = 600.0, keep: int = 2, seeds: list[int] | None = None):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        self.dir = (Path(run_dir) / "checkpoints" / recipe_fingerprint(recipe)).resolve()
+        # Several seeds trained at once keep their stacked state under a name that lists them, so
+        # it is never mistaken for (or restored as) one seed's own checkpoint.
+        group = f"-seeds_{'_'.join(map(str, seeds))}" if seeds and len(seeds) > 1 else ""
+        self.dir = (Path(run_dir) / "checkpoints" / (recipe_fingerprint(recipe) + group)).resolve()
         self.every_s = every_s
         self._last = time.monotonic()
         self.manager = ocp.CheckpointManager(

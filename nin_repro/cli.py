@@ -38,6 +38,13 @@ Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few 
 Warmup = typer.Option(None, "--warmup-epochs", help="[ours, departs from the paper] Linear LR warm-up over N epochs.", show_default=False)
 SetOpt = typer.Option(None, "--set", help="Override any recipe field, e.g. --set base_lr=0.05 --set model.head=fc (recorded and marked in the row).", show_default=False)
 CkptEvery = typer.Option(10.0, "--checkpoint-every", help="Minutes between checkpoints at epoch boundaries (also at the end and on SIGTERM/SIGINT). Re-running the same command resumes.")
+ParallelSeeds = typer.Option(
+    None,
+    "--parallel-seeds/--no-parallel-seeds",
+    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). "
+    "Resuming needs the same choice as the interrupted run.",
+    show_default=False,
+)
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
 
@@ -122,6 +129,7 @@ def _register_table(name: str, help_text: str) -> None:
         tfds_data_dir: Optional[Path] = TfdsDir,
         set_: Optional[list[str]] = SetOpt,
         checkpoint_every: float = CkptEvery,
+        parallel_seeds: Optional[bool] = ParallelSeeds,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=name not in DEMO_TABLES),
     ) -> None:
@@ -142,6 +150,7 @@ def _register_table(name: str, help_text: str) -> None:
             tfds_data_dir=tfds_data_dir,
             overrides=tuple(set_ or ()),
             checkpoint_every_min=checkpoint_every,
+            parallel_seeds=parallel_seeds,
             dry_run=dry_run,
         )
 

@@ -109,6 +109,8 @@ class RichProgress:
         parts = []
         if self.description:
             parts.append(self.description)
+        if "seed" in record:  # seeds trained at once: one line per seed
+            parts.append(f"seed {record['seed']}:")
         epoch = record.get("epoch")
         if self.steps_per_epoch and self.total_steps:
             total = math.ceil(self.total_steps / self.steps_per_epoch - 1e-9)

@@ -2,7 +2,8 @@
 inside the compiled step, exact evaluation, dead-last-layer and non-finite-loss checks.
 
 ``train_and_evaluate(recipe, data, workdir, seed)`` runs one seed and writes its run folder:
-``metrics.jsonl`` (one line per epoch), ``params/`` (orbax), ``run.json``.
+``metrics.jsonl`` (one line per epoch), ``params/`` (orbax); ``train_and_evaluate_seeds`` trains
+several seeds at once in one vmapped program and writes each seed's folder the same way.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
     ``mesh`` (nin_repro.parallel.data_mesh): each batch is split over its 'data' axis and the
     state and metrics come out replicated; XLA adds the gradient all-reduce. ``over_seeds``:
     the state and key carry a leading axis of K models (one per seed) trained at once by vmap;
-    the data is shared."""
+    the images are shared, the order ``perm`` is (K, N), each seed's own, or (N,), one for all."""
     batch = recipe.batch_size
 
     def loss_fn(params, x, y, key):
@@ -206,7 +207,13 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
         return jax.lax.scan(body, state, jnp.arange(num_steps))
 
     if over_seeds:
-        run = jax.vmap(run, in_axes=(0, None, None, None, 0, None, None, None))
+        run_K = jax.vmap(run, in_axes=(0, None, None, 0, 0, None, None, None))
+
+        def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
+            if perm.ndim == 1:  # one order for all K (bench); training passes each seed's own, (K, N)
+                perm = jnp.broadcast_to(perm, (key.shape[0], perm.shape[0]))
+            return run_K(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs)
+
     # Donate the training state: parameters and momentum are updated in place.
     if mesh is None:
         return jax.jit(run, donate_argnums=(0,))
@@ -278,15 +285,42 @@ def train_and_evaluate(
 
     Resumes from the run folder's last checkpoint of the same recipe, if there is one. ``run_info``
     (e.g. the fitted preprocessing's path and sha256) is stored in every checkpoint."""
+    (result,) = train_and_evaluate_seeds(recipe, data, [Path(workdir)], [seed], progress, eval_every, chunk_steps, checkpoint_every_s, run_info)
+    return result
+
+
+def train_and_evaluate_seeds(
+    recipe: Recipe,
+    data: PreparedData,
+    workdirs: list[Path],
+    seeds: list[int],
+    progress: Progress | None = None,
+    eval_every: int = 1,
+    chunk_steps: int | None = None,
+    checkpoint_every_s: float = 600.0,
+    run_info: dict | None = None,
+) -> list[RunResult]:
+    """Train K seeds at once, one vmapped program (K = 1: the plain step, no vmap); each seed
+    writes its own run folder exactly as a run of that seed alone would, and gets the same numbers.
+
+    The K seeds share one checkpoint of their stacked state, in the first seed's folder under a
+    name that lists the seeds: re-running the same K seeds resumes it (a finished group is not
+    trained again); the same seeds run one at a time start afresh."""
     from nin_repro.checkpoint import Checkpointer
 
-    with Checkpointer(Path(workdir), recipe, every_s=checkpoint_every_s) as ckpt:
-        return _train(recipe, data, Path(workdir), seed, progress, eval_every, chunk_steps, ckpt, run_info or {})
+    if len(workdirs) != len(seeds) or not seeds:
+        raise ValueError(f"one run folder per seed: {len(workdirs)} folders for seeds {seeds}")
+    if len(seeds) > 1 and recipe.schedule == "plateau":
+        # The plateau rule decides each seed's LR drops and its last epoch from its own training
+        # accuracy; the seeds would drift apart in length. Run them one at a time.
+        raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
+    with Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds) as ckpt:
+        return _train(recipe, data, [Path(w) for w in workdirs], list(seeds), progress, eval_every, chunk_steps, ckpt, run_info or {})
 
 
-def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt, run_info) -> RunResult:
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+def _train(recipe, data, workdirs, seeds, progress, eval_every, chunk_steps, ckpt, run_info) -> list[RunResult]:
+    for workdir in workdirs:
+        workdir.mkdir(parents=True, exist_ok=True)
     n_train = len(data.x_train)
     if recipe.batch_size > n_train:
         raise UsageError(f"batch size {recipe.batch_size} is larger than the training set ({n_train} images): pass a smaller --batch-size")
@@ -295,55 +329,78 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt,
     max_epochs = math.ceil(total_steps / steps_per_epoch)
     chunk = min(chunk_steps or default_chunk_steps(steps_per_epoch), steps_per_epoch)
 
-    model = init_model(recipe, seed)
-    graphdef, params = nnx.split(model, nnx.Param)
+    K = len(seeds)
+    over_seeds = K > 1
+    who = f"seed {seeds[0]}" if K == 1 else "seeds " + ", ".join(map(str, seeds))
+
+    def join(per_seed: list):
+        """One tree per seed -> what the step takes: the tree itself for one seed, stacked on a leading K axis for several."""
+        return jax.tree.map(lambda *a: jnp.stack(a), *per_seed) if over_seeds else per_seed[0]
+
+    def seed_part(tree, i: int):
+        return jax.tree.map(lambda a: a[i], tree) if over_seeds else tree
+
     program = _program(recipe)
     tx, eval_fn = program.tx, program.eval_fn
-    state = (params, tx.init(params))
-    key = jax.random.key(seed)
+    graphdef = None
+    states = []
+    for seed in seeds:
+        graphdef, params = nnx.split(init_model(recipe, seed), nnx.Param)
+        states.append((params, tx.init(params)))
+    state = join(states)
+    keys = [jax.random.key(seed) for seed in seeds]
 
     mesh = data_mesh(recipe.batch_size)
     on_mesh = NamedSharding(mesh, P())  # the dataset and the training state on every device
-    x_train, y_train, key = jax.device_put((data.x_train, data.y_train, key), on_mesh)
+    x_train, y_train, keys = jax.device_put((data.x_train, data.y_train, keys), on_mesh)
+    key = join(keys)
     test_set = EvalSet.build(data.x_test, data.y_test, recipe.eval_batch_size)
     compiled = program.steps
 
-    plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None
-    metrics_path = workdir / "metrics.jsonl"
-    # Where the run stands; a checkpoint stores exactly this (plus the training state).
-    pos_state = {"epoch": 0, "pos": 0, "step": 0, "epoch_loss": 0.0, "epoch_correct": 0, "epoch_seen": 0, "dead_run": 0, "train_time": 0.0, "wall": 0.0}
+    plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (train_and_evaluate_seeds)
+    metrics_paths = [workdir / "metrics.jsonl" for workdir in workdirs]
+    # Where the run stands; a checkpoint stores exactly this (plus the training state). The
+    # running sums and the dead-layer count are per seed.
+    pos_state = {"epoch": 0, "pos": 0, "step": 0, "epoch_loss": [0.0] * K, "epoch_correct": [0] * K, "epoch_seen": 0, "dead_run": [0] * K, "train_time": 0.0, "wall": 0.0}
     resumed = ckpt.restore(state)
     if resumed is not None:
         state, meta = resumed
         pos_state.update(meta["position"])
+        for name in ("epoch_loss", "epoch_correct", "dead_run"):  # a one-seed checkpoint stores scalars
+            pos_state[name] = np.broadcast_to(pos_state[name], (K,)).tolist()
         if plateau:
             plateau.__dict__.update(meta["plateau"])
         done_epochs = pos_state["epoch"]
-        kept = metrics_path.read_text().splitlines()[:done_epochs] if metrics_path.exists() else []
-        metrics_path.write_text("".join(line + "\n" for line in kept))
+        for path in metrics_paths:
+            kept = path.read_text().splitlines()[:done_epochs] if path.exists() else []
+            path.write_text("".join(line + "\n" for line in kept))
     else:
-        metrics_path.write_text("")
+        for path in metrics_paths:
+            path.write_text("")
     if progress:
-        progress.start(total_steps, f"seed {seed}" + (f" (resumed at step {pos_state['step']})" if resumed else ""))
+        progress.start(total_steps, who + (f" (resumed at step {pos_state['step']})" if resumed else ""))
 
     def checkpoint(force: bool) -> None:
         # The RNG needs no state: every key is fold_in(key(seed), epoch or step).
-        meta = {"seed": seed, "run": run_info, "position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
+        seed_meta = {"seed": seeds[0]} if K == 1 else {"seed": seeds[0], "seeds": seeds}
+        meta = {**seed_meta, "run": run_info, "position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
         ckpt.save(pos_state["step"], state, meta, force=force)
 
-    step, dead_run, train_time = pos_state["step"], pos_state["dead_run"], pos_state["train_time"]
+    step, train_time = pos_state["step"], pos_state["train_time"]
+    dead_run_K = list(pos_state["dead_run"])
     t_start = time.perf_counter() - pos_state["wall"]
     ln_c = math.log(data.num_classes)
     lrs = np.array([recipe.base_lr], np.float32)
     state = jax.device_put(state, on_mesh)
     for epoch in range(pos_state["epoch"], max_epochs):
-        epoch_loss, epoch_correct, epoch_seen = pos_state["epoch_loss"], pos_state["epoch_correct"], pos_state["epoch_seen"]
-        pos = pos_state["pos"]
-        perm = epoch_permutation(key, epoch, n_train)
+        epoch_loss_K, epoch_correct_K = np.array(pos_state["epoch_loss"], np.float64), np.array(pos_state["epoch_correct"], np.int64)
+        epoch_seen, pos = pos_state["epoch_seen"], pos_state["pos"]
+        # Each seed its own order, as it would have alone; the images themselves are shared.
+        perm = join([epoch_permutation(k_, epoch, n_train) for k_ in keys])
         while pos < steps_per_epoch and step < total_steps:
             k = min(chunk, steps_per_epoch - pos, total_steps - step)
-            if (k, mesh) not in compiled:
-                compiled[k, mesh] = make_train_steps(graphdef, tx, recipe, k, mesh)
+            if (k, mesh, over_seeds) not in compiled:
+                compiled[k, mesh, over_seeds] = make_train_steps(graphdef, tx, recipe, k, mesh, over_seeds=over_seeds)
             factor = plateau.factor if plateau else None
             lrs = np.array(
                 [recipe.base_lr * (factor * recipe.lr_factor(s, steps_per_epoch) if plateau else recipe.lr_factor(s, steps_per_epoch)) for s in range(step, step + k)],
@@ -354,88 +411,97 @@ def _train(recipe, data, workdir, seed, progress, eval_every, chunk_steps, ckpt,
                 # Explicit copies of the chunk's few scalars; the guard proves nothing else moves.
                 args = jax.device_put((perm, key, np.int32(step), np.int32(pos), lrs), on_mesh)
                 with jax.transfer_guard("disallow"):
-                    state, m = compiled[k, mesh](state, x_train, y_train, *args)
-                losses = np.asarray(m["loss"])
+                    state, m = compiled[k, mesh, over_seeds](state, x_train, y_train, *args)
+                losses_Kk = np.asarray(m["loss"]).reshape(K, k)
             except Exception as e:  # XLA's runtime error type moved between jax versions
                 if "RESOURCE_EXHAUSTED" not in str(e):
                     raise
                 raise TrainingFailed(
-                    f"seed {seed}: the device ran out of memory at batch size {recipe.batch_size} (step {step}); "
-                    "pass a smaller --batch-size"
+                    f"{who}: the device ran out of memory at batch size {recipe.batch_size} (step {step}); "
+                    "pass a smaller --batch-size" + (" or train the seeds one at a time (--no-parallel-seeds)" if over_seeds else "")
                 ) from None
             dt = time.perf_counter() - t0
             train_time += dt
 
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                raise TrainingFailed(
-                    f"seed {seed}: the loss became {losses[bad[0]]} at step {step + int(bad[0])}; the run is stopped "
-                    "(try a smaller learning rate with --set base_lr=..., or another seed)"
-                )
-            for i, zero in enumerate(np.asarray(m["max_abs_logit"]) == 0):
-                dead_run = dead_run + 1 if zero else 0
-                if dead_run >= recipe.dead_steps:
+            max_abs_logit_Kk = np.asarray(m["max_abs_logit"]).reshape(K, k)
+            for s, seed in enumerate(seeds):
+                bad = np.flatnonzero(~np.isfinite(losses_Kk[s]))
+                if bad.size:
                     raise TrainingFailed(
-                        f"seed {seed}: the last layer died at step {step + i}: every class score is 0 for "
-                        f"{recipe.dead_steps} steps, the loss sits at ln({data.num_classes}) = {ln_c:.4f} and no gradient "
-                        "flows (a known failure of the paper's init with LR 0.1); try another --seeds value or our "
-                        "warm-up departure, --warmup-epochs 5"
+                        f"seed {seed}: the loss became {losses_Kk[s, bad[0]]} at step {step + int(bad[0])}; the run is stopped "
+                        "(try a smaller learning rate with --set base_lr=..., or another seed)"
                     )
-            epoch_loss += float(losses.sum())
-            epoch_correct += int(np.asarray(m["correct"]).sum())
+                for i, zero in enumerate(max_abs_logit_Kk[s] == 0):
+                    dead_run_K[s] = dead_run_K[s] + 1 if zero else 0
+                    if dead_run_K[s] >= recipe.dead_steps:
+                        raise TrainingFailed(
+                            f"seed {seed}: the last layer died at step {step + i}: every class score is 0 for "
+                            f"{recipe.dead_steps} steps, the loss sits at ln({data.num_classes}) = {ln_c:.4f} and no gradient "
+                            "flows (a known failure of the paper's init with LR 0.1); try another --seeds value or our "
+                            "warm-up departure, --warmup-epochs 5"
+                        )
+            epoch_loss_K += losses_Kk.sum(axis=1)
+            epoch_correct_K += np.asarray(m["correct"]).reshape(K, k).sum(axis=1)
             epoch_seen += k
             step += k
             pos += k
             if progress:
-                progress.update(step, epoch=step / steps_per_epoch, loss=float(losses[-1]), img_per_s=k * recipe.batch_size / dt)
+                progress.update(step, epoch=step / steps_per_epoch, loss=float(losses_Kk[:, -1].mean()), img_per_s=K * k * recipe.batch_size / dt)
             if ckpt.stop_requested:
-                pos_state.update(epoch=epoch, pos=pos, step=step, epoch_loss=epoch_loss, epoch_correct=epoch_correct, epoch_seen=epoch_seen, dead_run=dead_run, train_time=train_time)
+                pos_state.update(epoch=epoch, pos=pos, step=step, epoch_loss=epoch_loss_K.tolist(), epoch_correct=epoch_correct_K.tolist(), epoch_seen=epoch_seen, dead_run=dead_run_K, train_time=train_time)
                 checkpoint(force=True)
-                raise Interrupted(f"seed {seed}: stopped by {ckpt.stop_requested} at step {step}; checkpoint saved, run the same command again to resume")
+                raise Interrupted(f"{who}: stopped by {ckpt.stop_requested} at step {step}; checkpoint saved, run the same command again to resume")
 
-        train_acc = epoch_correct / (epoch_seen * recipe.batch_size)
-        record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": float(lrs[-1]),
-            "train_loss": epoch_loss / epoch_seen,
-            "train_error": 1.0 - train_acc,
-            "wall_s": round(time.perf_counter() - t_start, 3),
-        }
+        train_acc_K = epoch_correct_K / (epoch_seen * recipe.batch_size)
         last = step >= total_steps
         if plateau:
-            plateau.observe(train_acc)
+            plateau.observe(float(train_acc_K[0]))
             last = last or plateau.done
-        if last or (eval_every and (epoch + 1) % eval_every == 0):
-            ev = evaluate(eval_fn, state[0], test_set)
-            record.update(test_error=ev.error, test_loss=ev.loss)
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if progress:
-            progress.epoch_end(record)
-        pos_state.update(epoch=epoch + 1, pos=0, step=step, epoch_loss=0.0, epoch_correct=0, epoch_seen=0, dead_run=dead_run, train_time=train_time)
+        evaluate_now = last or (eval_every and (epoch + 1) % eval_every == 0)
+        for s, seed in enumerate(seeds):
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": float(lrs[-1]),
+                "train_loss": float(epoch_loss_K[s]) / epoch_seen,
+                "train_error": 1.0 - float(train_acc_K[s]),
+                "wall_s": round(time.perf_counter() - t_start, 3),
+            }
+            if evaluate_now:
+                ev = evaluate(eval_fn, seed_part(state[0], s), test_set)
+                record.update(test_error=ev.error, test_loss=ev.loss)
+            with metrics_paths[s].open("a") as f:
+                f.write(json.dumps(record) + "\n")
+            if progress:
+                progress.epoch_end(record if K == 1 else {**record, "seed": seed})
+        pos_state.update(epoch=epoch + 1, pos=0, step=step, epoch_loss=[0.0] * K, epoch_correct=[0] * K, epoch_seen=0, dead_run=dead_run_K, train_time=train_time)
         checkpoint(force=last)
         if last:
             break
 
-    params = state[0]
-    final = evaluate(eval_fn, params, test_set)
-    wall = time.perf_counter() - t_start
-    save_params(workdir / "params", params)
-    result = RunResult(
-        seed=seed,
-        test_error=final.error,
-        test_loss=final.loss,
-        num_test=final.num_examples,
-        steps=step,
-        epochs=step / steps_per_epoch,
-        wall_s=wall,
-        train_img_per_s=step * recipe.batch_size / train_time if train_time else 0.0,
-        run_dir=str(workdir),
-    )
+    wall = time.perf_counter() - t_start  # of the whole group
+    results = []
+    for s, seed in enumerate(seeds):
+        params = seed_part(state[0], s)
+        final = evaluate(eval_fn, params, test_set)
+        save_params(workdirs[s] / "params", params)
+        results.append(
+            RunResult(
+                seed=seed,
+                test_error=final.error,
+                test_loss=final.loss,
+                num_test=final.num_examples,
+                steps=step,
+                epochs=step / steps_per_epoch,
+                wall_s=wall,
+                # Each model's own rate: the group's summed rate is K times this.
+                train_img_per_s=step * recipe.batch_size / train_time if train_time else 0.0,
+                run_dir=str(workdirs[s]),
+            )
+        )
     if progress:
         progress.close()
-    return result
+    return results
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -138,3 +138,68 @@ def test_data_parallel_on_4_devices_matches_1_device(tmp_path):
     assert out["run_meshes"] == [4]  # train_and_evaluate split its batch of 8 over the 4 devices
     assert out["run_loss"] == pytest.approx(np.mean(out["one"]), rel=1e-4)
     assert out["fallback"] == 1 and "does not divide over the 4 devices" in proc.stderr
+
+
+class _Steps:
+    """A Progress that only counts the training steps it is told about."""
+
+    def __init__(self):
+        self.updates = 0
+
+    def start(self, total_steps, description): ...
+    def update(self, step, *, epoch, loss, img_per_s):
+        self.updates += 1
+
+    def epoch_end(self, record): ...
+    def close(self): ...
+
+
+def test_seeds_trained_at_once_equal_seeds_one_at_a_time(tmp_path):
+    """train_and_evaluate_seeds: each seed's metrics.jsonl and final test error as when it trains
+    alone (its own init, order and randomness); one stacked checkpoint for the group, and running
+    the finished group again trains nothing."""
+    recipe, data = tiny_recipe(seeds=(0, 1)), tiny_data()
+    together_dirs = [tmp_path / "together" / f"seed_{s}" for s in (0, 1)]
+    together = train.train_and_evaluate_seeds(recipe, data, together_dirs, [0, 1])
+    alone = [train.train_and_evaluate(recipe, data, tmp_path / "alone" / f"seed_{s}", seed=s) for s in (0, 1)]
+    metrics = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    for s, (t, a) in enumerate(zip(together, alone)):
+        assert t.seed == a.seed == s and t.steps == a.steps == 8 and t.run_dir == str(together_dirs[s])
+        mt, ma = metrics(Path(t.run_dir)), metrics(Path(a.run_dir))
+        assert [m["epoch"] for m in mt] == [1]
+        np.testing.assert_allclose([m["train_loss"] for m in mt], [m["train_loss"] for m in ma], rtol=1e-5)
+        np.testing.assert_allclose([m["test_loss"] for m in mt], [m["test_loss"] for m in ma], rtol=1e-5)
+        assert t.test_error == a.test_error and t.test_loss == pytest.approx(a.test_loss, rel=1e-5)
+        assert (Path(t.run_dir) / "params").is_dir()
+    assert together[0].test_loss != together[1].test_loss
+    assert [p.name.split("-", 1)[1] for p in (together_dirs[0] / "checkpoints").iterdir()] == ["seeds_0_1"]
+
+    steps = _Steps()
+    again = train.train_and_evaluate_seeds(recipe, data, together_dirs, [0, 1], progress=steps)
+    assert steps.updates == 0 and [r.test_error for r in again] == [r.test_error for r in together]
+    assert [len(metrics(d)) for d in together_dirs] == [1, 1]
+
+
+def test_reproduce_with_parallel_seeds_writes_each_seeds_run(tmp_path, monkeypatch):
+    from nin_repro import reproduce as rep
+    from nin_repro.data import Dataset
+    from nin_repro.recipe import PaperRow, Table, Variant
+
+    d = tiny_data()
+    to_uint8 = lambda x: np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+    monkeypatch.setattr(rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic"))
+    table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(seeds=(0, 1))),), tolerance_pp=1.0)
+    together = []
+    make = train.train_and_evaluate_seeds
+    monkeypatch.setattr(rep, "train_and_evaluate_seeds", lambda r, data, dirs, seeds, *a, **kw: together.append(list(seeds)) or make(r, data, dirs, seeds, *a, **kw))
+    md, _ = rep.reproduce(table, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs", parallel_seeds=True))
+    assert together == [[0, 1]] and md.exists()
+    for s in (0, 1):
+        run = tmp_path / "runs" / "tiny" / "nin" / f"seed_{s}"
+        record = json.loads((run / "run.json").read_text())
+        assert record["seed"] == s and record["result"]["run_dir"] == str(run) and (run / "params").is_dir()
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    together.clear()
+    plateau = Table("tiny", "Tiny", "test", table.rows, (Variant("nin", "NIN", tiny_recipe(seeds=(0, 1), schedule="plateau", plateau_max_epochs=1)),), tolerance_pp=1.0)
+    rep.reproduce(plateau, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "plateau", parallel_seeds=True))
+    assert together == [[0], [1]]  # the plateau rule: one seed at a time
