@@ -3,6 +3,7 @@ data parallelism over a device mesh, several seeds in one compiled program (vmap
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -156,8 +157,8 @@ class _Steps:
 
 def test_seeds_trained_at_once_equal_seeds_one_at_a_time(tmp_path):
     """train_and_evaluate_seeds: each seed's metrics.jsonl and final test error as when it trains
-    alone (its own init, order and randomness); one stacked checkpoint for the group, and running
-    the finished group again trains nothing."""
+    alone (its own init, order and randomness); one stacked checkpoint for the group: running the
+    finished group again trains nothing, and a group stopped mid-epoch resumes exactly."""
     recipe, data = tiny_recipe(seeds=(0, 1)), tiny_data()
     together_dirs = [tmp_path / "together" / f"seed_{s}" for s in (0, 1)]
     together = train.train_and_evaluate_seeds(recipe, data, together_dirs, [0, 1])
@@ -178,6 +179,20 @@ def test_seeds_trained_at_once_equal_seeds_one_at_a_time(tmp_path):
     again = train.train_and_evaluate_seeds(recipe, data, together_dirs, [0, 1], progress=steps)
     assert steps.updates == 0 and [r.test_error for r in again] == [r.test_error for r in together]
     assert [len(metrics(d)) for d in together_dirs] == [1, 1]
+
+    # Stopped mid-epoch (SIGINT at step 4), then run again: resumes and ends as the uninterrupted group.
+    class StopAt4(_Steps):
+        def update(self, step, **kw):
+            if step == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    resumed_dirs = [tmp_path / "resumed" / f"seed_{s}" for s in (0, 1)]
+    with pytest.raises(train.Interrupted, match="seeds 0, 1: stopped by SIGINT at step 4"):
+        train.train_and_evaluate_seeds(recipe, data, resumed_dirs, [0, 1], progress=StopAt4())
+    resumed = train.train_and_evaluate_seeds(recipe, data, resumed_dirs, [0, 1])
+    for t, r in zip(together, resumed):
+        assert r.steps == 8 and r.test_loss == t.test_loss
+        assert [m["train_loss"] for m in metrics(Path(r.run_dir))] == [m["train_loss"] for m in metrics(Path(t.run_dir))]
 
 
 def test_reproduce_with_parallel_seeds_writes_each_seeds_run(tmp_path, monkeypatch):
