@@ -493,7 +493,7 @@ def _train(recipe, data, workdirs, seeds, progress, eval_every, chunk_steps, ckp
                 num_test=final.num_examples,
                 steps=step,
                 epochs=step / steps_per_epoch,
-                wall_s=wall,
+                wall_s=wall / K,  # each seed's share of the group's time: sums over seeds stay the real total
                 # Each model's own rate: the group's summed rate is K times this.
                 train_img_per_s=step * recipe.batch_size / train_time if train_time else 0.0,
                 run_dir=str(workdirs[s]),
