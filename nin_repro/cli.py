@@ -434,8 +434,7 @@ def gap_claims(
     if gap is not None:
         g, f = explain.find_or_train(gap, (), src, _say), explain.find_or_train(fc, (), src, _say)
     else:
-        pair = next(((a, b) for a, b in explain.PAIR_RUNS if all(explain._finished(explain._run_dir(workdir, *x)) for x in (a, b))), explain.PAIR_RUNS[-1])
-        g, f = (explain.find_or_train(None, (x,), src, _say) for x in pair)
+        g, f = explain.find_or_train_pair(src, _say)
     for name, loaded, want in (("--gap", g, ("gap", "gap_dense")), ("--fc", f, ("fc", "fc_dropout"))):
         if loaded.head not in want:
             raise UsageError(f"{name} {loaded.run_dir} has head {loaded.head!r}: expected {' or '.join(want)}")

@@ -67,6 +67,14 @@ def find_or_train(run: Path | None, candidates, src: Source, say: Say) -> analys
     return analysis.load(_train_demo(candidates[-1][1], src, say))
 
 
+def find_or_train_pair(src: Source, say: Say) -> tuple[analysis.Loaded, analysis.Loaded]:
+    """GAP and FC runs on the same trunk: the first pair of ``PAIR_RUNS`` saved in full, else
+    the demo-scale pair (each trained now if missing)."""
+    pair = next((p for p in PAIR_RUNS if all(_finished(_run_dir(src.workdir, *x)) for x in p)), PAIR_RUNS[-1])
+    gap, fc = (find_or_train(None, (x,), src, say) for x in pair)
+    return gap, fc
+
+
 def dataset_of(run: analysis.Loaded, src: Source):
     """The raw (uint8) dataset the run was trained on."""
     from nin_repro.reproduce import Options, load_table_data
