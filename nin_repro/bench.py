@@ -81,7 +81,7 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
         keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
     train_steps = make_train_steps(graphdef, tx, recipe, 1, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
-    lrs = jnp.full((1,), recipe.base_lr, jnp.float32)
+    lrs = jnp.full((1, 2), recipe.base_lr, jnp.float32)
 
     def train_once():
         state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lrs)

@@ -6,7 +6,8 @@ state. The data order and every step's randomness are functions of (seed, epoch)
 (seed, step), so a resumed run continues exactly as an uninterrupted one would.
 Checkpoints live in ``<run>/checkpoints/<recipe fingerprint>/``: a run with another recipe in the
 same folder starts afresh instead of resuming something else. Seeds trained at once (vmap) share
-one checkpoint of their stacked state, ``<first seed's run>/checkpoints/<fingerprint>-seeds_0_1_2/``.
+one checkpoint of their stacked state, ``<first seed's run>/checkpoints/<fingerprint>-seeds_0_1_2/``
+(a retried seed: ``-seeds_0_1a1_2`` or, alone, ``-attempt_1``).
 """
 
 from __future__ import annotations
@@ -30,13 +31,16 @@ class Checkpointer:
     """Saves at most every ``every_s`` seconds when asked at an epoch boundary, always when forced
     (end of run, SIGTERM/SIGINT), keeping the last ``keep``."""
 
-    def __init__(self, run_dir: Path, recipe, every_s: float = 600.0, keep: int = 2, seeds: list[int] | None = None):
+    def __init__(self, run_dir: Path, recipe, every_s: float = 600.0, keep: int = 2, seeds: list[int] | None = None, attempts: list[int] | None = None):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         # Several seeds trained at once keep their stacked state under a name that lists them, so
-        # it is never mistaken for (or restored as) one seed's own checkpoint.
-        group = f"-seeds_{'_'.join(map(str, seeds))}" if seeds and len(seeds) > 1 else ""
+        # it is never mistaken for (or restored as) one seed's own checkpoint; a retried seed
+        # (attempt a > 0) is named with its attempt.
+        seeds, attempts = list(seeds or [0]), list(attempts or [0] * len(seeds or [0]))
+        names = [f"{s}" + (f"a{a}" if a else "") for s, a in zip(seeds, attempts)]
+        group = f"-seeds_{'_'.join(names)}" if len(seeds) > 1 else (f"-attempt_{attempts[0]}" if attempts[0] else "")
         self.dir = (Path(run_dir) / "checkpoints" / (recipe_fingerprint(recipe) + group)).resolve()
         self.every_s = every_s
         self._last = time.monotonic()

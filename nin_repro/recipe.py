@@ -34,6 +34,10 @@ class Recipe:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     bias_lr_mult: float = 2.0
+    # Whether an LR drop of the "paper" schedule also divides the biases' LR. The author's README
+    # divides only epsW at each drop; epsB stays (docs/paper-notes.md, "Training recipe"). The Caffe
+    # solver and the plateau rule scale every LR.
+    bias_lr_drops: bool = True
     classifier_lr_mult: float = 0.1  # cccp6 (the layer producing class scores)
     # Learning-rate schedule.
     schedule: str = "paper"
@@ -49,8 +53,15 @@ class Recipe:
     epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
     seeds: tuple[int, ...] = (0, 1, 2)
     eval_batch_size: int = 500
-    # The dead-last-layer check: this many consecutive steps with every class score exactly 0.
+    # Stall checks (nin_repro.health; defaults from `nin-repro init-study`): a seed has stalled when
+    # at least one class map is dead (score 0 for every example of the batch) for ``dead_steps``
+    # consecutive steps, or when its epoch-mean training loss is still within ``stall_tolerance``
+    # of ln C after ``stall_epochs`` epochs. A stalled seed is retried from a fresh initialisation,
+    # ``attempts`` tries in all.
     dead_steps: int = 50
+    stall_epochs: float = 3.0
+    stall_tolerance: float = 1e-3
+    attempts: int = 3
     ours: tuple[str, ...] = ()  # human-readable list of choices/departures that are ours
     # Shortened runs (subset, smoke) say so here; the table row shows it.
     train_subset: int | None = None
@@ -58,6 +69,8 @@ class Recipe:
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise UsageError(f"unknown recipe schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.dead_steps < 1 or self.attempts < 1 or not self.stall_epochs > 0:
+            raise UsageError("dead_steps and attempts must be at least 1 and stall_epochs positive")
 
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
@@ -89,10 +102,18 @@ class Recipe:
         elif self.schedule == "caffe":
             boundary = self.caffe_step_iters * scale
             factor = self.caffe_gamma if step >= boundary else 1.0
+        return factor * self.warmup_factor(step, steps_per_epoch)
+
+    def warmup_factor(self, step: int, steps_per_epoch: int) -> float:
         warm = self.warmup_epochs * steps_per_epoch
-        if warm > 0 and step < warm:
-            factor *= (step + 1) / warm
-        return factor
+        return (step + 1) / warm if warm > 0 and step < warm else 1.0
+
+    def bias_lr_factor(self, step: int, steps_per_epoch: int) -> float:
+        """LR multiplier of the biases: the weights' one, except that the paper schedule keeps
+        the biases' LR when ``bias_lr_drops`` is off (as the author's README does)."""
+        if self.schedule == "paper" and not self.bias_lr_drops:
+            return self.warmup_factor(step, steps_per_epoch)
+        return self.lr_factor(step, steps_per_epoch)
 
     @property
     def is_paper_length(self) -> bool:

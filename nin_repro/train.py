@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+from nin_repro.health import StallWatch
 from nin_repro.models import ConvNet, NIN, build_model
 from nin_repro.parallel import data_mesh
 from nin_repro.recipe import Recipe
@@ -55,6 +56,11 @@ class RunResult:
     wall_s: float
     train_img_per_s: float
     run_dir: str
+    attempt: int = 0  # 0 = the seed's first try; a > 0 started from run_key(seed, a)
+    stalled: str | None = None  # why the run stalled (nin_repro.health), None if it did not
+    stall_step: int | None = None
+    max_dead_run: int = 0  # longest streak of steps with at least one dead class map
+    max_dead_classes: int = 0  # most class maps dead at once in a batch
 
 
 class Interrupted(NinError):
@@ -80,9 +86,10 @@ def _path_names(path) -> tuple:
 def make_optimizer(recipe: Recipe, params, classifier_path: tuple) -> optax.GradientTransformation:
     """Caffe's SGD: v <- m v - lr * mult * (g + wd * decay_mult * w); w <- w + v.
 
-    Biases: 2x LR, no decay; the classifier layer (cccp6): 0.1x on weight and bias (nin-facts §3).
-    The LR is a hyperparameter in the state so the host schedule (incl. the plateau rule) sets it
-    per step without recompiling."""
+    Biases: 2x LR, no decay; the classifier layer (cccp6): 0.1x on weight and bias (docs/paper-notes.md,
+    "Training recipe"). Two hyperparameters in the state, ``learning_rate`` (weights) and
+    ``bias_learning_rate``, so the host schedule (incl. the plateau rule) sets them per step without
+    recompiling, and the paper schedule can keep the biases' LR when it divides the weights' one."""
 
     def is_bias(path) -> bool:
         return "bias" in _path_names(path)
@@ -95,22 +102,37 @@ def make_optimizer(recipe: Recipe, params, classifier_path: tuple) -> optax.Grad
         return jnp.float32(m)
 
     mults = jax.tree_util.tree_map_with_path(multiplier, params)
-    decay_mask = jax.tree_util.tree_map_with_path(lambda path, _: not is_bias(path), params)
+    biases = jax.tree_util.tree_map_with_path(lambda path, _: is_bias(path), params)
+    decay_mask = jax.tree.map(lambda b: not b, biases)
 
-    def build(learning_rate):
+    def build(learning_rate, bias_learning_rate):
         if recipe.optimizer == "adam":  # [ours] demo only; no multipliers, decoupled decay
             return optax.adamw(learning_rate, weight_decay=recipe.weight_decay, mask=decay_mask)
+
+        def scale(updates, _):
+            return jax.tree.map(lambda u, m, b: -u * m * (bias_learning_rate if b else learning_rate), updates, mults, biases)
+
         return optax.chain(
             optax.add_decayed_weights(recipe.weight_decay, mask=decay_mask),
-            optax.stateless(lambda updates, _: jax.tree.map(lambda u, m: u * m, updates, mults)),
-            optax.scale_by_learning_rate(learning_rate, flip_sign=True),
+            optax.stateless(scale),
             # Momentum after the LR, as Caffe does, so an LR drop does not rescale the velocity.
             optax.trace(decay=recipe.momentum),
         )
 
     if recipe.optimizer not in ("sgd", "adam"):
         raise UsageError(f"unknown optimizer {recipe.optimizer!r}: choose sgd or adam")
-    return optax.inject_hyperparams(build)(learning_rate=recipe.base_lr)
+    return optax.inject_hyperparams(build)(learning_rate=recipe.base_lr, bias_learning_rate=recipe.base_lr)
+
+
+def step_lrs(recipe: Recipe, first_step: int, num_steps: int, steps_per_epoch: int, plateau_factor: float = 1.0) -> np.ndarray:
+    """(num_steps, 2): the weights' and the biases' base LR for each step of a compiled call."""
+    return np.array(
+        [
+            [recipe.base_lr * plateau_factor * recipe.lr_factor(s, steps_per_epoch), recipe.base_lr * plateau_factor * recipe.bias_lr_factor(s, steps_per_epoch)]
+            for s in range(first_step, first_step + num_steps)
+        ],
+        np.float32,
+    ).reshape(num_steps, 2)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -190,14 +212,15 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
             if recipe.augment:
                 x = augment_batch(x, k_aug, flip=recipe.augment_flip)
             (_, (loss, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, k_drop)
-            opt_state.hyperparams["learning_rate"] = lrs[i]
+            opt_state.hyperparams["learning_rate"] = lrs[i, 0]
+            opt_state.hyperparams["bias_learning_rate"] = lrs[i, 1]
             updates, opt_state = tx.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
             metrics = {
                 "loss": loss,
                 "correct": jnp.sum(jnp.argmax(logits, -1) == y),
-                # 0 exactly when every class score of every example is 0: the dead last layer.
-                "max_abs_logit": jnp.max(jnp.abs(logits)),
+                # Classes whose score is 0 for every example of the batch: dead class maps (health.py).
+                "dead_classes": jnp.sum(jnp.all(logits == 0, axis=0)),
             }
             return (params, opt_state), metrics
 
@@ -230,8 +253,23 @@ def logits_fn_for(graphdef):
     return logits
 
 
-def init_model(recipe: Recipe, seed: int) -> NIN | ConvNet:
-    return build_model(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.key(seed), 0)))
+ATTEMPT_SALT = 1000  # attempt a > 0 of a seed: run_key = fold_in(key(seed), 1000 + a)
+
+
+def run_key(seed: int, attempt: int = 0) -> jax.Array:
+    """The key of one try of a seed: init = fold_in(run_key, 0), data order fold_in(run_key, 1),
+    step randomness fold_in(run_key, 2). Attempt 0 is key(seed), so a first try is what it always was."""
+    key = jax.random.key(seed)
+    return key if attempt == 0 else jax.random.fold_in(key, ATTEMPT_SALT + attempt)
+
+
+def run_key_text(seed: int, attempt: int = 0) -> str:
+    """How ``run_key`` was made, for run.json."""
+    return f"key({seed})" if attempt == 0 else f"fold_in(key({seed}), {ATTEMPT_SALT + attempt})"
+
+
+def init_model(recipe: Recipe, seed: int, attempt: int = 0) -> NIN | ConvNet:
+    return build_model(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(run_key(seed, attempt), 0)))
 
 
 @dataclasses.dataclass
@@ -280,12 +318,16 @@ def train_and_evaluate(
     chunk_steps: int | None = None,
     checkpoint_every_s: float = 600.0,
     run_info: dict | None = None,
+    attempt: int = 0,
+    stop_on_stall: bool = True,
 ) -> RunResult:
     """Train one seed of ``recipe`` on ``data``; write the run folder; return the final test error.
 
     Resumes from the run folder's last checkpoint of the same recipe, if there is one. ``run_info``
     (e.g. the fitted preprocessing's path and sha256) is stored in every checkpoint."""
-    (result,) = train_and_evaluate_seeds(recipe, data, [Path(workdir)], [seed], progress, eval_every, chunk_steps, checkpoint_every_s, run_info)
+    (result,) = train_and_evaluate_seeds(
+        recipe, data, [Path(workdir)], [seed], progress, eval_every, chunk_steps, checkpoint_every_s, run_info, [attempt], stop_on_stall
+    )
     return result
 
 
@@ -299,209 +341,279 @@ def train_and_evaluate_seeds(
     chunk_steps: int | None = None,
     checkpoint_every_s: float = 600.0,
     run_info: dict | None = None,
+    attempts: list[int] | None = None,
+    stop_on_stall: bool = True,
 ) -> list[RunResult]:
     """Train K seeds at once, one vmapped program (K = 1: the plain step, no vmap); each seed
     writes its own run folder exactly as a run of that seed alone would, and gets the same numbers.
+
+    ``attempts[i]``: which try of seed i this is (its key is ``run_key(seed, attempt)``). A seed
+    that stalls (nin_repro.health) is reported with ``RunResult.stalled`` set, never raised: the
+    group stops once every seed has stalled (with ``stop_on_stall``; the study trains them to the
+    end), and the caller decides whether to retry it.
 
     The K seeds share one checkpoint of their stacked state, in the first seed's folder under a
     name that lists the seeds: re-running the same K seeds resumes it (a finished group is not
     trained again); the same seeds run one at a time start afresh."""
     from nin_repro.checkpoint import Checkpointer
 
-    if len(workdirs) != len(seeds) or not seeds:
-        raise ValueError(f"one run folder per seed: {len(workdirs)} folders for seeds {seeds}")
+    attempts = list(attempts) if attempts is not None else [0] * len(seeds)
+    if len(workdirs) != len(seeds) or len(attempts) != len(seeds) or not seeds:
+        raise ValueError(f"one run folder and attempt per seed: {len(workdirs)} folders, attempts {attempts} for seeds {seeds}")
     if len(seeds) > 1 and recipe.schedule == "plateau":
         # The plateau rule decides each seed's LR drops and its last epoch from its own training
         # accuracy; the seeds would drift apart in length. Run them one at a time.
         raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
-    with Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds) as ckpt:
-        return _train(recipe, data, [Path(w) for w in workdirs], list(seeds), progress, eval_every, chunk_steps, ckpt, run_info or {})
+    with Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
+        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
+        return run.train(progress, eval_every)
 
 
-def _train(recipe, data, workdirs, seeds, progress, eval_every, chunk_steps, ckpt, run_info) -> list[RunResult]:
-    for workdir in workdirs:
-        workdir.mkdir(parents=True, exist_ok=True)
-    n_train = len(data.x_train)
-    if recipe.batch_size > n_train:
-        raise UsageError(f"batch size {recipe.batch_size} is larger than the training set ({n_train} images): pass a smaller --batch-size")
-    steps_per_epoch = n_train // recipe.batch_size  # each epoch a fresh permutation; the remainder waits for the next
-    total_steps = recipe.total_steps(steps_per_epoch)
-    max_epochs = math.ceil(total_steps / steps_per_epoch)
-    chunk = min(chunk_steps or default_chunk_steps(steps_per_epoch), steps_per_epoch)
+@dataclasses.dataclass
+class RunPosition:
+    """Where a run stands; a checkpoint stores exactly this and the training state. The running
+    sums of the epoch and the stall checks are per seed."""
 
-    K = len(seeds)
-    over_seeds = K > 1
-    who = f"seed {seeds[0]}" if K == 1 else "seeds " + ", ".join(map(str, seeds))
+    epoch: int = 0
+    pos: int = 0  # steps done in this epoch
+    step: int = 0
+    epoch_loss: list[float] = dataclasses.field(default_factory=list)
+    epoch_correct: list[int] = dataclasses.field(default_factory=list)
+    epoch_seen: int = 0  # steps
+    train_time: float = 0.0
+    wall: float = 0.0
+    watch: list[dict] = dataclasses.field(default_factory=list)  # StallWatch.state() per seed
 
-    def join(per_seed: list):
-        """One tree per seed -> what the step takes: the tree itself for one seed, stacked on a leading K axis for several."""
-        return jax.tree.map(lambda *a: jnp.stack(a), *per_seed) if over_seeds else per_seed[0]
+    @classmethod
+    def start(cls, k: int) -> "RunPosition":
+        return cls(epoch_loss=[0.0] * k, epoch_correct=[0] * k, watch=[{}] * k)
 
-    def seed_part(tree, i: int):
-        return jax.tree.map(lambda a: a[i], tree) if over_seeds else tree
+    @classmethod
+    def from_meta(cls, meta: dict, k: int) -> "RunPosition":
+        known = {f.name for f in dataclasses.fields(cls)}
+        pos = cls.start(k)
+        pos.__dict__.update({name: v for name, v in meta.items() if name in known})
+        for name in ("epoch_loss", "epoch_correct"):  # a one-seed checkpoint may store scalars
+            setattr(pos, name, np.broadcast_to(getattr(pos, name), (k,)).tolist())
+        return pos
 
-    program = _program(recipe)
-    tx, eval_fn = program.tx, program.eval_fn
-    graphdef = None
-    states = []
-    for seed in seeds:
-        graphdef, params = nnx.split(init_model(recipe, seed), nnx.Param)
-        states.append((params, tx.init(params)))
-    state = join(states)
-    keys = [jax.random.key(seed) for seed in seeds]
 
-    mesh = data_mesh(recipe.batch_size)
-    on_mesh = NamedSharding(mesh, P())  # the dataset and the training state on every device
-    x_train, y_train, keys = jax.device_put((data.x_train, data.y_train, keys), on_mesh)
-    key = join(keys)
-    test_set = EvalSet.build(data.x_test, data.y_test, recipe.eval_batch_size)
-    compiled = program.steps
+class _Run:
+    """One training run of K seeds (K = 1 without vmap): the named steps of ``train``."""
 
-    plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (train_and_evaluate_seeds)
-    metrics_paths = [workdir / "metrics.jsonl" for workdir in workdirs]
-    # Where the run stands; a checkpoint stores exactly this (plus the training state). The
-    # running sums and the dead-layer count are per seed.
-    pos_state = {"epoch": 0, "pos": 0, "step": 0, "epoch_loss": [0.0] * K, "epoch_correct": [0] * K, "epoch_seen": 0, "dead_run": [0] * K, "train_time": 0.0, "wall": 0.0}
-    resumed = ckpt.restore(state)
-    if resumed is not None:
-        state, meta = resumed
-        pos_state.update(meta["position"])
-        for name in ("epoch_loss", "epoch_correct", "dead_run"):  # a one-seed checkpoint stores scalars
-            pos_state[name] = np.broadcast_to(pos_state[name], (K,)).tolist()
-        if plateau:
-            plateau.__dict__.update(meta["plateau"])
-        done_epochs = pos_state["epoch"]
-        for path in metrics_paths:
-            kept = path.read_text().splitlines()[:done_epochs] if path.exists() else []
+    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall):
+        self.recipe, self.data, self.workdirs, self.seeds, self.attempts = recipe, data, workdirs, seeds, attempts
+        self.ckpt, self.run_info, self.stop_on_stall = ckpt, run_info, stop_on_stall
+        n_train = len(data.x_train)
+        if recipe.batch_size > n_train:
+            raise UsageError(f"batch size {recipe.batch_size} is larger than the training set ({n_train} images): pass a smaller --batch-size")
+        # Each epoch is a fresh permutation; the fewer-than-a-batch left over are skipped that epoch.
+        self.steps_per_epoch = n_train // recipe.batch_size
+        self.total_steps = recipe.total_steps(self.steps_per_epoch)
+        self.max_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        self.chunk = min(chunk_steps or default_chunk_steps(self.steps_per_epoch), self.steps_per_epoch)
+        self.K = len(seeds)
+        self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
+        self.program = _program(recipe)
+        self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
+        self.watches = [
+            StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds
+        ]
+        self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
+
+    # -- stacking: one tree per seed <-> what the step takes (stacked on a leading K axis for K > 1)
+    def join(self, per_seed: list):
+        return jax.tree.map(lambda *a: jnp.stack(a), *per_seed) if self.K > 1 else per_seed[0]
+
+    def seed_part(self, tree, i: int):
+        return jax.tree.map(lambda a: a[i], tree) if self.K > 1 else tree
+
+    def train(self, progress: Progress | None, eval_every: int) -> list[RunResult]:
+        for workdir in self.workdirs:
+            workdir.mkdir(parents=True, exist_ok=True)
+        self.init_states()
+        self.position = self.restore_or_start()
+        if progress:
+            resumed = f" (resumed at step {self.position.step})" if self.position.step else ""
+            progress.start(self.total_steps, self.who + resumed)
+        self.t_start = time.perf_counter() - self.position.wall
+        self.lrs = step_lrs(self.recipe, 0, 1, self.steps_per_epoch)
+        for epoch in range(self.position.epoch, self.max_epochs):
+            if self.halted():
+                break
+            self.run_epoch(epoch, progress)
+            last = self.end_epoch(epoch, progress, eval_every)
+            self.checkpoint(force=last or self.halted())
+            if last:
+                break
+        return self.finish(progress)
+
+    def init_states(self) -> None:
+        tx = self.program.tx
+        states = []
+        for seed, attempt in zip(self.seeds, self.attempts):
+            self.graphdef, params = nnx.split(init_model(self.recipe, seed, attempt), nnx.Param)
+            states.append((params, tx.init(params)))
+        self.mesh = data_mesh(self.recipe.batch_size)
+        self.on_mesh = NamedSharding(self.mesh, P())  # the dataset and the training state on every device
+        keys = [run_key(seed, attempt) for seed, attempt in zip(self.seeds, self.attempts)]
+        self.x_train, self.y_train, self.keys = jax.device_put((self.data.x_train, self.data.y_train, keys), self.on_mesh)
+        self.key = self.join(self.keys)
+        self.state = self.join(states)
+        self.test_set = EvalSet.build(self.data.x_test, self.data.y_test, self.recipe.eval_batch_size)
+
+    def restore_or_start(self) -> RunPosition:
+        resumed = self.ckpt.restore(self.state)
+        if resumed is None:
+            for path in self.metrics_paths:
+                path.write_text("")
+            self.state = jax.device_put(self.state, self.on_mesh)
+            return RunPosition.start(self.K)
+        self.state, meta = resumed
+        self.state = jax.device_put(self.state, self.on_mesh)
+        position = RunPosition.from_meta(meta["position"], self.K)
+        for watch, saved in zip(self.watches, position.watch):
+            watch.__dict__.update(saved)
+        if self.plateau:
+            self.plateau.__dict__.update(meta["plateau"])
+        for path in self.metrics_paths:
+            kept = path.read_text().splitlines()[: position.epoch] if path.exists() else []
             path.write_text("".join(line + "\n" for line in kept))
-    else:
-        for path in metrics_paths:
-            path.write_text("")
-    if progress:
-        progress.start(total_steps, who + (f" (resumed at step {pos_state['step']})" if resumed else ""))
+        return position
 
-    def checkpoint(force: bool) -> None:
-        # The RNG needs no state: every key is fold_in(key(seed), epoch or step).
-        seed_meta = {"seed": seeds[0]} if K == 1 else {"seed": seeds[0], "seeds": seeds}
-        meta = {**seed_meta, "run": run_info, "position": {**pos_state, "wall": time.perf_counter() - t_start}, "plateau": {k: v for k, v in vars(plateau).items() if k != "r"} if plateau else {}}
-        ckpt.save(pos_state["step"], state, meta, force=force)
+    def halted(self) -> bool:
+        """With stop_on_stall, a group stops once every seed in it has stalled."""
+        return self.stop_on_stall and all(w.stalled for w in self.watches)
 
-    step, train_time = pos_state["step"], pos_state["train_time"]
-    dead_run_K = list(pos_state["dead_run"])
-    t_start = time.perf_counter() - pos_state["wall"]
-    ln_c = math.log(data.num_classes)
-    lrs = np.array([recipe.base_lr], np.float32)
-    state = jax.device_put(state, on_mesh)
-    for epoch in range(pos_state["epoch"], max_epochs):
-        epoch_loss_K, epoch_correct_K = np.array(pos_state["epoch_loss"], np.float64), np.array(pos_state["epoch_correct"], np.int64)
-        epoch_seen, pos = pos_state["epoch_seen"], pos_state["pos"]
+    def compiled_steps(self, k: int):
+        key = (k, self.mesh, self.K > 1)
+        if key not in self.program.steps:
+            self.program.steps[key] = make_train_steps(self.graphdef, self.program.tx, self.recipe, k, self.mesh, over_seeds=self.K > 1)
+        return self.program.steps[key]
+
+    def run_epoch(self, epoch: int, progress: Progress | None) -> None:
+        """The epoch's steps, in compiled chunks, from where the position says; stops early on a
+        signal (checkpoint, then Interrupted) or once every seed has stalled."""
+        pos, spe, recipe = self.position, self.steps_per_epoch, self.recipe
         # Each seed its own order, as it would have alone; the images themselves are shared.
-        perm = join([epoch_permutation(k_, epoch, n_train) for k_ in keys])
-        while pos < steps_per_epoch and step < total_steps:
-            k = min(chunk, steps_per_epoch - pos, total_steps - step)
-            if (k, mesh, over_seeds) not in compiled:
-                compiled[k, mesh, over_seeds] = make_train_steps(graphdef, tx, recipe, k, mesh, over_seeds=over_seeds)
-            factor = plateau.factor if plateau else None
-            lrs = np.array(
-                [recipe.base_lr * (factor * recipe.lr_factor(s, steps_per_epoch) if plateau else recipe.lr_factor(s, steps_per_epoch)) for s in range(step, step + k)],
-                np.float32,
-            )
+        perm = self.join([epoch_permutation(k_, epoch, len(self.data.x_train)) for k_ in self.keys])
+        while pos.pos < spe and pos.step < self.total_steps and not self.halted():
+            k = min(self.chunk, spe - pos.pos, self.total_steps - pos.step)
+            self.lrs = step_lrs(recipe, pos.step, k, spe, self.plateau.factor if self.plateau else 1.0)
             t0 = time.perf_counter()
             try:
                 # Explicit copies of the chunk's few scalars; the guard proves nothing else moves.
-                args = jax.device_put((perm, key, np.int32(step), np.int32(pos), lrs), on_mesh)
+                args = jax.device_put((perm, self.key, np.int32(pos.step), np.int32(pos.pos), self.lrs), self.on_mesh)
                 with jax.transfer_guard("disallow"):
-                    state, m = compiled[k, mesh, over_seeds](state, x_train, y_train, *args)
-                losses_Kk = np.asarray(m["loss"]).reshape(K, k)
+                    self.state, m = self.compiled_steps(k)(self.state, self.x_train, self.y_train, *args)
+                losses_Kk = np.asarray(m["loss"]).reshape(self.K, k)
             except Exception as e:  # XLA's runtime error type moved between jax versions
                 if "RESOURCE_EXHAUSTED" not in str(e):
                     raise
                 raise TrainingFailed(
-                    f"{who}: the device ran out of memory at batch size {recipe.batch_size} (step {step}); "
-                    "pass a smaller --batch-size" + (" or train the seeds one at a time (--no-parallel-seeds)" if over_seeds else "")
+                    f"{self.who}: the device ran out of memory at batch size {recipe.batch_size} (step {pos.step}); pass a smaller --batch-size"
+                    + (" or train the seeds one at a time (--no-parallel-seeds)" if self.K > 1 else "")
                 ) from None
             dt = time.perf_counter() - t0
-            train_time += dt
-
-            max_abs_logit_Kk = np.asarray(m["max_abs_logit"]).reshape(K, k)
-            for s, seed in enumerate(seeds):
-                bad = np.flatnonzero(~np.isfinite(losses_Kk[s]))
-                if bad.size:
-                    raise TrainingFailed(
-                        f"seed {seed}: the loss became {losses_Kk[s, bad[0]]} at step {step + int(bad[0])}; the run is stopped "
-                        "(try a smaller learning rate with --set base_lr=..., or another seed)"
-                    )
-                for i, zero in enumerate(max_abs_logit_Kk[s] == 0):
-                    dead_run_K[s] = dead_run_K[s] + 1 if zero else 0
-                    if dead_run_K[s] >= recipe.dead_steps:
-                        raise TrainingFailed(
-                            f"seed {seed}: the last layer died at step {step + i}: every class score is 0 for "
-                            f"{recipe.dead_steps} steps, the loss sits at ln({data.num_classes}) = {ln_c:.4f} and no gradient "
-                            "flows (a known failure of the paper's init with LR 0.1); try another --seeds value or our "
-                            "warm-up departure, --warmup-epochs 5"
-                        )
-            epoch_loss_K += losses_Kk.sum(axis=1)
-            epoch_correct_K += np.asarray(m["correct"]).reshape(K, k).sum(axis=1)
-            epoch_seen += k
-            step += k
-            pos += k
+            self.check_health(losses_Kk, np.asarray(m["dead_classes"]).reshape(self.K, k))
+            pos.train_time += dt
+            pos.epoch_loss = (np.asarray(pos.epoch_loss) + losses_Kk.sum(axis=1)).tolist()
+            pos.epoch_correct = (np.asarray(pos.epoch_correct) + np.asarray(m["correct"]).reshape(self.K, k).sum(axis=1)).tolist()
+            pos.epoch_seen += k
+            pos.step += k
+            pos.pos += k
             if progress:
-                progress.update(step, epoch=step / steps_per_epoch, loss=float(losses_Kk[:, -1].mean()), img_per_s=K * k * recipe.batch_size / dt)
-            if ckpt.stop_requested:
-                pos_state.update(epoch=epoch, pos=pos, step=step, epoch_loss=epoch_loss_K.tolist(), epoch_correct=epoch_correct_K.tolist(), epoch_seen=epoch_seen, dead_run=dead_run_K, train_time=train_time)
-                checkpoint(force=True)
-                raise Interrupted(f"{who}: stopped by {ckpt.stop_requested} at step {step}; checkpoint saved, run the same command again to resume")
+                progress.update(pos.step, epoch=pos.step / spe, loss=float(losses_Kk[:, -1].mean()), img_per_s=self.K * k * recipe.batch_size / dt)
+            if self.ckpt.stop_requested:
+                pos.epoch = epoch
+                self.checkpoint(force=True)
+                raise Interrupted(f"{self.who}: stopped by {self.ckpt.stop_requested} at step {pos.step}; checkpoint saved, run the same command again to resume")
 
-        train_acc_K = epoch_correct_K / (epoch_seen * recipe.batch_size)
-        last = step >= total_steps
-        if plateau:
-            plateau.observe(float(train_acc_K[0]))
-            last = last or plateau.done
-        evaluate_now = last or (eval_every and (epoch + 1) % eval_every == 0)
-        for s, seed in enumerate(seeds):
+    def check_health(self, losses_Kk: np.ndarray, dead_Kk: np.ndarray) -> None:
+        """A non-finite loss stops the run; dead class maps count towards a stall (health.py)."""
+        for s, seed in enumerate(self.seeds):
+            bad = np.flatnonzero(~np.isfinite(losses_Kk[s]))
+            if bad.size:
+                raise TrainingFailed(
+                    f"seed {seed}: the loss became {losses_Kk[s, bad[0]]} at step {self.position.step + int(bad[0])}; the run is stopped "
+                    "(try a smaller learning rate with --set base_lr=..., or another seed)"
+                )
+            self.watches[s].observe_steps(self.position.step, dead_Kk[s])
+
+    def end_epoch(self, epoch: int, progress: Progress | None, eval_every: int) -> bool:
+        """Log the epoch (and evaluate it) for every seed; True if the run is over."""
+        pos = self.position
+        seen = max(pos.epoch_seen, 1)
+        train_loss_K = np.asarray(pos.epoch_loss) / seen
+        train_acc_K = np.asarray(pos.epoch_correct) / (seen * self.recipe.batch_size)
+        last = pos.step >= self.total_steps
+        if self.plateau:
+            self.plateau.observe(float(train_acc_K[0]))
+            last = last or self.plateau.done
+        if pos.pos == self.steps_per_epoch:  # a whole epoch: the loss test of the stall check applies
+            for s, watch in enumerate(self.watches):
+                watch.observe_epoch(epoch + 1, pos.step, float(train_loss_K[s]))
+        evaluate_now = last or self.halted() or (eval_every and (epoch + 1) % eval_every == 0)
+        for s, seed in enumerate(self.seeds):
             record = {
                 "epoch": epoch + 1,
-                "step": step,
-                "lr": float(lrs[-1]),
-                "train_loss": float(epoch_loss_K[s]) / epoch_seen,
+                "step": pos.step,
+                "lr": float(self.lrs[-1, 0]),
+                "train_loss": float(train_loss_K[s]),
                 "train_error": 1.0 - float(train_acc_K[s]),
-                "wall_s": round(time.perf_counter() - t_start, 3),
+                "wall_s": round(time.perf_counter() - self.t_start, 3),
             }
             if evaluate_now:
-                ev = evaluate(eval_fn, seed_part(state[0], s), test_set)
+                ev = evaluate(self.program.eval_fn, self.seed_part(self.state[0], s), self.test_set)
                 record.update(test_error=ev.error, test_loss=ev.loss)
-            with metrics_paths[s].open("a") as f:
+            with self.metrics_paths[s].open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if progress:
-                progress.epoch_end(record if K == 1 else {**record, "seed": seed})
-        pos_state.update(epoch=epoch + 1, pos=0, step=step, epoch_loss=[0.0] * K, epoch_correct=[0] * K, epoch_seen=0, dead_run=dead_run_K, train_time=train_time)
-        checkpoint(force=last)
-        if last:
-            break
+                progress.epoch_end(record if self.K == 1 else {**record, "seed": seed})
+        pos.epoch, pos.pos, pos.epoch_seen = epoch + 1, 0, 0
+        pos.epoch_loss, pos.epoch_correct = [0.0] * self.K, [0] * self.K
+        return last
 
-    wall = time.perf_counter() - t_start  # of the whole group
-    results = []
-    for s, seed in enumerate(seeds):
-        params = seed_part(state[0], s)
-        final = evaluate(eval_fn, params, test_set)
-        save_params(workdirs[s] / "params", params)
-        results.append(
-            RunResult(
-                seed=seed,
-                test_error=final.error,
-                test_loss=final.loss,
-                num_test=final.num_examples,
-                steps=step,
-                epochs=step / steps_per_epoch,
-                wall_s=wall / K,  # each seed's share of the group's time: sums over seeds stay the real total
-                # Each model's own rate: the group's summed rate is K times this.
-                train_img_per_s=step * recipe.batch_size / train_time if train_time else 0.0,
-                run_dir=str(workdirs[s]),
+    def checkpoint(self, force: bool) -> None:
+        # The RNG needs no state: every key is fold_in(run_key(seed, attempt), epoch or step).
+        pos = self.position
+        pos.wall = time.perf_counter() - self.t_start
+        pos.watch = [w.state() for w in self.watches]
+        seed_meta = {"seed": self.seeds[0]} if self.K == 1 else {"seed": self.seeds[0], "seeds": self.seeds}
+        plateau = {k: v for k, v in vars(self.plateau).items() if k != "r"} if self.plateau else {}
+        meta = {**seed_meta, "attempts": self.attempts, "run": self.run_info, "position": dataclasses.asdict(pos), "plateau": plateau}
+        self.ckpt.save(pos.step, self.state, meta, force=force)
+
+    def finish(self, progress: Progress | None) -> list[RunResult]:
+        wall = time.perf_counter() - self.t_start  # of the whole group
+        pos, results = self.position, []
+        for s, seed in enumerate(self.seeds):
+            params = self.seed_part(self.state[0], s)
+            final = evaluate(self.program.eval_fn, params, self.test_set)
+            save_params(self.workdirs[s] / "params", params)
+            watch = self.watches[s]
+            results.append(
+                RunResult(
+                    seed=seed,
+                    test_error=final.error,
+                    test_loss=final.loss,
+                    num_test=final.num_examples,
+                    steps=pos.step,
+                    epochs=pos.step / self.steps_per_epoch,
+                    wall_s=wall / self.K,  # each seed's share of the group's time: sums over seeds stay the real total
+                    # Each model's own rate: the group's summed rate is K times this.
+                    train_img_per_s=pos.step * self.recipe.batch_size / pos.train_time if pos.train_time else 0.0,
+                    run_dir=str(self.workdirs[s]),
+                    attempt=self.attempts[s],
+                    stalled=watch.stalled,
+                    stall_step=watch.stall_step,
+                    max_dead_run=watch.max_run,
+                    max_dead_classes=watch.max_dead,
+                )
             )
-        )
-    if progress:
-        progress.close()
-    return results
+        if progress:
+            progress.close()
+        return results
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -69,7 +69,7 @@ def test_vmapped_seeds_equal_separate_runs():
     recipe, data = tiny_recipe(), tiny_data()
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     perm = train.epoch_permutation(jax.random.key(0), 0, len(x))
-    lrs = jnp.full((1,), 0.1, jnp.float32)
+    lrs = jnp.full((1, 2), 0.1, jnp.float32)
     keys = [jax.random.key(s) for s in (0, 1)]
     graphdef, tx, _ = _tiny_state(recipe, 0)
     step = train.make_train_steps(graphdef, tx, recipe, 1)
@@ -105,7 +105,7 @@ def trajectory(mesh):
     step = train.make_train_steps(graphdef, tx, recipe, 1, mesh)
     losses, hlo = [], ""
     for s in range(spe):
-        lrs = np.array([recipe.base_lr * recipe.lr_factor(s, spe)], np.float32)
+        lrs = train.step_lrs(recipe, s, 1, spe)
         args = jax.device_put((perm, key, np.int32(s), np.int32(s), lrs), on)
         hlo = hlo or step.lower(state, x, y, *args).compile().as_text()
         state, m = step(state, x, y, *args)
