@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, UsageError
+from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, UsageError
 
 app = typer.Typer(
     name="nin-repro",
@@ -51,7 +51,7 @@ TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data f
 def _run_table(name: str, **kw) -> None:
     from nin_repro.progress import RichProgress
     from nin_repro.recipe import load_experiment
-    from nin_repro.reproduce import Options, reproduce
+    from nin_repro.reproduce import Options, reproduce, stalled_seeds
 
     dry_run = kw.pop("dry_run", False)
     module = load_experiment(name.replace("-", "_"))
@@ -75,6 +75,12 @@ def _run_table(name: str, **kw) -> None:
     md, js = reproduce(table, opts, RichProgress(err_console))
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
+    stalled = stalled_seeds(js)
+    if stalled:
+        raise SeedsStalled(
+            f"{'; '.join(stalled)} stalled on every attempt; the table shows the seeds that finished. "
+            "Try more attempts (--set attempts=5) or our warm-up departure (--warmup-epochs 1)"
+        )
 
 
 def _on_cpu() -> bool:

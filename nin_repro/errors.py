@@ -4,6 +4,7 @@ that says what is wrong and what to do."""
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_STALLED = 3
 
 
 class NinError(Exception):
@@ -28,3 +29,9 @@ class TrainingFailed(NinError):
     """A run that cannot produce a valid result (dead last layer, non-finite loss)."""
 
     exit_code = EXIT_RUN_FAILED
+
+
+class SeedsStalled(NinError):
+    """The table was written, but some seed stalled on every attempt (its row says which)."""
+
+    exit_code = EXIT_STALLED

@@ -254,21 +254,20 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         steps_per_epoch = len(data.x_train) // recipe.batch_size
         planned = variant.recipe.schedule_epochs(steps_per_epoch)
         pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
-        seeds = list(recipe.seeds)
-        run_dirs = [table_dir / variant.key / f"seed_{seed}" for seed in seeds]
-        if parallel_seeds(opts, recipe):
-            runs = train_seeds(table, variant, recipe, data, pre_ref, run_dirs, seeds, opts, overrides, progress)
-        else:
-            runs = [train_seed(table, variant, recipe, data, pre_ref, d, seed, opts, overrides, progress) for d, seed in zip(run_dirs, seeds)]
+        histories = train_with_retries(table, variant, recipe, data, pre_ref, table_dir / variant.key, opts, overrides, progress)
+        runs = [h[-1] for h in histories]
         results.append(
             VariantResult.from_runs(
                 variant,
                 runs,
+                histories=histories,
                 planned_epochs=planned,
                 shortened=shortened_label(recipe, planned, opts.smoke, variant.recipe),
                 data_source=data.source,
                 overrides=overrides,
-                epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs] if table.target_error_pct is not None else (),
+                epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs if not r.stalled]
+                if table.target_error_pct is not None
+                else (),
             )
         )
     # A lock so that two table commands finishing at once don't interleave their summaries.
@@ -276,6 +275,12 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
         write_report(md.parent)
     return md, js
+
+
+def stalled_seeds(table_json: Path) -> list[str]:
+    """"<variant>: seed(s) 1, 2" for each variant of a written table with seeds that stalled every time."""
+    variants = json.loads(Path(table_json).read_text())["variants"]
+    return [f"{v['key']}: seed(s) {', '.join(map(str, v['stalled_seeds']))}" for v in variants if v.get("stalled_seeds")]
 
 
 def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
@@ -294,11 +299,58 @@ def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
     return wanted
 
 
-def train_seeds(table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, run_dirs: list[Path], seeds: list[int], opts: Options, overrides=(), progress=None) -> list[RunResult]:
+def seed_dir(variant_dir: Path, seed: int, attempt: int = 0) -> Path:
+    """A seed's run folder; every retry of a stalled seed gets a folder of its own."""
+    return Path(variant_dir) / (f"seed_{seed}" if attempt == 0 else f"seed_{seed}-attempt_{attempt}")
+
+
+def train_with_retries(
+    table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, variant_dir: Path, opts: Options, overrides=(), progress=None
+) -> list[list[RunResult]]:
+    """Every seed of ``recipe``, each retried from a fresh initialisation (``train.run_key(seed, a)``)
+    while it stalls, ``recipe.attempts`` tries in all. Seeds train together or one at a time as
+    ``parallel_seeds`` says; the stalled ones of a round are retried together in the next round,
+    so one stalled seed never stops the others. Returns each seed's attempts, in order (the last
+    one is the seed's result: finished, or stalled on its final try)."""
+    seeds = list(recipe.seeds)
+    histories: dict[int, list[RunResult]] = {seed: [] for seed in seeds}
+    pending, attempt = seeds, 0
+    while pending and attempt < recipe.attempts:
+        groups = [pending] if parallel_seeds(opts, recipe) and len(pending) > 1 else [[seed] for seed in pending]
+        for group in groups:
+            dirs = [seed_dir(variant_dir, seed, attempt) for seed in group]
+            for seed, result in zip(group, train_seeds(table, variant, recipe, data, pre_ref, dirs, group, opts, overrides, progress, attempt, histories)):
+                histories[seed].append(result)
+        pending = [seed for seed in pending if histories[seed][-1].stalled]
+        attempt += 1
+        if pending and attempt < recipe.attempts:
+            print(f"note: {variant.key}: seed(s) {', '.join(map(str, pending))} stalled; retrying from a fresh initialisation (attempt {attempt})", file=sys.stderr)
+    return [histories[seed] for seed in seeds]
+
+
+def train_seeds(
+    table: Table,
+    variant: Variant,
+    recipe: Recipe,
+    data: PreparedData,
+    pre_ref: dict,
+    run_dirs: list[Path],
+    seeds: list[int],
+    opts: Options,
+    overrides=(),
+    progress=None,
+    attempt: int = 0,
+    histories: dict[int, list[RunResult]] | None = None,
+) -> list[RunResult]:
     """Seeds of one variant trained together (one seed: alone), then ``run_dir/run.json`` for
-    each (what `eval` and the analysis commands read back)."""
-    results = train_and_evaluate_seeds(recipe, data, run_dirs, seeds, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref})
+    each (what `eval` and the analysis commands read back), with the seed's attempts so far."""
+    from nin_repro.train import run_key_text
+
+    results = train_and_evaluate_seeds(
+        recipe, data, run_dirs, seeds, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref}, attempts=[attempt] * len(seeds)
+    )
     for run_dir, seed, result in zip(run_dirs, seeds, results):
+        earlier = (histories or {}).get(seed, [])
         atomic.write_json(
             run_dir / "run.json",
             {
@@ -306,6 +358,12 @@ def train_seeds(table: Table, variant: Variant, recipe: Recipe, data: PreparedDa
                 "variant": variant.key,
                 "method": variant.method,
                 "seed": seed,
+                "attempt": attempt,
+                "key": run_key_text(seed, attempt),
+                "attempts": [
+                    {"attempt": r.attempt, "key": run_key_text(seed, r.attempt), "run_dir": r.run_dir, "ended": r.stalled or "finished", "steps": r.steps}
+                    for r in [*earlier, result]
+                ],
                 "result": dataclasses.asdict(result),
                 "recipe": dataclasses.asdict(recipe),
                 "overrides": list(overrides),

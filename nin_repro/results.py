@@ -57,13 +57,19 @@ class VariantResult:
     overrides: tuple[str, ...] = ()  # e.g. ("batch_size=256",): marked in the row
     # Per seed, the first epoch whose test error reached Table.target_error_pct (None: never).
     epochs_to_target: tuple[int | None, ...] = ()
+    # Seeds that stalled on every attempt (nin_repro.health): not in errors_pct / seeds.
+    stalled_seeds: tuple[int, ...] = ()
+    # Tries of every seed, finished or stalled (1 per seed when nothing stalled), and one line per
+    # retried or stalled seed, e.g. "seed 1: 2 attempts (attempt 0 stalled at step 84: 9/10 class maps dead ...)".
+    total_attempts: int = 0
+    attempt_notes: tuple[str, ...] = ()
 
     def __post_init__(self):
-        for name in ("errors_pct", "seeds", "ours", "run_dirs", "overrides", "epochs_to_target"):
+        for name in ("errors_pct", "seeds", "ours", "run_dirs", "overrides", "epochs_to_target", "stalled_seeds", "attempt_notes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "errors_pct", tuple(float(e) for e in self.errors_pct))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if not self.errors_pct:
+        if not self.errors_pct and not self.stalled_seeds:
             raise ValueError(f"variant {self.key}: no per-seed errors")
         if len(self.errors_pct) != len(self.seeds):
             raise ValueError(f"variant {self.key}: {len(self.errors_pct)} errors for {len(self.seeds)} seeds")
@@ -81,15 +87,23 @@ class VariantResult:
         data_source: str,
         overrides: Iterable[str] = (),
         epochs_to_target: Iterable[int | None] = (),
+        histories: Sequence[Sequence[Any]] = (),
     ) -> "VariantResult":
-        """From ``train.RunResult``s (test_error is a fraction; stored here in %)."""
+        """From ``train.RunResult``s, each seed's final attempt (test_error is a fraction; stored
+        here in %). A seed whose final attempt stalled is listed in ``stalled_seeds``, not
+        averaged. ``histories``: per seed, the RunResults of all its attempts."""
         if not runs:
             raise ValueError(f"variant {variant.key}: no runs")
+        histories = list(histories) or [[r] for r in runs]
+        finished = [r for r in runs if not r.stalled]
         return cls(
             key=variant.key,
             method=variant.method,
-            errors_pct=tuple(100.0 * r.test_error for r in runs),
-            seeds=tuple(r.seed for r in runs),
+            errors_pct=tuple(100.0 * r.test_error for r in finished),
+            seeds=tuple(r.seed for r in finished),
+            stalled_seeds=tuple(r.seed for r in runs if r.stalled),
+            total_attempts=sum(len(h) for h in histories),
+            attempt_notes=tuple(note for h in histories if (note := attempts_note(h))),
             epochs=max(r.epochs for r in runs),
             planned_epochs=float(planned_epochs),
             steps=max(r.steps for r in runs),
@@ -112,11 +126,23 @@ class VariantResult:
 
     @property
     def mean(self) -> float:
-        return mean_std(self.errors_pct)[0]
+        return mean_std(self.errors_pct)[0] if self.errors_pct else float("nan")
 
     @property
     def std(self) -> float | None:
-        return mean_std(self.errors_pct)[1]
+        return mean_std(self.errors_pct)[1] if self.errors_pct else None
+
+
+def attempts_note(history: Sequence[Any]) -> str | None:
+    """One seed's tries in a row's words, or None when its first try finished.
+    "seed 1: 2 attempts (attempt 0 stalled at step 84: 9/10 class maps dead ...)"."""
+    if len(history) == 1 and not history[0].stalled:
+        return None
+    final = history[-1]
+    stalls = "; ".join(f"attempt {r.attempt} {r.stalled}" for r in history if r.stalled)
+    if final.stalled:
+        return f"seed {final.seed}: stalled on all {len(history)} attempts ({stalls}); not in the mean"
+    return f"seed {final.seed}: {len(history)} attempts ({stalls})"
 
 
 # --------------------------------------------------------------------------- numbers
@@ -132,7 +158,9 @@ def mean_std(values) -> tuple[float, float | None]:
 
 
 def format_mean_std(values) -> str:
-    """``"10.41 ± 0.12 (n=3)"``; one value: ``"10.41 (n=1, std n/a)"``."""
+    """``"10.41 ± 0.12 (n=3)"``; one value: ``"10.41 (n=1, std n/a)"``; none: every seed stalled."""
+    if not list(values):
+        return "— (no seed finished: every seed stalled)"
     mean, std = mean_std(values)
     n = len(list(values))
     if std is None:
@@ -215,6 +243,9 @@ def evaluate_claim(claim: Claim, results: Sequence[VariantResult], table: Table 
         out["status"] = f"not checked (not run: {', '.join(missing)})"
         return out
     chosen = [by_key[k] for k in claim.variants]
+    if any(not r.errors_pct for r in chosen):
+        out["status"] = "not checked (a row has no finished seed: every seed stalled)"
+        return out
     holds, text = _claim_values(claim, [r.mean for r in chosen])
     out["ours"] = text
     if smoke or any((r.shortened or "").strip().lower().startswith("smoke") for r in chosen):
@@ -332,6 +363,8 @@ def _verdict_kind(r: VariantResult, smoke: bool) -> str:
 
 
 def _evaluate(r: VariantResult, paper: PaperRow | None, tol: float, smoke: bool) -> dict:
+    if not r.errors_pct:
+        return {"mean": None, "std": None, "delta": None, "within_tolerance": None}
     mean, std = mean_std(r.errors_pct)
     delta = mean - paper.error if paper is not None else None
     within = None
@@ -357,6 +390,7 @@ def _method_cell(method: str, citation: str, ours: bool, r: VariantResult | None
             notes.append(label)
         if r.overrides:
             notes.append("overrides: " + ", ".join(r.overrides))
+        notes.extend(r.attempt_notes)
     if notes:
         text += " (" + "; ".join(notes) + ")"
     return text
@@ -373,6 +407,11 @@ def _our_cells(r: VariantResult | None, paper: PaperRow | None, tol: float, smok
         return ["not run", "", "", ""]
     ev = _evaluate(r, paper, tol, smoke)
     ours = format_mean_std(r.errors_pct)
+    n_seeds = len(r.seeds) + len(r.stalled_seeds)
+    if r.total_attempts > n_seeds or r.stalled_seeds:
+        ours += f"; {r.total_attempts} attempts for {n_seeds} seeds"
+        if r.stalled_seeds:
+            ours += f", seed(s) {', '.join(map(str, r.stalled_seeds))} stalled every time"
     if paper is None:
         delta, within = "—", "—"
     elif _is_short(r, smoke):
@@ -436,6 +475,8 @@ def _variant_md(r: VariantResult, smoke: bool) -> list[str]:
         f"- Epochs trained / planned: {_fmt_num(r.epochs)} / {_fmt_num(r.planned_epochs)} (schedule: {r.schedule}); steps per seed: {r.steps}",
         f"- Wall time (all seeds): {format_duration(r.wall_s)}; training throughput: {r.train_img_per_s:.0f} img/s (mean over seeds)",
         f"- Overrides: {', '.join(r.overrides) if r.overrides else 'none'}",
+        f"- Attempts: {r.total_attempts or len(r.seeds)} for {len(r.seeds) + len(r.stalled_seeds)} seed(s)"
+        + (" — " + "; ".join(r.attempt_notes) if r.attempt_notes else " (no seed stalled)"),
         "- Run folders: " + ", ".join(f"`{d}`" for d in r.run_dirs),
         "",
     ]

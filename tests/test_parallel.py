@@ -218,3 +218,46 @@ def test_reproduce_with_parallel_seeds_writes_each_seeds_run(tmp_path, monkeypat
     plateau = Table("tiny", "Tiny", "test", table.rows, (Variant("nin", "NIN", tiny_recipe(seeds=(0, 1), schedule="plateau", plateau_max_epochs=1)),), tolerance_pp=1.0)
     rep.reproduce(plateau, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "plateau", parallel_seeds=True))
     assert together == [[0], [1]]  # the plateau rule: one seed at a time
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_a_stalled_seed_is_retried_and_the_table_says_so(tmp_path, monkeypatch, parallel):
+    """Seed 1's first try is built dead; it stalls, the others carry on, it is retried from
+    run_key(1, 1) in its own folder, and the row and run.json record both attempts. A seed dead on
+    every try is reported as stalled, and the table is still written."""
+    import dataclasses
+
+    from nin_repro import reproduce as rep
+    from nin_repro.data import Dataset
+    from nin_repro.recipe import PaperRow, Table, Variant
+
+    d = tiny_data()
+    to_uint8 = lambda x: np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+    monkeypatch.setattr(rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic"))
+    original = train.init_model
+    dead_tries = {(1, 0), (2, 0), (2, 1)}  # seed 1 dies once; seed 2 on both of its 2 attempts
+
+    def init(r, seed, attempt=0):
+        model = original(r, seed, attempt)
+        # Dead tries: every class map killed; the others: alive maps (a positive bias under the ReLU).
+        model.blocks[-1].cccp_b.bias[...] = jnp.full((4,), -100.0 if (seed, attempt) in dead_tries else 1.0)
+        return model
+
+    monkeypatch.setattr(train, "init_model", init)
+    recipe = tiny_recipe(seeds=(0, 1, 2), epochs=3, dead_steps=5, attempts=2, model=dataclasses.replace(TINY, final_relu=True))
+    table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", recipe),), tolerance_pp=1.0)
+    md, js = rep.reproduce(table, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs", parallel_seeds=parallel))
+    variant = json.loads(js.read_text())["variants"][0]
+    assert variant["seeds"] == [0, 1] and variant["stalled_seeds"] == [2] and variant["total_attempts"] == 5
+    assert variant["attempt_notes"] == [
+        "seed 1: 2 attempts (attempt 0 stalled at step 4: 4/4 class maps dead (at least one dead for 5 steps in a row))",
+        "seed 2: stalled on all 2 attempts (attempt 0 stalled at step 4: 4/4 class maps dead (at least one dead for 5 steps in a row); "
+        "attempt 1 stalled at step 4: 4/4 class maps dead (at least one dead for 5 steps in a row)); not in the mean",
+    ]
+    assert "seed 1: 2 attempts (attempt 0 stalled at step 4" in md.read_text()
+    assert rep.stalled_seeds(js) == ["nin: seed(s) 2"]
+    runs = tmp_path / "runs" / "tiny" / "nin"
+    record = json.loads((runs / "seed_1-attempt_1" / "run.json").read_text())
+    assert record["key"] == "fold_in(key(1), 1001)" and [a["ended"] for a in record["attempts"]][1] == "finished"
+    assert record["attempts"][0]["ended"].startswith("stalled at step 4") and record["result"]["steps"] == 24
+    assert json.loads((runs / "seed_0" / "run.json").read_text())["result"]["steps"] == 24  # seed 0 was never stopped
