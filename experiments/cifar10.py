@@ -8,8 +8,10 @@ Recipe = the paper's own code (mavenlin/cuda-convnet ``NIN/cifar-10_def`` and RE
 192-160-96 / 192-192-192 / 192-192-10, max pool 3x3/2 (Caffe ceil alignment) after blocks 1 and 2,
 dropout 0.5 after them, ReLU after every conv including cccp6, 8x8 global average pool; weights
 N(0, 0.05), biases 0; SGD momentum 0.9, batch 128, LR 0.1 (biases 2x, cccp6 0.1x), weight decay
-1e-4 on weights only; 200 epochs at 0.1, 30 at 0.01, 30 at 0.001 (final LR 1/100 of the start).
-``--recipe caffe`` uses the Caffe model-zoo solver instead (one drop at 100k of 120k iterations);
+1e-4 on weights only; 200 epochs at 0.1, 30 at 0.01, 30 at 0.001 (final LR 1/100 of the start) for
+the weights; the biases keep theirs, since the README divides only epsW at each drop.
+``--recipe caffe`` uses the Caffe model-zoo solver instead (one drop at 100k of 120k iterations, every
+LR); ``--recipe zoo`` the whole model-zoo configuration (that solver and average pooling after block 2);
 ``--recipe plateau`` the paper's text rule (LR /10 when training accuracy stops improving, twice).
 """
 
@@ -29,13 +31,14 @@ RECIPE = Recipe(
     weight_decay=1e-4,
     bias_lr_mult=2.0,
     classifier_lr_mult=0.1,
+    bias_lr_drops=False,  # the README divides epsW at each drop, epsB stays
     schedule="paper",
     paper_phases=((200, 1.0), (30, 0.1), (30, 0.01)),
     caffe_step_iters=100_000,
     caffe_max_iters=120_000,
     seeds=(0, 1, 2),
     ours=(
-        "each epoch is a fresh permutation of the training images; the fewer-than-a-batch left over wait for the next epoch (80 of 50k for CIFAR)",
+        "each epoch is a fresh permutation of the training images; the fewer-than-a-batch left over are skipped that epoch (80 of 50k for CIFAR)",
         "dropout is inverted (scaled at training time); cuda-convnet scales at test time, the same in expectation",
         "plateau rule (--recipe plateau only): patience 10 epochs, min gain 0.1 pp of training accuracy, at most 300 epochs",
     ),

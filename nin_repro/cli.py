@@ -32,7 +32,12 @@ Workdir = typer.Option(Path("runs"), "--workdir", help="Where run folders (metri
 Seeds = typer.Option(None, "--seeds", help="Number of seeds (0..K-1) [default: the recipe's, 3].", show_default=False)
 Epochs = typer.Option(None, "--epochs", help="Train for N epochs; the LR schedule is scaled to fit. Shorter runs are marked in the table.", show_default=False)
 BatchSize = typer.Option(None, "--batch-size", help="Batch size [default: the recipe's, 128].", show_default=False)
-RecipeOpt = typer.Option("paper", "--recipe", help="LR schedule: paper (200+30+30 epochs), caffe (model-zoo solver), plateau (the paper's text rule).")
+RecipeOpt = typer.Option(
+    "paper",
+    "--recipe",
+    help="paper (the author's cuda-convnet schedule, 200+30+30 epochs), caffe (the model-zoo solver only), "
+    "zoo (the whole Caffe model-zoo configuration: its solver and average pool2), plateau (the paper's text rule).",
+)
 Download = typer.Option(True, "--download/--no-download", help="Download through tensorflow-datasets when the data is not cached or in --data-dir.")
 Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few steps: checks the pipeline in under a minute. Writes to results/smoke/.")
 Warmup = typer.Option(None, "--warmup-epochs", help="[ours, departs from the paper] Linear LR warm-up over N epochs.", show_default=False)
@@ -457,6 +462,28 @@ def plot(
 
     png = explain.plot(run_dirs, out)
     console.print(f"[green]wrote[/green] {png}")
+
+
+@app.command("init-study")
+def init_study(
+    results_dir: Path = ResultsDir,
+    workdir: Path = Workdir,
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per variant [default: 8].", show_default=False),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs per seed [default: 6]; fewer mark the study as shortened.", show_default=False),
+    width: float = typer.Option(1.0, "--width", help="Multiply every hidden width (a cheaper check; < 1 marks the study as shortened)."),
+    only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this variant (repeatable).", show_default=False),
+    parallel_seeds: Optional[bool] = ParallelSeeds,
+) -> None:
+    """Why the paper's MNIST recipe stalls on real digits, and the smallest change that makes it learn
+    (input scale, signal scale at init, stall rate per variant over 8 seeds): results/init-study.md."""
+    from nin_repro.progress import RichProgress
+    from nin_repro.study import run_study
+
+    if seeds is not None and seeds < 1 or epochs is not None and not (epochs > 0 and epochs < float("inf")) or not 0 < width <= 1:
+        raise UsageError("--seeds must be >= 1, --epochs positive and --width in (0, 1]")
+    md, js = run_study(results_dir, workdir, seeds, epochs, width, tuple(only or ()), parallel_seeds, RichProgress(err_console))
+    typer.echo(md.read_text(encoding="utf-8"))
+    console.print(f"[green]wrote[/green] {md} and {js}")
 
 
 @app.command()

@@ -7,7 +7,13 @@ dropped) fitted on the training images only. ``gcn_lcn`` is the paper's SVHN pre
 (pylearn2 ``scripts/papers/maxout/svhn_preprocessing.py``, nin-facts §4):
 ``GlobalContrastNormalization()`` with its defaults (scale 1) on every image, then
 ``LeCunLCN((32, 32))`` on each of the three channels; it fits nothing. ``scale01`` (pixels / 255)
-is the paper's MNIST input. ``standardize`` (per-channel mean/std of the training set) is our
+was our first guess at the paper's MNIST input. ``pixel_mean`` is what Min Lin's
+``MnistDataProvider`` feeds the net (mavenlin/cuda-convnet ``Python/convdata.py``, lines 60-70:
+``d['data'] - self.data_mean``, the per-pixel training mean) if the batches hold 0-255 pixels, as
+cuda-convnet batches do; ``pixel_mean01`` the same on [0, 1] pixels (if the batches held pylearn2's
+MNIST, which is scaled to [0, 1]); which one the author had is unverified (docs/paper-notes.md,
+"MNIST input"). ``gcn`` is per-image global contrast normalization to a per-pixel RMS of 1
+(ours, for the init study). ``standardize`` (per-channel mean/std of the training set) is our
 demo's choice, not the paper's; callers that use it say so.
 
 Numpy only: this runs on the host once per run, and the fitted :class:`Preprocessor` is saved so
@@ -25,13 +31,16 @@ import numpy as np
 from nin_repro import atomic
 from nin_repro.errors import DataError, UsageError
 
-KINDS: tuple[str, ...] = ("gcn_zca", "scale01", "standardize", "gcn_lcn")
+KINDS: tuple[str, ...] = ("gcn_zca", "scale01", "standardize", "gcn_lcn", "pixel_mean", "pixel_mean01", "gcn")
 # Arrays each kind must carry; checked by from_arrays so a truncated file fails loudly.
 _REQUIRED_ARRAYS: dict[str, tuple[str, ...]] = {
     "gcn_zca": ("mean", "whiten"),
     "scale01": (),
     "standardize": ("mean", "std"),
     "gcn_lcn": (),
+    "pixel_mean": ("mean",),
+    "pixel_mean01": ("mean",),
+    "gcn": (),
 }
 # Images per chunk: bounds host memory (5,000 CIFAR images in float64 are ~120 MB).
 CHUNK_IMAGES = 5000
@@ -181,6 +190,9 @@ class Preprocessor:
       standardize: {"mean": (C,) float32, "std": (C,) float32}, per channel over the training set
       gcn_lcn:     {} fits nothing; optional 0-d "gcn_scale", "lcn_kernel", "lcn_sigma",
                    "lcn_threshold" (defaults 1, 7, 2, 1e-4) record the constants used
+      pixel_mean:  {"mean": (H, W, C) float32}, the per-pixel training mean, 0-255 scale
+      pixel_mean01:{"mean": (H, W, C) float32}, the same on the [0, 1] scale
+      gcn:         {} fits nothing; GCN of each image to L2 norm sqrt(H·W·C) (per-pixel RMS 1)
     """
 
     kind: str
@@ -211,6 +223,9 @@ class Preprocessor:
         elif self.kind == "gcn_lcn":
             if len(shape) != 4:
                 raise DataError(f"gcn_lcn works on images of shape (N, H, W, C), got shape {tuple(shape)}")
+        elif self.kind in ("pixel_mean", "pixel_mean01"):
+            if tuple(shape[1:]) != self.arrays["mean"].shape:
+                raise DataError(f"{self.kind} preprocessor was fit on images of shape {self.arrays['mean'].shape}, got {tuple(shape[1:])}")
         elif self.kind == "standardize":
             c = self.arrays["mean"].shape[0]
             if shape[-1] != c:
@@ -219,6 +234,12 @@ class Preprocessor:
     def _apply_chunk(self, x: np.ndarray) -> np.ndarray:
         if self.kind == "scale01":
             return x.astype(np.float32) / np.float32(255.0)
+        if self.kind == "pixel_mean":
+            return x.astype(np.float32) - self.arrays["mean"]
+        if self.kind == "pixel_mean01":
+            return x.astype(np.float32) / np.float32(255.0) - self.arrays["mean"]
+        if self.kind == "gcn":
+            return gcn(x, scale=float(np.sqrt(np.prod(x.shape[1:])))).reshape(x.shape)
         if self.kind == "standardize":
             return (x.astype(np.float32) - self.arrays["mean"]) / self.arrays["std"]
         if self.kind == "gcn_lcn":
@@ -267,12 +288,17 @@ class Preprocessor:
 
 
 def fit_preprocessor(kind: str, x_train_NHWC: np.ndarray, *, gcn_scale: float = 55.0, zca_bias: float = 0.1) -> Preprocessor:
-    """Fit a preprocessor of ``kind`` ("gcn_zca" | "scale01" | "standardize" | "gcn_lcn") on training
+    """Fit a preprocessor of ``kind`` (one of ``KINDS``) on training
     images. ``gcn_scale`` is for gcn_zca; gcn_lcn uses pylearn2's own GCN default (scale 1)."""
     _check_kind(kind)
     x = np.asarray(x_train_NHWC)
     if kind == "scale01":
         return Preprocessor(kind, {})
+    if kind == "gcn":  # per image: nothing to fit
+        return Preprocessor(kind, {})
+    if kind in ("pixel_mean", "pixel_mean01") and x.ndim >= 2 and x.shape[0] > 0:
+        mean = x.astype(np.float64).mean(axis=0) / (255.0 if kind == "pixel_mean01" else 1.0)
+        return Preprocessor(kind, {"mean": mean.astype(np.float32)})
     if kind == "gcn_lcn":  # nothing to fit: per-image and per-channel statistics only
         return Preprocessor(
             kind,

@@ -49,7 +49,7 @@ class Options:
     seeds: int | None = None  # K -> seeds 0..K-1; None = the recipe's
     epochs: float | None = None
     batch_size: int | None = None
-    schedule: str | None = None  # --recipe paper|caffe|plateau
+    schedule: str | None = None  # --recipe paper|caffe|plateau|zoo
     warmup_epochs: float | None = None
     smoke: bool = False
     overrides: tuple[str, ...] = ()  # --set key=value, applied last
@@ -65,8 +65,8 @@ class Options:
             raise UsageError(f"--epochs must be positive, got {self.epochs}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive, got {self.batch_size}")
-        if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise UsageError(f"unknown --recipe {self.schedule!r}: choose one of {', '.join(SCHEDULES)}")
+        if self.schedule is not None and self.schedule not in RECIPES:
+            raise UsageError(f"unknown --recipe {self.schedule!r}: choose one of {', '.join(RECIPES)}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise UsageError(f"--warmup-epochs must be >= 0, got {self.warmup_epochs}")
         if self.checkpoint_every_min < 0:
@@ -140,13 +140,15 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
         changes["epochs"] = float(opts.epochs)
     if opts.batch_size is not None and opts.batch_size != recipe.batch_size:
         changes["batch_size"] = opts.batch_size
-    if opts.schedule is not None and opts.schedule != recipe.schedule:
+    if opts.schedule == "zoo":
+        changes.update(zoo_changes(recipe))
+    elif opts.schedule is not None and opts.schedule != recipe.schedule:
         changes["schedule"] = opts.schedule
     if opts.warmup_epochs is not None and opts.warmup_epochs != recipe.warmup_epochs:
         changes["warmup_epochs"] = opts.warmup_epochs
     if opts.smoke:
         changes.update(
-            model=recipe.model.scaled(smoke_width(recipe)),
+            model=changes.get("model", recipe.model).scaled(smoke_width(recipe)),
             epochs=SMOKE_EPOCHS if opts.epochs is None else float(opts.epochs),
             batch_size=opts.batch_size or SMOKE_BATCH,
             eval_batch_size=SMOKE_EVAL_BATCH,
@@ -167,9 +169,24 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
         changes["model"] = changes["model"].with_he_init(final_relu=False)
     new = apply_set(dataclasses.replace(recipe, **changes), opts.overrides)
     recorded = tuple(
-        f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke
-    ) + tuple(opts.overrides)
+        f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo")
+    ) + (("recipe=zoo (Caffe solver, average pool2)",) if opts.schedule == "zoo" else ()) + tuple(opts.overrides)
     return new, recorded
+
+
+# --recipe: an LR schedule, or "zoo": Min Lin's Caffe model-zoo configuration as a whole (the Caffe
+# solver and the zoo prototxt's average pooling after block 2; docs/paper-notes.md, "Architecture").
+RECIPES = (*SCHEDULES, "zoo")
+
+
+def zoo_changes(recipe: Recipe) -> dict:
+    from nin_repro.models import NINConfig
+
+    if not isinstance(recipe.model, NINConfig) or len(recipe.model.blocks) < 2:
+        raise UsageError("--recipe zoo is the Caffe model-zoo NIN: it needs an NIN with at least two mlpconv blocks")
+    blocks = list(recipe.model.blocks)
+    blocks[1] = dataclasses.replace(blocks[1], pool="avg")
+    return {"schedule": "caffe", "model": dataclasses.replace(recipe.model, blocks=tuple(blocks))}
 
 
 def smoke_width(recipe: Recipe) -> float:
@@ -202,10 +219,10 @@ def smoke_dataset(recipe: Recipe) -> Dataset:
 def load_table_data(recipe: Recipe, opts: Options) -> Dataset:
     if opts.smoke:
         return smoke_dataset(recipe)
-    if recipe.dataset == "digits5k":
-        from nin_repro.data.digits import load_demo_digits
+    from nin_repro.data.digits import NAMES as DIGITS, load_digits
 
-        return load_demo_digits()
+    if recipe.dataset in DIGITS:
+        return load_digits(recipe.dataset)
     return load_dataset(recipe.dataset, data_dir=opts.data_dir, cache_dir=opts.cache_dir, download=opts.download, tfds_data_dir=opts.tfds_data_dir)
 
 
@@ -224,9 +241,12 @@ def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original
             f"smoke: synthetic data, widths x{smoke_width(original):.3g}, He init, no final ReLU, standardized pixels, Adam, "
             f"{recipe.epochs:g} epochs of {smoke_train_size(recipe.model.num_classes)} images"
         )
+    parts = []
+    if recipe.dataset != original.dataset:
+        parts.append(f"proxy data: {recipe.dataset} instead of {original.dataset}, not a reproduction of the paper's number")
     if recipe.epochs is not None and recipe.epochs < planned_epochs - 1e-9:
-        return f"shortened: {recipe.epochs:g} of {planned_epochs:g} epochs"
-    return None
+        parts.append(f"{recipe.epochs:g} of {planned_epochs:g} epochs")
+    return "shortened: " + "; ".join(parts) if parts else None
 
 
 def reproduce(table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None) -> tuple[Path, Path]:

@@ -58,3 +58,20 @@ def test_report_lists_every_row_of_the_smoke_run(smoke_cifar10):
         line = next(line for line in text.splitlines() if f"| {v['method']} |" in line)
         assert "smoke" in line and "[Table 1" in line and f"{v['errors_pct'][0]:.2f}" in line
     assert "Total wall time" in text
+
+
+def test_recipe_zoo_is_the_caffe_solver_with_average_pool2():
+    recipe, recorded = apply_options(RECIPE, Options(schedule="zoo"))
+    assert recipe.schedule == "caffe" and [b.pool for b in recipe.model.blocks] == ["max", "avg", "none"]
+    assert recorded == ("recipe=zoo (Caffe solver, average pool2)",)
+    assert [b.pool for b in RECIPE.model.blocks] == ["max", "max", "none"]  # the paper's own net is untouched
+    smoke, _ = apply_options(RECIPE, Options(schedule="zoo", smoke=True))
+    assert smoke.model.blocks[1].pool == "avg"
+
+
+def test_paper_schedule_keeps_the_bias_lr_at_each_drop_the_caffe_solver_does_not():
+    spe = 390
+    paper = RECIPE
+    assert paper.lr_factor(200 * spe, spe) == pytest.approx(0.1) and paper.bias_lr_factor(200 * spe, spe) == 1.0
+    caffe, _ = apply_options(RECIPE, Options(schedule="caffe"))
+    assert caffe.bias_lr_factor(100_000, spe) == pytest.approx(0.1)

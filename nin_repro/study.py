@@ -1,0 +1,225 @@
+"""``nin-repro init-study``: does a recipe learn on real images, and if not, why and what fixes it.
+
+For each variant of ``experiments/init_study.py``: the signal scale at initialisation (the std of
+the input, of every block's output and of the class scores, seed 0, 128 training images), then
+every seed trained with the stall checks watching but never stopping it (so a flagged seed's end
+is seen too). Per seed: stalled or not (nin_repro.health, the recipe's N and E), the first epoch
+whose mean training loss is below ln C - 0.05, the final test error, the longest streak of steps
+with a dead class map, the most maps dead at once. The table also says whether the stall
+criterion agrees with what happened: a flagged seed should end near chance, an unflagged one learn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from nin_repro import atomic
+from nin_repro.figures import read_metrics
+from nin_repro.recipe import Recipe, load_experiment
+from nin_repro.reproduce import Options, load_table_data, parallel_seeds, prepare
+from nin_repro.results import format_duration, provenance
+from nin_repro.train import PreparedData, init_model, train_and_evaluate_seeds
+
+LEARNED_BELOW_PCT = 50.0  # a seed "learned" if its final test error is below this (chance: 90 %)
+LEFT_LN_C_BY = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedOutcome:
+    seed: int
+    stalled: str | None
+    first_learning_epoch: int | None  # first epoch with mean training loss < ln C - 0.05
+    last_epoch_at_ln_c: int | None  # last epoch whose mean training loss was within 1e-3 of ln C
+    test_error_pct: float
+    max_dead_run: int
+    max_dead_classes: int
+
+    @property
+    def learned(self) -> bool:
+        return self.test_error_pct < LEARNED_BELOW_PCT
+
+
+def signal_scale(recipe: Recipe, x_BHWC: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """Std of the input, of each block's output and of the class scores at initialisation (eval mode)."""
+    model = init_model(recipe, seed)
+    out = {"input": float(np.std(x_BHWC))}
+    h = jax.numpy.asarray(x_BHWC)
+    last = len(model.blocks) - 1
+    for i, block in enumerate(model.blocks):
+        h = block(h, final_relu=model.config.final_relu or i != last, train=False, rngs=None)
+        out[f"block{i + 1}"] = float(np.std(h))
+    out["class_scores"] = float(np.std(model(jax.numpy.asarray(x_BHWC))))
+    return out
+
+
+def outcome(run, ln_c: float, tolerance: float) -> SeedOutcome:
+    records = read_metrics(run.run_dir)
+    losses = [r["train_loss"] for r in records]
+    first = next((i + 1 for i, v in enumerate(losses) if v < ln_c - LEFT_LN_C_BY), None)
+    at_ln_c = [i + 1 for i, v in enumerate(losses) if abs(v - ln_c) <= tolerance]
+    return SeedOutcome(run.seed, run.stalled, first, at_ln_c[-1] if at_ln_c else None, 100.0 * run.test_error, run.max_dead_run, run.max_dead_classes)
+
+
+def scaled(recipe: Recipe, width: float, epochs: float | None) -> Recipe:
+    """A cheaper copy for checks on a CPU: widths x ``width``, ``epochs`` epochs."""
+    changes = {}
+    if width != 1.0:
+        changes["model"] = recipe.model.scaled(width)
+    if epochs is not None:
+        changes["epochs"] = epochs
+    return dataclasses.replace(recipe, **changes)
+
+
+def run_study(
+    results_dir: Path,
+    workdir: Path,
+    seeds: int | None = None,
+    epochs: float | None = None,
+    width: float = 1.0,
+    only: tuple[str, ...] = (),
+    parallel: bool | None = None,
+    progress=None,
+) -> tuple[Path, Path]:
+    study = load_experiment("init_study")
+    rows, started = [], time.perf_counter()
+    prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
+    for key, group, what, recipe in study.VARIANTS:
+        if only and key not in only:
+            continue
+        recipe = scaled(recipe, width, epochs)
+        if seeds is not None:
+            recipe = dataclasses.replace(recipe, seeds=tuple(range(seeds)))
+        data_key = (recipe.dataset, recipe.preprocess)
+        if data_key not in prepared:
+            prepared[data_key] = prepare(load_table_data(recipe, Options()), recipe, workdir / "init-study")
+        data, _ = prepared[data_key]
+        scale = signal_scale(recipe, data.x_train[:128])
+        opts = Options(parallel_seeds=parallel)
+        groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
+        t0, runs = time.perf_counter(), []
+        for group in groups:
+            dirs = [workdir / "init-study" / key / f"seed_{s}" for s in group]
+            runs += train_and_evaluate_seeds(recipe, data, dirs, group, progress, stop_on_stall=False)
+        ln_c = math.log(data.num_classes)
+        outcomes = [outcome(r, ln_c, recipe.stall_tolerance) for r in runs]
+        rows.append(
+            {
+                "key": key,
+                "group": group,
+                "change": what,
+                "preprocess": recipe.preprocess,
+                "dataset": recipe.dataset,
+                "epochs": runs[0].epochs,
+                "dead_steps": recipe.dead_steps,
+                "stall_epochs": recipe.stall_epochs,
+                "signal_scale": scale,
+                "seeds": [dataclasses.asdict(o) | {"learned": o.learned} for o in outcomes],
+                "wall_s": time.perf_counter() - t0,
+            }
+        )
+    if not rows:
+        from nin_repro.errors import UsageError
+
+        raise UsageError(f"--only matched no variant; variants: {', '.join(k for k, *_ in study.VARIANTS)}")
+    shortened = seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
+    record = {
+        "study": "init-study",
+        "what": "the MNIST recipe as published, one change at a time, on the 4,000 / 1,000 shipped real digits",
+        "shortened": f"seeds={seeds}, epochs={epochs}, width x{width}" if shortened else None,
+        "learned_below_pct": LEARNED_BELOW_PCT,
+        "variants": rows,
+        "wall_s": time.perf_counter() - started,
+        "provenance": provenance(),
+    }
+    out_dir = Path(results_dir) / ("partial" if shortened else "")
+    md, js = out_dir / "init-study.md", out_dir / "init-study.json"
+    atomic.write_json(js, record)
+    atomic.write_text(md, render(record))
+    return md, js
+
+
+def _median(values):
+    return statistics.median(values) if values else None
+
+
+def render(record: dict) -> str:
+    prov = record["provenance"]
+    dev = prov.get("device", {})
+    lines = [
+        "# Init study: does the paper's MNIST recipe learn on real digits?",
+        "",
+        f"{record['what'][0].upper() + record['what'][1:]}. Not a paper table: it explains the stalls and picks each table's "
+        "input and the smallest departure (docs/paper-notes.md, \"The dead last layer\").",
+    ]
+    if record["shortened"]:
+        lines += ["", f"**Shortened run ({record['shortened']}): a check of the command, not evidence.**"]
+    lines += [
+        "",
+        "| variant | change | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in record["variants"]:
+        seeds = v["seeds"]
+        n = len(seeds)
+        stalled = sum(1 for s in seeds if s["stalled"])
+        learned = [s["test_error_pct"] for s in seeds if s["learned"]]
+        all_err = [s["test_error_pct"] for s in seeds]
+        first = _median([s["first_learning_epoch"] for s in seeds if s["first_learning_epoch"] is not None])
+        agree = sum(1 for s in seeds if bool(s["stalled"]) != s["learned"])
+        lines.append(
+            f"| `{v['key']}` | {v['change']} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
+            f"{_mean_std(learned)} | {_mean_std(all_err)} | {agree}/{n} |"
+        )
+    lines += [
+        "",
+        f"*stalled*: the stall check (at least one class map dead for N consecutive steps, or the epoch's training loss "
+        f"within 1e-3 of ln C after E epochs; N and E as listed below) fired; the seed was trained to the end anyway. "
+        f"*learned*: final test error below {record['learned_below_pct']:g} % (chance is 90 %). *flag agrees*: stalled "
+        "and did not learn, or not stalled and learned.",
+        "",
+        "## Signal scale at initialisation (seed 0, 128 training images, std)",
+        "",
+        "| variant | input | " + " | ".join(k for k in record["variants"][0]["signal_scale"] if k != "input") + " |",
+        "|---|---|" + "---|" * (len(record["variants"][0]["signal_scale"]) - 1),
+    ]
+    for v in record["variants"]:
+        sc = v["signal_scale"]
+        lines.append(f"| `{v['key']}` | " + " | ".join(f"{x:.3g}" for x in sc.values()) + " |")
+    lines += ["", "## Per seed", ""]
+    for v in record["variants"]:
+        lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
+        for s in v["seeds"]:
+            state = s["stalled"] or "not stalled"
+            lines.append(
+                f"  - seed {s['seed']}: {s['test_error_pct']:.2f} %; {state}; first epoch below ln C − 0.05: "
+                f"{s['first_learning_epoch'] or 'never'}; last epoch at ln C: {s['last_epoch_at_ln_c'] or 'none'}; "
+                f"longest dead-map streak {s['max_dead_run']} steps, at most {s['max_dead_classes']} maps dead at once"
+            )
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Commit: `{prov.get('commit', 'unknown')}`; device: {dev.get('kind', '?') if isinstance(dev, dict) else dev}; "
+        f"versions: {', '.join(f'{k} {v}' for k, v in prov.get('versions', {}).items()) if isinstance(prov.get('versions'), dict) else '?'}",
+        f"- Wall time: {format_duration(record['wall_s'])}; date (UTC): {prov.get('date', 'unknown')}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
