@@ -36,7 +36,7 @@ TABLE = Table(
     name="ablate-dropout",
     title="Fig. 3: NIN with and without dropout between mlpconv layers, CIFAR-10 (first 200 epochs)",
     source=(
-        "Lin, Chen & Yan, Network In Network, ICLR 2014, Fig. 3 and its text [R in nin-facts §1]; the figure's curve values "
+        "Lin, Chen & Yan, Network In Network, ICLR 2014, Fig. 3 and its text [R in docs/paper-notes.md, 'Paper tables']; the figure's curve values "
         "are not given as numbers, so the rows have no paper error"
     ),
     rows=(),

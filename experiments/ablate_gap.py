@@ -7,11 +7,11 @@ checks the pipeline).
 Table 5 (NIN body): the CIFAR-10 recipe of ``experiments/cifar10.py`` with its GAP head swapped
 for one fully connected layer on the flattened 8x8x10 output of the last mlpconv block, without
 and with dropout (0.5) before it; everything else, dropout between the mlpconv blocks included,
-is unchanged (nin-facts §1).
+is unchanged (docs/paper-notes.md, 'Paper tables').
 
 Sec. 4.6 (conventional CNN): the paper fixes only "three convolutional layers and one locally
 connected layer"; the local layer's 16 maps go to an FC layer (with dropout in Hinton et al.'s
-setting), and for GAP the local layer has 10 maps that are averaged (nin-facts §2c, §8). Our sizes,
+setting), and for GAP the local layer has 10 maps that are averaged (docs/paper-notes.md, 'Paper tables' (Section 4.6), §8). Our sizes,
 the same in the three rows, follow cuda-convnet's conv-local CIFAR-10 configs: conv 5x5 64 ->
 max pool 3/2 -> conv 5x5 64 -> max pool 3/2 -> conv 3x3 64 -> locally connected 3x3 at 8x8
 (16 maps, or 10 for GAP) -> FC / FC + dropout / GAP. 745,354 parameters with the FC heads,
@@ -66,7 +66,7 @@ TABLE = Table(
     title="Table 5 and Sec. 4.6: global average pooling vs fully connected layers, test error (%) on CIFAR-10",
     source=(
         "Lin, Chen & Yan, Network In Network, ICLR 2014: Table 5 (NIN rows; two independent summaries agree) and "
-        "Sec. 4.6 text (conventional CNN rows) [R in nin-facts §1]"
+        "Sec. 4.6 text (conventional CNN rows) [R in docs/paper-notes.md, 'Paper tables']"
     ),
     rows=(
         PaperRow("NIN + FC (mlpconv + fully connected)", 11.59, "this paper, Table 5", variant="nin_fc"),

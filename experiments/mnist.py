@@ -2,7 +2,7 @@
 
 Command: ``nin-repro mnist`` (1 row x 3 seeds; run it on a GPU).
 
-Recipe: the paper's MNIST network (mavenlin/cuda-convnet ``NIN/mnist_def``, nin-facts §2b):
+Recipe: the paper's MNIST network (mavenlin/cuda-convnet ``NIN/mnist_def``, docs/paper-notes.md, 'Architecture'):
 96-64-48 / 128-96-48 / 128-96-10 (5x5 convs, pad 2), max pool 3x3/2 (28 -> 14 -> 7), dropout 0.5
 after blocks 1 and 2, 7x7 global average pool (349,674 parameters); pixels scaled to [0, 1], no
 augmentation; the CIFAR-10 optimizer settings (cuda-convnet uses the same eps/wc for MNIST).
@@ -45,7 +45,7 @@ RECIPE = PUBLISHED
 TABLE = Table(
     name="mnist",
     title="Table 4: test error (%) on MNIST",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (rows copied from a secondary summary; [S] in nin-facts §1)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("2-Layer CNN + 2-Layer NN", 0.53, "[11] Zeiler & Fergus 2013"),
         PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013"),
@@ -57,7 +57,7 @@ TABLE = Table(
     notes=(
         "Tolerance +-0.1 pp is ours.",
         "The paper's own note: NIN does not beat conv. maxout + dropout on MNIST.",
-        "With [0, 1] pixels and N(0, 0.05) init the last layer is known to die at LR 0.1 (reimplementation notes §D); "
+        "With [0, 1] pixels and N(0, 0.05) init the last layer is known to die at LR 0.1 (docs/paper-notes.md, 'The dead last layer'); "
         "the run stops and says so instead of reporting a number.",
     ),
     class_names=DIGIT_CLASSES,

@@ -2,17 +2,17 @@
 
 Command: ``nin-repro svhn`` (1 row x 3 seeds x 40 epochs of 598,388 images; run it on a GPU).
 
-Data (nin-facts §4, pylearn2 ``datasets/svhn.py``): ``load_dataset("svhn")`` returns the paper's
+Data (docs/paper-notes.md, 'Preprocessing', pylearn2 ``datasets/svhn.py``): ``load_dataset("svhn")`` returns the paper's
 split already applied: 400 images per class from ``train`` and 200 per class from ``extra`` are held
 out as validation (6,000, in ``Dataset.x_val``, never trained on, unused here); the other 598,388
 images of train + extra are trained on; the 26,032 ``test`` images are the test set.
 Preprocessing ``gcn_lcn``: GCN (pylearn2 defaults, scale 1) then LeCun LCN (7x7 Gaussian, sigma 2,
 threshold 1e-4) on all three channels; nothing is fitted, no augmentation.
 
-Network (mavenlin/cuda-convnet ``NIN/svhn_def``, nin-facts §2b): 128-96-64 / 320-256-128 /
+Network (mavenlin/cuda-convnet ``NIN/svhn_def``, docs/paper-notes.md, 'Architecture'): 128-96-64 / 320-256-128 /
 384-256-10, every conv 5x5 with pad 2, max pool 3x3/2 (32 -> 16 -> 8) and dropout 0.5 after
-blocks 1 and 2, ReLU after every conv, 8x8 global average pool: 1,986,026 parameters (nin-facts §7).
-Optimizer: ``NIN/svhn_params`` has the CIFAR-10 values (nin-facts §3 table): SGD momentum 0.9,
+blocks 1 and 2, ReLU after every conv, 8x8 global average pool: 1,986,026 parameters (docs/paper-notes.md, 'Architecture').
+Optimizer: ``NIN/svhn_params`` has the CIFAR-10 values (docs/paper-notes.md, 'Training recipe'): SGD momentum 0.9,
 batch 128, LR 0.1 (biases 0.2, cccp6 0.1x), weight decay 1e-4 on weights only.
 No SVHN schedule was published ("coming soon"): ours is the CIFAR-10 shape shortened to 40 epochs.
 """
@@ -71,7 +71,7 @@ RECIPE = dataclasses.replace(
 TABLE = Table(
     name="svhn",
     title="Table 3: test error (%) on SVHN",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 3 (rows copied from a secondary summary; [S] in nin-facts §1)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 3 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("Stochastic Pooling", 2.80, "[11] Zeiler & Fergus 2013"),
         PaperRow("Rectifier + Dropout", 2.78, "[18] Srivastava 2013 (MSc thesis)"),
@@ -86,10 +86,10 @@ TABLE = Table(
     notes=(
         "Tolerance +-0.3 pp is ours: SVHN errors sit within a few tenths of each other (maxout 2.47, NIN 2.35), "
         "and the schedule is ours.",
-        "The row order follows the secondary summary and may differ from the paper's (nin-facts §1).",
-        "Training set: train + extra less 6,000 validation images (598,388); test: the 26,032 test images (nin-facts §4).",
+        "The row order follows the secondary summary and may differ from the paper's (docs/paper-notes.md, 'Paper tables').",
+        "Training set: train + extra less 6,000 validation images (598,388); test: the 26,032 test images (docs/paper-notes.md, 'Preprocessing').",
         "Preprocessing: GCN (scale 1) + LeCun LCN (7x7 Gaussian, sigma 2) on all three channels, as the maxout-era "
-        "pylearn2 code; pylearn2's later code normalizes only channel 0 (an indentation bug, nin-facts §4).",
+        "pylearn2 code; pylearn2's later code normalizes only channel 0 (an indentation bug, docs/paper-notes.md, 'Preprocessing').",
         "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); "
         "the run stops with a message instead of reporting it.",
     ),

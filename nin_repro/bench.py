@@ -2,7 +2,7 @@
 
 Synthetic data on the device, the real compiled training step (optimizer, dropout, augmentation
 as the recipe says) and the real evaluation function. Compile time is reported separately;
-timings synchronise with the device. FLOPs are counted from the layer shapes (nin-facts §7):
+timings synchronise with the device. FLOPs are counted from the layer shapes (docs/paper-notes.md, "Architecture"):
 a training step costs about 3x the forward pass (forward + two backward matmuls per layer).
 """
 

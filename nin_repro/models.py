@@ -1,7 +1,7 @@
 """Network In Network in Flax NNX: mlpconv blocks, Caffe ceil-mode pooling, swappable heads.
 
 The default CIFAR-10 configuration is the paper's own (cuda-convnet ``NIN/cifar-10_def``,
-nin-facts §2b): max pool after blocks 1 and 2, dropout 0.5 after them, ReLU after every conv
+docs/paper-notes.md, "Architecture"): max pool after blocks 1 and 2, dropout 0.5 after them, ReLU after every conv
 including the last 1x1 (cccp6), then an 8x8 global average pool. 966,986 parameters.
 
 Also the paper's Sec. 4.6 conventional CNN (``ConvNet``: convs + a locally connected layer,
@@ -44,7 +44,7 @@ class NINConfig:
     input_hw: tuple[int, int] = (32, 32)  # training size; FC heads are built for it
     num_classes: int = 10
     head: Head = "gap"
-    # ReLU after the last 1x1 conv, as in every original config (nin-facts §2d). It is what makes
+    # ReLU after the last 1x1 conv, as in every original config (docs/paper-notes.md, "Architecture"). It is what makes
     # the "dead last layer" failure possible; removing it is a departure.
     final_relu: bool = True
     head_dropout: float = 0.5  # only for head="fc_dropout"
@@ -78,7 +78,7 @@ class NINConfig:
         return dataclasses.replace(self, blocks=tuple(blocks))
 
     def forward_macs(self, hw: tuple[int, int] | None = None) -> int:
-        """Multiply-accumulates of one forward pass on one image (padded positions counted, nin-facts §7)."""
+        """Multiply-accumulates of one forward pass on one image (padded positions counted, docs/paper-notes.md, "Architecture")."""
         h, w = hw or self.input_hw
         cin, macs = self.in_channels, 0
         for spec in self.blocks:
@@ -312,7 +312,7 @@ class ConvSpec:
 class ConvNetConfig:
     """The paper's Sec. 4.6 conventional CNN: conv layers, then one locally connected layer whose maps
     go to an FC layer (optionally after dropout) or, with ``head="gap"``, one map per class averaged
-    (GAP). The sizes are ours (nin-facts §2c, §8); see ``conv_local_cifar10``."""
+    (GAP). The sizes are ours (docs/paper-notes.md, "Paper tables" (Section 4.6), §8); see ``conv_local_cifar10``."""
 
     convs: tuple[ConvSpec, ...]
     local_kernel: int = 3

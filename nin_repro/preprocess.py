@@ -4,7 +4,7 @@
 (``scripts/datasets/make_cifar10_gcn_whitened.py``): global contrast normalization with
 ``scale=55.`` on every image, then ``preprocessing.ZCA()`` (``filter_bias=0.1``, no component
 dropped) fitted on the training images only. ``gcn_lcn`` is the paper's SVHN preprocessing
-(pylearn2 ``scripts/papers/maxout/svhn_preprocessing.py``, nin-facts §4):
+(pylearn2 ``scripts/papers/maxout/svhn_preprocessing.py``, docs/paper-notes.md, "Preprocessing"):
 ``GlobalContrastNormalization()`` with its defaults (scale 1) on every image, then
 ``LeCunLCN((32, 32))`` on each of the three channels; it fits nothing. ``scale01`` (pixels / 255)
 was our first guess at the paper's MNIST input. ``pixel_mean`` is what Min Lin's

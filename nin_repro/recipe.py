@@ -28,7 +28,7 @@ class Recipe:
     augment: bool = False  # +-4 px zero-padded random crop and horizontal flip (after preprocessing)
     augment_flip: bool = True  # digits must not be mirrored
     batch_size: int = 128
-    # Optimizer (nin-facts §3): SGD, momentum inside the Caffe update, decay on weights only.
+    # Optimizer (docs/paper-notes.md, "Training recipe"): SGD, momentum inside the Caffe update, decay on weights only.
     optimizer: str = "sgd"  # "sgd" (the paper's) | "adam" [ours, demo only]
     base_lr: float = 0.1
     momentum: float = 0.9

@@ -8,7 +8,7 @@ from nin_repro.recipe import load_experiment
 
 @pytest.mark.parametrize("table, macs", [("cifar10", 222_486_528), ("cifar100", 223.6e6), ("mnist", 50.7e6)])
 def test_macs_from_layer_shapes_match_the_paper_facts(table, macs):
-    # nin-facts §7: exact for CIFAR-10, rounded to 0.1 M for the others.
+    # docs/paper-notes.md, "Architecture": exact for CIFAR-10, rounded to 0.1 M for the others.
     got = load_experiment(table).RECIPE.model.forward_macs()
     assert got == macs if isinstance(macs, int) else abs(got - macs) < 0.05e6
 

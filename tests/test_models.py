@@ -36,7 +36,7 @@ def test_caffe_pool_matches_reference(size, kind):
 
 
 def test_pool_sizes_of_the_paper_nets():
-    # CIFAR 32 -> 16 -> 8 (GAP 8x8), MNIST 28 -> 14 -> 7 (GAP 7x7): nin-facts §2.
+    # CIFAR 32 -> 16 -> 8 (GAP 8x8), MNIST 28 -> 14 -> 7 (GAP 7x7): docs/paper-notes.md, "Architecture".
     assert final_hw(nin_cifar10()) == (8, 8)
     mnist = NINConfig(blocks=nin_cifar10().blocks, in_channels=1, input_hw=(28, 28))
     assert final_hw(mnist) == (7, 7)
@@ -109,7 +109,7 @@ def test_gap_head_needs_one_map_per_class():
 
 @pytest.mark.parametrize("table, params", [("cifar10", 966_986), ("cifar100", 984_356), ("mnist", 349_674)])
 def test_parameter_counts_of_the_table_recipes(table, params):
-    # nin-facts §7: computed from the author's cuda-convnet layer definitions.
+    # docs/paper-notes.md, "Architecture": computed from the author's cuda-convnet layer definitions.
     from nin_repro.recipe import load_experiment
 
     for variant in load_experiment(table).TABLE.variants:

@@ -62,7 +62,7 @@ def validate_dataset(ds: Dataset) -> Dataset:
 
 # ------------------------------------------------------------------------------------ SVHN split
 
-# pylearn2 datasets/svhn.py (the split maxout and NIN used, nin-facts §4): 400 images of each class
+# pylearn2 datasets/svhn.py (the split maxout and NIN used, docs/paper-notes.md, "Preprocessing"): 400 images of each class
 # from train and 200 from extra are the validation set; everything else is trained on.
 SVHN_VALID_PER_CLASS_TRAIN = 400
 SVHN_VALID_PER_CLASS_EXTRA = 200
