@@ -1,0 +1,63 @@
+"""nin-repro init-study at a tiny scale: what it writes, and the signal-scale finding it rests on."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nin_repro.data.digits import load_digits
+from nin_repro.preprocess import fit_preprocessor
+from nin_repro.recipe import load_experiment
+from nin_repro.study import run_study, signal_scale
+
+STUDY = load_experiment("init_study")
+VARIANTS = {key: recipe for key, _, _, recipe in STUDY.VARIANTS}
+
+
+def test_every_variant_changes_one_thing_of_the_published_mnist_recipe_or_says_so():
+    published = load_experiment("mnist").PUBLISHED
+    for key, group, _, recipe in STUDY.VARIANTS:
+        if group == "cifar10":
+            continue
+        fields = {f for f in recipe.__dataclass_fields__ if getattr(recipe, f) != getattr(published, f)}
+        fields -= {"dataset", "paper_phases", "seeds", "attempts"}  # the study's own frame
+        if group != "input":  # departures are measured on an input the input group studies
+            fields -= {"preprocess"}
+        limit = 2 if group == "two changes" else 1
+        assert len(fields) <= limit, (key, fields)
+
+
+def test_the_authors_input_starts_with_class_scores_hundreds_of_times_larger():
+    """The hypothesis the study tests: with N(0, 0.05) the class scores at init scale with the
+    input; [0, 1] pixels give scores ~300x smaller than mean-subtracted 0-255 pixels."""
+    x = load_digits().x_train[:64]
+    scores = {}
+    for kind in ("scale01", "pixel_mean"):
+        pre = fit_preprocessor(kind, x)
+        scores[kind] = signal_scale(VARIANTS[f"input_{kind}"], pre.apply(x))["class_scores"]
+    assert scores["pixel_mean"] > 100 * scores["scale01"] > 0
+
+
+def test_a_tiny_study_writes_its_table_and_each_seed_agrees_with_its_metrics(tmp_path):
+    md, js = run_study(tmp_path / "results", tmp_path / "runs", seeds=1, epochs=0.25, width=0.125, only=("input_scale01", "input_pixel_mean"))
+    assert md.parent.name == "partial"  # shortened: never where the full study goes
+    record = json.loads(js.read_text())
+    assert [v["key"] for v in record["variants"]] == ["input_scale01", "input_pixel_mean"]
+    for v in record["variants"]:
+        (seed,) = v["seeds"]
+        metrics = [json.loads(line) for line in (tmp_path / "runs" / "init-study" / v["key"] / "seed_0" / "metrics.jsonl").read_text().splitlines()]
+        assert seed["test_error_pct"] == pytest.approx(100 * metrics[-1]["test_error"])
+        assert seed["learned"] == (seed["test_error_pct"] < 50)
+        losses = [m["train_loss"] for m in metrics]
+        assert seed["first_learning_epoch"] == next((i + 1 for i, l in enumerate(losses) if l < math.log(10) - 0.05), None)
+        assert set(v["signal_scale"]) == {"input", "block1", "block2", "block3", "class_scores"}
+    text = md.read_text()
+    assert "Shortened run" in text and "| `input_pixel_mean` |" in text
+
+
+def test_unknown_variant_is_a_usage_error(tmp_path):
+    from nin_repro.errors import UsageError
+
+    with pytest.raises(UsageError, match="matched no variant"):
+        run_study(tmp_path, tmp_path, seeds=1, epochs=0.1, width=0.125, only=("nope",))
