@@ -199,43 +199,65 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
             objective = loss + recipe.model.aux_weight * optax.softmax_cross_entropy_with_integer_labels(aux_logits, y).mean()
         return objective, (loss, logits)
 
+    def batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i):
+        """One seed's batch of step ``first_step + i``: its images, labels and dropout key."""
+        idx = jax.lax.dynamic_slice(perm, ((pos_in_epoch + i) * batch,), (batch,))
+        x, y = x_train[idx], y_train[idx]
+        if mesh is not None:  # the batch split over devices; everything downstream follows it
+            x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
+            y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P("data")))
+        step_key = jax.random.fold_in(jax.random.fold_in(key, 2), first_step + i)
+        k_drop, k_aug = jax.random.split(step_key)
+        if recipe.augment:
+            x = augment_batch(x, k_aug, flip=recipe.augment_flip)
+        return x, y, k_drop
+
+    def update(grads, opt_state, params, lr):
+        opt_state.hyperparams["learning_rate"] = lr[0]
+        opt_state.hyperparams["bias_learning_rate"] = lr[1]
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    grads_of = jax.value_and_grad(loss_fn, has_aux=True)
+    if over_seeds:
+        # K models: the batches and the updates are vmapped, but the gradient is taken of the
+        # summed vmapped loss (outside the vmap), so the weight gradients stay ordinary batched
+        # convolutions instead of grouped ones (jax-ml/jax#13800: slow grouped-conv backward on GPU).
+        # The seeds do not interact: d(sum_k L_k)/d(params_k) = dL_k/d(params_k).
+        batch_of = jax.vmap(batch_of, in_axes=(0, 0, None, None, None, None, None))
+        update = jax.vmap(update, in_axes=(0, 0, 0, None))
+
+        def grads_of(params_K, x_K, y_K, k_drop_K):
+            def total(p_K):
+                objective_K, aux = jax.vmap(loss_fn)(p_K, x_K, y_K, k_drop_K)
+                return objective_K.sum(), aux
+
+            return jax.value_and_grad(total, has_aux=True)(params_K)
+
     def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
+        if over_seeds and perm.ndim == 1:  # one order for all K (bench); training passes each seed's own, (K, N)
+            perm = jnp.broadcast_to(perm, (key.shape[0], perm.shape[0]))
+
         def body(state, i):
             params, opt_state = state
-            idx = jax.lax.dynamic_slice(perm, ((pos_in_epoch + i) * batch,), (batch,))
-            x, y = x_train[idx], y_train[idx]
-            if mesh is not None:  # the batch split over devices; everything downstream follows it
-                x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
-                y = jax.lax.with_sharding_constraint(y, NamedSharding(mesh, P("data")))
-            step_key = jax.random.fold_in(jax.random.fold_in(key, 2), first_step + i)
-            k_drop, k_aug = jax.random.split(step_key)
-            if recipe.augment:
-                x = augment_batch(x, k_aug, flip=recipe.augment_flip)
-            (_, (loss, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y, k_drop)
-            opt_state.hyperparams["learning_rate"] = lrs[i, 0]
-            opt_state.hyperparams["bias_learning_rate"] = lrs[i, 1]
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            metrics = {
+            x, y, k_drop = batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i)
+            (_, (loss, logits)), grads = grads_of(params, x, y, k_drop)
+            params, opt_state = update(grads, opt_state, params, lrs[i])
+            metrics = {  # per seed: scalars, or (K,) with over_seeds
                 "loss": loss,
-                "correct": jnp.sum(jnp.argmax(logits, -1) == y),
+                "correct": jnp.sum(jnp.argmax(logits, -1) == y, axis=-1),
                 # Classes whose score is 0 for every example of the batch: dead class maps (health.py).
-                "dead_classes": jnp.sum(jnp.all(logits == 0, axis=0)),
+                "dead_classes": jnp.sum(jnp.all(logits == 0, axis=-2), axis=-1),
             }
             return (params, opt_state), metrics
 
         if num_steps == 1:  # no loop at all for XLA:CPU (see default_chunk_steps)
             state, metrics = body(state, 0)
-            return state, jax.tree.map(lambda a: a[None], metrics)
-        return jax.lax.scan(body, state, jnp.arange(num_steps))
-
-    if over_seeds:
-        run_K = jax.vmap(run, in_axes=(0, None, None, 0, 0, None, None, None))
-
-        def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
-            if perm.ndim == 1:  # one order for all K (bench); training passes each seed's own, (K, N)
-                perm = jnp.broadcast_to(perm, (key.shape[0], perm.shape[0]))
-            return run_K(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs)
+            metrics = jax.tree.map(lambda a: a[None], metrics)
+        else:
+            state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
+        # (steps,) or, with over_seeds, (K, steps): seeds first, as the caller reads them.
+        return state, jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), metrics) if over_seeds else metrics
 
     # Donate the training state: parameters and momentum are updated in place.
     if mesh is None:

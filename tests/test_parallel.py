@@ -65,20 +65,25 @@ def _tiny_state(recipe, seed):
     return graphdef, tx, (params, tx.init(params))
 
 
-def test_vmapped_seeds_equal_separate_runs():
+@pytest.mark.parametrize("num_steps", [1, 4])  # one step, and the scanned epoch a GPU runs
+def test_vmapped_seeds_equal_separate_runs(num_steps):
+    """K seeds in one program (the gradient of the summed vmapped loss) = each seed alone."""
     recipe, data = tiny_recipe(), tiny_data()
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    perm = train.epoch_permutation(jax.random.key(0), 0, len(x))
-    lrs = jnp.full((1, 2), 0.1, jnp.float32)
-    keys = [jax.random.key(s) for s in (0, 1)]
+    seeds = (0, 1, 2)
+    keys = [jax.random.key(s) for s in seeds]
+    perms = [train.epoch_permutation(k, 0, len(x)) for k in keys]
+    lrs = jnp.asarray(train.step_lrs(recipe, 0, num_steps, 8))
     graphdef, tx, _ = _tiny_state(recipe, 0)
-    step = train.make_train_steps(graphdef, tx, recipe, 1)
-    separate = [step(_tiny_state(recipe, s)[2], x, y, perm, keys[s], 0, 0, lrs) for s in (0, 1)]
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *(_tiny_state(recipe, s)[2] for s in (0, 1)))
-    step_k = train.make_train_steps(graphdef, tx, recipe, 1, over_seeds=True)
-    (params_k, _), m_k = step_k(stacked, x, y, perm, jnp.stack(keys), 0, 0, lrs)
+    step = train.make_train_steps(graphdef, tx, recipe, num_steps)
+    separate = [step(_tiny_state(recipe, s)[2], x, y, perms[s], keys[s], 0, 0, lrs) for s in seeds]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *(_tiny_state(recipe, s)[2] for s in seeds))
+    step_k = train.make_train_steps(graphdef, tx, recipe, num_steps, over_seeds=True)
+    (params_k, _), m_k = step_k(stacked, x, y, jnp.stack(perms), jnp.stack(keys), 0, 0, lrs)
+    assert m_k["loss"].shape == (3, num_steps)
     for s, ((params, _), m) in enumerate(separate):
         np.testing.assert_allclose(m_k["loss"][s], m["loss"], rtol=1e-5)
+        np.testing.assert_array_equal(m_k["correct"][s], m["correct"])
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a[s], b, rtol=1e-4, atol=1e-6), params_k, params)
     assert not np.allclose(m_k["loss"][0], m_k["loss"][1])  # each seed its own init and randomness
 
