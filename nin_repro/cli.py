@@ -514,7 +514,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app and turns every expected failure into one line + exit code."""
     _persistent_compilation_cache()
     try:
-        app(args=argv, prog_name="nin-repro", standalone_mode=False)
+        code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
+        # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.
+        if code == 130:
+            err_console.print("[red]interrupted[/red]: stopped before the run finished; run the same command again (a started run resumes)")
+            return 130
+        if isinstance(code, int) and code:
+            return code
     except NinError as e:
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code

@@ -228,3 +228,16 @@ def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 seed(s) x 8 epochs" in out and f"{8 * 24 * 64:,} training images" in out and "img/s measured here" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
+
+
+def test_an_interrupt_outside_the_training_loop_exits_130_not_0(tmp_path, monkeypatch, capsys):
+    """Typer turns a KeyboardInterrupt (e.g. Ctrl-C while the data loads) into 130; main used to drop it and exit 0."""
+    import nin_repro.reproduce as rep
+    from nin_repro.cli import main
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "reproduce", interrupted)
+    assert main(["mnist", "--smoke", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]) == 130
+    assert "interrupted" in capsys.readouterr().err
