@@ -4,6 +4,15 @@ Synthetic data on the device, the real compiled training step (optimizer, dropou
 as the recipe says) and the real evaluation function. Compile time is reported separately;
 timings synchronise with the device. FLOPs are counted from the layer shapes (docs/paper-notes.md, "Architecture"):
 a training step costs about 3x the forward pass (forward + two backward matmuls per layer).
+
+Two ceilings bound the training rate, both from the model config: compute (the device's dense
+peak / FLOPs per image) and memory (HBM bandwidth / bytes per image). The bytes: every activation
+value (the input and each conv and pool output) is touched ``TRAIN_ACCESSES`` times per training
+step when the kernels are not fused across layers (written and read back in the forward pass; its
+gradient written and read in the backward pass), ``EVAL_ACCESSES`` times per evaluation; weights
+are negligible per image at batch >= 128. Each measured rate is reported as a % of the lower one.
+For float32 the compute peak is TF32's where the device has it: JAX's default matmul precision on
+NVIDIA GPUs uses TF32 for float32 convolutions.
 """
 
 from __future__ import annotations
@@ -17,16 +26,56 @@ import jax.numpy as jnp
 from nin_repro import atomic
 from nin_repro.recipe import Recipe
 
-# Dense peak TFLOP/s by device kind (vendor datasheets), for % of peak.
+# Dense peak TFLOP/s by device kind (vendor datasheets, SXM parts), for % of peak; float32 is TF32's
+# tensor-core peak on NVIDIA parts that have one (JAX's default float32 matmul precision there).
 PEAK_TFLOPS = {
-    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.0, "float32": 67.0},
-    "NVIDIA H100": {"bfloat16": 989.0, "float32": 67.0},
-    "NVIDIA H200": {"bfloat16": 989.0, "float32": 67.0},
-    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 19.5},
-    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 19.5},
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.0, "float32": 494.7},
+    "NVIDIA H100": {"bfloat16": 989.0, "float32": 494.7},
+    "NVIDIA H200": {"bfloat16": 989.0, "float32": 494.7},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 156.0},
+    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 156.0},
     "TPU v4": {"bfloat16": 275.0, "float32": 275.0},
     "TPU v5 lite": {"bfloat16": 197.0, "float32": 197.0},
 }
+# HBM bandwidth, bytes/s (vendor datasheets).
+HBM_BYTES_PER_S = {
+    "NVIDIA H100 80GB HBM3": 3.35e12,
+    "NVIDIA H100": 3.35e12,
+    "NVIDIA H200": 4.8e12,
+    "NVIDIA A100-SXM4-80GB": 2.04e12,
+    "NVIDIA A100-SXM4-40GB": 1.56e12,
+    "TPU v4": 1.2e12,
+    "TPU v5 lite": 0.82e12,
+}
+TRAIN_ACCESSES, EVAL_ACCESSES = 4, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Roofline:
+    """What the device allows for one image of a network: FLOPs, HBM bytes, and the two ceilings."""
+
+    flops: float
+    bytes: float
+    compute_img_s: float | None  # None: peak unknown for this device
+    memory_img_s: float | None  # None: bandwidth unknown
+
+    @property
+    def ceiling_img_s(self) -> float | None:
+        known = [c for c in (self.compute_img_s, self.memory_img_s) if c]
+        return min(known) if known else None
+
+    @property
+    def bound(self) -> str:
+        if not (self.compute_img_s and self.memory_img_s):
+            return "unknown"
+        return "memory" if self.memory_img_s < self.compute_img_s else "compute"
+
+
+def roofline(model, what: str, dtype: str, peak_tflops: float | None, hbm_bytes_per_s: float | None) -> Roofline:
+    macs = model.forward_macs()
+    flops = (3 if what == "train" else 1) * 2 * macs
+    nbytes = (TRAIN_ACCESSES if what == "train" else EVAL_ACCESSES) * model.activation_elements() * jnp.dtype(dtype).itemsize
+    return Roofline(flops, nbytes, peak_tflops * 1e12 / flops if peak_tflops else None, hbm_bytes_per_s / nbytes if hbm_bytes_per_s else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +91,11 @@ class BenchResult:
     pct_of_peak: float | None
     models: int = 1  # seeds trained at once by one vmapped step; img/s and TFLOP/s are summed over them
     img_per_s_per_model: float = 0.0
+    hbm_gb_s: float = 0.0  # the HBM traffic the measured rate implies (the model's bytes per image)
+    compute_ceiling_img_s: float | None = None
+    memory_ceiling_img_s: float | None = None
+    pct_of_ceiling: float | None = None  # of the lower ceiling
+    bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
 
 
 def _time(fn, steps: int) -> float:
@@ -54,7 +108,9 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1) -> list[BenchResult]:
+def bench_recipe(
+    recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1, hbm_gb_s: float | None = None
+) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
     ``seeds=K``: the training step trains K models at once (one vmapped program; parameters and
@@ -97,16 +153,27 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
 
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
-    macs = recipe.model.forward_macs()
+    bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
     results = []
-    for what, fn, flops_per_img, models in (("train", train_once, 3 * 2 * macs, seeds), ("eval", eval_once, 2 * macs, 1)):
+    for what, fn, models in (("train", train_once, seeds), ("eval", eval_once, 1)):
+        roof = roofline(recipe.model, what, dtype, peak, bandwidth)
         t0 = time.perf_counter()
         jax.block_until_ready(fn())  # compile + first run
         compile_s = time.perf_counter() - t0
         dt = _time(fn, steps)
         ips = models * batch_size / dt
-        tflops = ips * flops_per_img / 1e12
-        results.append(BenchResult(what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None, models, ips / models))
+        tflops = ips * roof.flops / 1e12
+        ceiling = roof.ceiling_img_s
+        results.append(
+            BenchResult(
+                what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None, models, ips / models,
+                hbm_gb_s=ips * roof.bytes / 1e9,
+                compute_ceiling_img_s=roof.compute_img_s,
+                memory_ceiling_img_s=roof.memory_img_s,
+                pct_of_ceiling=100 * ips / ceiling if ceiling else None,
+                bound=roof.bound,
+            )
+        )
     return results
 
 
@@ -119,13 +186,23 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
         "models > 1: that many seeds trained by one vmapped step; img/s and TFLOP/s summed over them.",
         "",
-        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "Ceilings per image from the model config: compute = dense peak / FLOPs, memory = HBM bandwidth / bytes "
+        f"({TRAIN_ACCESSES} accesses per activation value per training step, {EVAL_ACCESSES} per evaluation; see nin_repro/bench.py); "
+        "% of ceiling is of the lower one.",
+        "",
+        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s | compute ceiling img/s | memory ceiling img/s | % of ceiling (bound) | compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def num(x, fmt=",.0f", none="n/a"):
+        return format(x, fmt) if x is not None else none
+
     for r in results:
-        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a (unknown device; pass --peak-tflops)"
+        pct = num(r.pct_of_peak, ".1f", "n/a (unknown device; pass --peak-tflops)")
         lines.append(
-            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | {r.compile_s:.1f} |"
+            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | "
+            f"{r.hbm_gb_s:,.1f} | {num(r.compute_ceiling_img_s)} | {num(r.memory_ceiling_img_s, none='n/a (pass --hbm-gb-s)')} | "
+            f"{num(r.pct_of_ceiling, '.1f')} ({r.bound}) | {r.compile_s:.1f} |"
         )
     base = next((r for r in results if r.what == "train"), None)
     if base:

@@ -280,6 +280,7 @@ def bench(
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
     steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
+    hbm_gb_s: Optional[float] = typer.Option(None, "--hbm-gb-s", help="Memory bandwidth of this device (GB/s), for the memory ceiling when it is not in our table.", show_default=False),
     seeds: list[int] = typer.Option([1], "--seeds", help="Repeatable: K models (seeds 0..K-1) trained at once by one vmapped step, e.g. --seeds 1 --seeds 5; img/s is summed over them."),
     results_dir: Path = ResultsDir,
 ) -> None:
@@ -301,7 +302,7 @@ def bench(
         for d in dtype
         for b in batch_size
         for k in seeds
-        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k)
+        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s)
         if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
     ]
     out = Path(results_dir) / "bench.md"
@@ -309,11 +310,15 @@ def bench(
     write_bench(results, out, table, prov)
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
     short = {v: k for k, v in DTYPES.items()}
-    for col in ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "compile s"):
+    for col in ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s"):
         view.add_column(col, justify="right")
     for r in results:
         pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
-        view.add_row(r.what, short.get(r.dtype, r.dtype), str(r.batch_size), str(r.models), f"{r.img_per_s:,.0f}", f"{r.img_per_s_per_model:,.0f}", f"{r.ms_per_step:.2f}", f"{r.tflops:.3f}", pct, f"{r.compile_s:.1f}")
+        ceiling = min(c for c in (r.compute_ceiling_img_s, r.memory_ceiling_img_s) if c) if (r.compute_ceiling_img_s or r.memory_ceiling_img_s) else None
+        view.add_row(
+            r.what, short.get(r.dtype, r.dtype), str(r.batch_size), str(r.models), f"{r.img_per_s:,.0f}", f"{r.img_per_s_per_model:,.0f}", f"{r.ms_per_step:.2f}",
+            f"{r.tflops:.3f}", pct, f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a", f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a", f"{r.compile_s:.1f}",
+        )
     console.print(view)
     console.print(f"[green]wrote[/green] {out}")
 

@@ -93,6 +93,18 @@ class NINConfig:
             macs += cin * self.num_classes
         return macs
 
+    def activation_elements(self) -> int:
+        """Values per image of the input and of every conv and pool output (the tensors a training
+        step writes and reads back; bench's memory ceiling)."""
+        h, w = self.input_hw
+        total = h * w * self.in_channels
+        for spec in self.blocks:
+            total += h * w * sum(spec.widths)
+            if spec.pool != "none":
+                h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+                total += h * w * spec.widths[-1]
+        return total
+
     def hidden_widths(self) -> tuple[int, ...]:
         """The hidden widths, whose narrowest decides the --smoke width factor: every conv's
         except the last block's output maps (one per class with the GAP head)."""
@@ -367,6 +379,17 @@ class ConvNetConfig:
         if self.head != "gap":
             macs += h * w * self.local_features * self.num_classes
         return macs
+
+    def activation_elements(self) -> int:
+        """Values per image of the input and of every conv, pool and locally connected output."""
+        h, w = self.input_hw
+        total = h * w * self.in_channels
+        for c in self.convs:
+            total += h * w * c.features
+            if c.pool != "none":
+                h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
+                total += h * w * c.features
+        return total + h * w * self.local_features
 
     def local_input_hw(self) -> tuple[int, int]:
         """Spatial size entering the locally connected layer (= its output size, "same" padding)."""

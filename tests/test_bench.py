@@ -44,3 +44,26 @@ def test_bench_seeds_times_one_vmapped_step_over_k_models(tmp_path):
     prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
     write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
     assert "| train | float32 | 8 | 2 |" in (tmp_path / "bench.md").read_text()
+
+
+def test_the_cifar10_roofline_from_layer_shapes():
+    """1.335 GFLOP per training image (3 x forward); activations 671,360 values per image, 4 accesses
+    of 4 bytes each per training step -> 10.7 MB; on an H100 (989 TFLOP/s bf16, 3.35 TB/s) the
+    memory ceiling is the lower one for bf16 training."""
+    from nin_repro.bench import roofline
+
+    model = load_experiment("cifar10").RECIPE.model
+    assert model.activation_elements() == 3072 + 32 * 32 * (192 + 160 + 96) + 16 * 16 * 96 + 16 * 16 * (192 * 3) + 8 * 8 * 192 + 8 * 8 * (192 + 192 + 10)
+    roof = roofline(model, "train", "float32", 494.7, 3.35e12)
+    assert roof.flops == 6 * 222_486_528 and roof.bytes == 4 * 4 * model.activation_elements()
+    bf16 = roofline(model, "train", "bfloat16", 989.0, 3.35e12)
+    assert bf16.bound == "memory" and bf16.ceiling_img_s == pytest.approx(3.35e12 / (8 * model.activation_elements()))
+    assert roofline(model, "train", "float32", None, None).bound == "unknown"
+
+
+def test_bench_reports_both_ceilings_when_the_device_is_described(tmp_path):
+    assert main(["bench", "--table", "demo", "--batch-size", "16", "--steps", "1", "--peak-tflops", "1.0", "--hbm-gb-s", "100", "--results-dir", str(tmp_path)]) == 0
+    train = next(r for r in json.loads((tmp_path / "bench.json").read_text())["results"] if r["what"] == "train")
+    lower = min(train["compute_ceiling_img_s"], train["memory_ceiling_img_s"])
+    assert train["pct_of_ceiling"] == pytest.approx(100 * train["img_per_s"] / lower)
+    assert train["bound"] == ("memory" if train["memory_ceiling_img_s"] < train["compute_ceiling_img_s"] else "compute")
