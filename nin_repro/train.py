@@ -461,7 +461,7 @@ class _Run:
         self.t_start = time.perf_counter() - self.position.wall
         self.lrs = step_lrs(self.recipe, 0, 1, self.steps_per_epoch)
         for epoch in range(self.position.epoch, self.max_epochs):
-            if self.halted():
+            if self.halted() or (self.plateau and self.plateau.done):  # a restored run may be over already
                 break
             self.run_epoch(epoch, progress)
             last = self.end_epoch(epoch, progress, eval_every)

@@ -326,3 +326,14 @@ def test_whole_epoch_as_one_compiled_loop_equals_step_by_step(tmp_path):
     b = train_and_evaluate(recipe, data, tmp_path / "b", seed=0, chunk_steps=8)
     assert a.steps == b.steps == 16
     assert a.test_loss == pytest.approx(b.test_loss, rel=1e-4)
+
+
+def test_a_finished_plateau_run_run_again_trains_nothing_more(tmp_path):
+    # The plateau rule ends this run early (LR 0: no gain, patience 1, no drops left); running it
+    # again restores the finished run and must not train another epoch.
+    recipe = tiny_recipe(schedule="plateau", plateau_patience=1, plateau_drops=0, plateau_max_epochs=10, base_lr=0.0, epochs=None)
+    first = train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0)
+    again = train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0)
+    assert first.steps < 10 * 8 and again.steps == first.steps
+    assert again.test_error == first.test_error
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == first.steps // 8
