@@ -58,6 +58,9 @@ class NINConfig:
     aux_weight: float = 0.3
 
     def __post_init__(self):
+        for rate in [b.dropout for b in self.blocks] + [self.head_dropout]:
+            if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+                raise ValueError(f"a dropout rate must be in [0, 1), got {rate!r}")
         if self.aux_after is not None and not 0 <= self.aux_after < len(self.blocks) - 1:
             raise ValueError(f"aux_after must name a block before the last (0..{len(self.blocks) - 2}), got {self.aux_after}")
         if self.head not in HEADS:

@@ -82,29 +82,46 @@ def parse_assignment(assignment: str) -> tuple[list[str], str]:
     return key.strip().split("."), raw.strip()
 
 
-def _coerce(raw: str, current, what: str):
-    """Parse ``raw`` as the type of the field's current value."""
+def _field_types(cls) -> dict:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def _coerce(raw: str, annotation, what: str):
+    """Parse ``raw`` as the field's declared type (``float | None``, ``tuple[int, ...]`` ...)."""
+    import types
+    import typing
+
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if raw.strip().lower() == "none" and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(annotation) or annotation
+    name = getattr(origin, "__name__", str(origin))
     try:
-        if isinstance(current, bool):
+        if annotation is bool:
             if raw.lower() in ("true", "1", "yes"):
                 return True
             if raw.lower() in ("false", "0", "no"):
                 return False
             raise ValueError(raw)
-        if isinstance(current, int) and not isinstance(current, bool):
-            return int(raw)
-        if isinstance(current, float) or current is None and raw.replace(".", "", 1).replace("e-", "", 1).isdigit():
+        if annotation is int:
+            value = float(raw)
+            if not value.is_integer():
+                raise ValueError(raw)
+            return int(value)
+        if annotation is float:
             return float(raw)
-        if isinstance(current, tuple):
+        if origin is tuple:
             value = json.loads(raw)
             if not isinstance(value, list):
                 raise ValueError(raw)
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
-        if current is None and raw.lower() == "none":
-            return None
         return raw
     except ValueError:
-        raise UsageError(f"--set {what}={raw}: not a valid {type(current).__name__} (current value {current!r})") from None
+        raise UsageError(f"--set {what}={raw}: not a valid {name}") from None
 
 
 def apply_set(recipe: Recipe, assignments: tuple[str, ...]) -> Recipe:
@@ -116,13 +133,13 @@ def apply_set(recipe: Recipe, assignments: tuple[str, ...]) -> Recipe:
             fields = {f.name for f in dataclasses.fields(recipe)}
             if path[0] not in fields:
                 raise UsageError(f"--set {what}: no such recipe field; fields: {', '.join(sorted(fields))}")
-            recipe = dataclasses.replace(recipe, **{path[0]: _coerce(raw, getattr(recipe, path[0]), what)})
+            recipe = dataclasses.replace(recipe, **{path[0]: _coerce(raw, _field_types(Recipe)[path[0]], what)})
         elif len(path) == 2 and path[0] == "model":
             fields = {f.name for f in dataclasses.fields(recipe.model)} - {"blocks", "convs"}
             if path[1] not in fields:
                 raise UsageError(f"--set {what}: no such model field; fields: {', '.join(sorted(fields))}")
             try:
-                model = dataclasses.replace(recipe.model, **{path[1]: _coerce(raw, getattr(recipe.model, path[1]), what)})
+                model = dataclasses.replace(recipe.model, **{path[1]: _coerce(raw, _field_types(type(recipe.model))[path[1]], what)})
             except ValueError as e:
                 raise UsageError(f"--set {what}={raw}: {e}") from None
             recipe = dataclasses.replace(recipe, model=model)

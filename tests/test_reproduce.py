@@ -75,3 +75,32 @@ def test_paper_schedule_keeps_the_bias_lr_at_each_drop_the_caffe_solver_does_not
     assert paper.lr_factor(200 * spe, spe) == pytest.approx(0.1) and paper.bias_lr_factor(200 * spe, spe) == 1.0
     caffe, _ = apply_options(RECIPE, Options(schedule="caffe"))
     assert caffe.bias_lr_factor(100_000, spe) == pytest.approx(0.1)
+
+
+def test_set_coerces_by_the_declared_field_type():
+    r = apply_set(RECIPE, ("epochs=1e3", "train_subset=1000", "warmup_epochs=2", "epochs=none"))
+    assert r.epochs is None and r.train_subset == 1000 and isinstance(r.train_subset, int) and r.warmup_epochs == 2.0
+    assert apply_set(RECIPE, ("epochs=1e3",)).epochs == 1000.0
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("batch_size=-5", "batch_size must be a whole number >= 1"),
+        ("batch_size=0", "batch_size must be a whole number >= 1"),
+        ("batch_size=1.5", "not a valid int"),
+        ("epochs=-1", "epochs must be a finite number > 0"),
+        ("epochs=nan", "epochs must be a finite number > 0"),
+        ("warmup_epochs=inf", "warmup_epochs must be a finite number >= 0"),
+        ("model.head_dropout=1.5", "dropout rate must be in"),
+        ("dead_steps=0", "dead_steps must be a whole number >= 1"),
+        ("seeds=[0,0]", "seeds must not repeat"),
+        ("seeds=[]", "seeds must be a non-empty list"),
+        ('seeds=["a"]', "seeds must be a non-empty list"),
+        ("paper_phases=[]", "paper_phases must be a non-empty list"),
+        ("paper_phases=[[0.25]]", "paper_phases must be a non-empty list"),
+    ],
+)
+def test_every_field_is_checked_after_overrides(assignment, message):
+    with pytest.raises(UsageError, match=message):
+        apply_set(RECIPE, (assignment,))
