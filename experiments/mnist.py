@@ -1,12 +1,20 @@
 """Table 4 of Lin, Chen & Yan (ICLR 2014): test error on MNIST.
 
-Command: ``nin-repro mnist`` (1 row x 3 seeds; run it on a GPU).
+Command: ``nin-repro mnist`` (2 rows x 3 seeds; run it on a GPU).
 
-Recipe: the paper's MNIST network (mavenlin/cuda-convnet ``NIN/mnist_def``, docs/paper-notes.md, 'Architecture'):
-96-64-48 / 128-96-48 / 128-96-10 (5x5 convs, pad 2), max pool 3x3/2 (28 -> 14 -> 7), dropout 0.5
-after blocks 1 and 2, 7x7 global average pool (349,674 parameters); pixels scaled to [0, 1], no
-augmentation; the CIFAR-10 optimizer settings (cuda-convnet uses the same eps/wc for MNIST).
-No MNIST schedule was published ("coming soon"): ours is the CIFAR-10 one.
+Row 1, the recipe as published: the paper's MNIST network (mavenlin/cuda-convnet ``NIN/mnist_def``;
+docs/paper-notes.md, 'Architecture'): 96-64-48 / 128-96-48 / 128-96-10 (5x5 convs, pad 2), max pool
+3x3/2 (28 -> 14 -> 7), dropout 0.5 after blocks 1 and 2, ReLU after cccp6, 7x7 global average pool
+(349,674 parameters), N(0, 0.05) in every layer; the CIFAR-10 optimizer settings (``NIN/mnist_params``
+has the same epsW/epsB/wc/coeff); input: [0, 1] pixels minus the per-pixel training mean, the
+author's ``MnistDataProvider`` on pylearn2's MNIST (docs/paper-notes.md, 'MNIST input'; 0-255
+pixels is the other reading, measured in ``init-study``). No MNIST schedule was published ("coming
+soon"): ours is the CIFAR-10 one. This recipe stalls on most seeds (results/init-study.md): each
+seed is retried up to 3 times and the row says how it went.
+
+Row 2, the recipe with our departure: the smallest change we measured that makes the net learn
+on real digits (results/init-study.md): standardized pixels, He-normal init, no ReLU after cccp6
+and Adam (LR 0.003, decoupled weight decay 1e-4) instead of SGD; everything else as row 1.
 """
 
 import dataclasses
@@ -30,12 +38,30 @@ MODEL = NINConfig(
 PUBLISHED = dataclasses.replace(
     CIFAR10_RECIPE,
     dataset="mnist",
-    preprocess="scale01",
+    preprocess="pixel_mean01",  # MnistDataProvider (Python/convdata.py, lines 60-71) on pylearn2's [0, 1] MNIST
     model=MODEL,
     ours=CIFAR10_RECIPE.ours[:2]
     + (
         "schedule: the CIFAR-10 one (200 + 30 + 30 epochs); none was published for MNIST",
-        "init N(0, 0.05) in every layer as for CIFAR-10 (the mnist_def values were not re-checked; unverified)",
+        "input: [0, 1] pixels minus their per-pixel training mean, our reading of the author's README and data provider "
+        "(unverified: 0-255 pixels minus the mean is the other reading)",
+        "trained on all 60k training images (maxout held out 10k for validation)",
+    ),
+)
+
+# [ours] The departure (results/init-study.md): single changes (warm-up, LR / 10 for the first epoch,
+# cccp6 std 0.005, He init, no final ReLU, LR 0.01) left most of 8 seeds stalled or unlearned.
+DEPARTURE = dataclasses.replace(
+    PUBLISHED,
+    preprocess="standardize",
+    model=MODEL.with_he_init(final_relu=False),
+    optimizer="adam",
+    base_lr=0.003,
+    classifier_lr_mult=1.0,
+    ours=PUBLISHED.ours[:3]
+    + (
+        "[ours, departs from the paper] standardized pixels, He-normal init, no ReLU after cccp6, Adam (LR 0.003, "
+        "decoupled weight decay 1e-4) instead of SGD: the smallest change measured to learn on real digits (results/init-study.md)",
         "trained on all 60k training images (maxout held out 10k for validation)",
     ),
 )
@@ -50,15 +76,21 @@ TABLE = Table(
         PaperRow("2-Layer CNN + 2-Layer NN", 0.53, "[11] Zeiler & Fergus 2013"),
         PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013"),
         PaperRow("NIN + Dropout", 0.47, "this paper", variant="nin_dropout"),
+        PaperRow("NIN + Dropout, with our departure (not the paper's recipe)", 0.47, "this paper's number; recipe changed by us", variant="nin_dropout_ours"),
         PaperRow("Conv. maxout + Dropout", 0.45, "[8] Goodfellow et al. 2013"),
     ),
-    variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE),),
+    variants=(
+        Variant("nin_dropout", "NIN + Dropout", PUBLISHED),
+        Variant("nin_dropout_ours", "NIN + Dropout, with our departure [ours]", DEPARTURE),
+    ),
     tolerance_pp=0.1,
     notes=(
         "Tolerance +-0.1 pp is ours.",
         "The paper's own note: NIN does not beat conv. maxout + dropout on MNIST.",
-        "With [0, 1] pixels and N(0, 0.05) init the last layer is known to die at LR 0.1 (docs/paper-notes.md, 'The dead last layer'); "
-        "the run stops and says so instead of reporting a number.",
+        "With N(0, 0.05) init the class maps start tiny and die at LR 0.1 (docs/paper-notes.md, 'The dead last layer'): "
+        "a stalled seed is retried from a fresh initialisation, 3 attempts in all, and the row says how many it took.",
+        "The second row departs from the paper (standardized input, He init, no final ReLU, Adam): it is ours, "
+        "shown so the table has a number that learned; compare it with the paper's with that in mind.",
     ),
     class_names=DIGIT_CLASSES,
 )

@@ -90,11 +90,14 @@ def run_study(
     progress=None,
 ) -> tuple[Path, Path]:
     study = load_experiment("init_study")
-    rows, started = [], time.perf_counter()
+    unknown = [k for k in only if k not in {key for key, *_ in study.VARIANTS}]
+    if unknown:
+        from nin_repro.errors import UsageError
+
+        raise UsageError(f"--only {unknown[0]}: no such variant; variants: {', '.join(k for k, *_ in study.VARIANTS)}")
+    rows, scales, started = [], {}, time.perf_counter()
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     for key, group, what, recipe in study.VARIANTS:
-        if only and key not in only:
-            continue
         recipe = scaled(recipe, width, epochs)
         if seeds is not None:
             recipe = dataclasses.replace(recipe, seeds=tuple(range(seeds)))
@@ -102,7 +105,14 @@ def run_study(
         if data_key not in prepared:
             prepared[data_key] = prepare(load_table_data(recipe, Options()), recipe, workdir / "init-study")
         data, _ = prepared[data_key]
-        scale = signal_scale(recipe, data.x_train[:128])
+        # Every variant's signal scale (cheap); training only for those asked for.
+        scales[key] = {
+            **signal_scale(recipe, data.x_train[:128]),
+            # What a cuda-convnet data provider would subtract next (its batches' data_mean).
+            "max_abs_train_mean": float(np.abs(data.x_train.mean(axis=0)).max()),
+        }
+        if only and key not in only:
+            continue
         opts = Options(parallel_seeds=parallel)
         groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
         t0, runs = time.perf_counter(), []
@@ -121,15 +131,10 @@ def run_study(
                 "epochs": runs[0].epochs,
                 "dead_steps": recipe.dead_steps,
                 "stall_epochs": recipe.stall_epochs,
-                "signal_scale": scale,
                 "seeds": [dataclasses.asdict(o) | {"learned": o.learned} for o in outcomes],
                 "wall_s": time.perf_counter() - t0,
             }
         )
-    if not rows:
-        from nin_repro.errors import UsageError
-
-        raise UsageError(f"--only matched no variant; variants: {', '.join(k for k, *_ in study.VARIANTS)}")
     shortened = seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
     record = {
         "study": "init-study",
@@ -137,6 +142,8 @@ def run_study(
         "shortened": f"seeds={seeds}, epochs={epochs}, width x{width}" if shortened else None,
         "learned_below_pct": LEARNED_BELOW_PCT,
         "variants": rows,
+        "signal_scale": scales,
+        "changes": {key: what for key, _, what, _ in study.VARIANTS},
         "wall_s": time.perf_counter() - started,
         "provenance": provenance(),
     }
@@ -186,14 +193,19 @@ def render(record: dict) -> str:
         f"*learned*: final test error below {record['learned_below_pct']:g} % (chance is 90 %). *flag agrees*: stalled "
         "and did not learn, or not stalled and learned.",
         "",
-        "## Signal scale at initialisation (seed 0, 128 training images, std)",
+        "## Signal scale at initialisation (seed 0, 128 training images, std), every variant",
         "",
-        "| variant | input | " + " | ".join(k for k in record["variants"][0]["signal_scale"] if k != "input") + " |",
-        "|---|---|" + "---|" * (len(record["variants"][0]["signal_scale"]) - 1),
     ]
-    for v in record["variants"]:
-        sc = v["signal_scale"]
-        lines.append(f"| `{v['key']}` | " + " | ".join(f"{x:.3g}" for x in sc.values()) + " |")
+    first = next(iter(record["signal_scale"].values()))
+    names = [k for k in first if k not in ("input", "max_abs_train_mean")]
+    lines += [
+        "| variant | change | input | " + " | ".join(names) + " | max abs per-pixel training mean |",
+        "|---|---|---|" + "---|" * (len(names) + 1),
+    ]
+    for key, sc in record["signal_scale"].items():
+        lines.append(
+            f"| `{key}` | {record['changes'][key]} | {sc['input']:.3g} | " + " | ".join(f"{sc[n]:.3g}" for n in names) + f" | {sc['max_abs_train_mean']:.3g} |"
+        )
     lines += ["", "## Per seed", ""]
     for v in record["variants"]:
         lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
