@@ -7,13 +7,36 @@ the tables and figures, total wall time and the devices used. Every table comman
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from nin_repro import atomic
 from nin_repro.results import format_duration, format_mean_std
 
 
+VARIANT_FIELDS = {"method": str, "errors_pct": list, "seeds": list, "epochs": (int, float), "planned_epochs": (int, float)}
+
+
+def table_problem(data: dict) -> str | None:
+    """Why a results JSON that looks like a table cannot be summarised (None: it can)."""
+    table = data.get("table")
+    if not isinstance(table, dict) or not isinstance(table.get("title"), str):
+        return "'table' has no title"
+    if not isinstance(data.get("variants"), list) or not data["variants"]:
+        return "no variants"
+    for v in data["variants"]:
+        if not isinstance(v, dict):
+            return "a variant is not an object"
+        for name, kind in VARIANT_FIELDS.items():
+            if not isinstance(v.get(name), kind):
+                return f"a variant's {name!r} is missing or mistyped"
+        if not all(isinstance(e, (int, float)) for e in v["errors_pct"]):
+            return "a variant's errors_pct holds a non-number"
+    return None
+
+
 def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
+    """The table records in ``results_dir``; a damaged or foreign one is skipped with a warning."""
     tables = []
     for path in sorted(results_dir.glob("*.json")):
         try:
@@ -21,6 +44,10 @@ def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
         except (OSError, ValueError):
             continue  # not ours or being replaced; the table's own file says what it is
         if isinstance(data, dict) and "table" in data and "variants" in data:
+            problem = table_problem(data)
+            if problem:
+                print(f"warning: {path} skipped in the summary: {problem} (rerun its table command to rewrite it)", file=sys.stderr)
+                continue
             tables.append((path, data))
     return tables
 

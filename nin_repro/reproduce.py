@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -270,12 +271,9 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
     """Train every variant of ``table`` for every seed and write its results table."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
-    # Fail before hours of training, not after: both folders must be creatable.
-    for what, folder in (("--results-dir", Path(opts.results_dir)), ("--workdir", table_dir)):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"cannot create {what} {folder}: {e.strerror or e} (choose a folder you can write)") from None
+    check_folders(opts, table_dir)
+    for variant in table.variants:  # every recipe valid (dataset names too) before any training
+        check_dataset(apply_options(variant.recipe, opts)[0])
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     results: list[VariantResult] = []
     for variant in table.variants:
@@ -318,6 +316,29 @@ def stalled_seeds(table_json: Path) -> list[str]:
     """"<variant>: seed(s) 1, 2" for each variant of a written table with seeds that stalled every time."""
     variants = json.loads(Path(table_json).read_text())["variants"]
     return [f"{v['key']}: seed(s) {', '.join(map(str, v['stalled_seeds']))}" for v in variants if v.get("stalled_seeds")]
+
+
+def check_folders(opts: Options, table_dir: Path) -> None:
+    """Fail before hours of training, not after: both folders writable, and a --workdir path that
+    orbax can use (tensorstore reads '[' and ']' in a checkpoint path as a pattern)."""
+    if any(c in str(Path(opts.workdir).resolve()) for c in "[]"):
+        raise UsageError(f"--workdir {opts.workdir} contains '[' or ']', which the checkpoint library reads as a pattern: choose a path without them")
+    for what, folder in (("--results-dir", Path(opts.results_dir)), ("--workdir", table_dir)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as e:
+            raise UsageError(f"cannot write to {what} {folder}: {e.strerror or e} (choose a folder you can write)") from None
+
+
+def check_dataset(recipe: Recipe) -> None:
+    """A dataset name is one we can load (also keeps --set dataset=../x from naming paths)."""
+    from nin_repro.data.digits import NAMES as DIGITS
+
+    known = (*DATASETS, *DIGITS, "synthetic")
+    if recipe.dataset not in known:
+        raise UsageError(f"unknown dataset {recipe.dataset!r}: choose one of {', '.join(known)}")
 
 
 def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
@@ -490,6 +511,12 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
         pre_path = record["preprocess"]["path"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"{path} is not a readable run record ({type(e).__name__}: {e}); run the table command again to rewrite it") from None
+    expected = record["preprocess"].get("sha256")
+    if expected and Path(pre_path).is_file() and sha256_file(Path(pre_path)) != expected:
+        raise UsageError(
+            f"{pre_path} changed since {run_dir} was trained (sha256 differs from run.json's): its numbers would not be the run's; "
+            "train the run again, or restore the preprocessing file"
+        )
     pre = Preprocessor.load(pre_path)
     return record, recipe, pre
 

@@ -241,3 +241,35 @@ def test_an_interrupt_outside_the_training_loop_exits_130_not_0(tmp_path, monkey
     monkeypatch.setattr(rep, "reproduce", interrupted)
     assert main(["mnist", "--smoke", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_help_works_without_a_home_directory(monkeypatch, capsys):
+    from pathlib import Path
+
+    from nin_repro.cli import main
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    for var in ("HOME", "NIN_REPRO_CACHE", "XDG_CACHE_HOME", "JAX_COMPILATION_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    assert main(["--help"]) == 0
+    assert "init-study" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_run_whose_preprocessing_file_changed(smoke_cifar10, tmp_path, capsys):
+    import shutil
+
+    variant = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout")
+    run = tmp_path / "run"
+    shutil.copytree(variant["run_dirs"][0], run, ignore=shutil.ignore_patterns("checkpoints"))
+    record = json.loads((run / "run.json").read_text())
+    pre = tmp_path / "pre.npz"
+    shutil.copy(record["preprocess"]["path"], pre)
+    record["preprocess"]["path"] = str(pre)
+    (run / "run.json").write_text(json.dumps(record))
+    assert main(["eval", str(run)]) == 0  # an exact copy evaluates
+    pre.write_bytes(pre.read_bytes() + b"\0")
+    assert main(["eval", str(run)]) == 2
+    assert "changed since" in capsys.readouterr().err

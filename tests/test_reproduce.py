@@ -104,3 +104,20 @@ def test_set_coerces_by_the_declared_field_type():
 def test_every_field_is_checked_after_overrides(assignment, message):
     with pytest.raises(UsageError, match=message):
         apply_set(RECIPE, (assignment,))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(workdir="runs[1]"), "contains '\\[' or '\\]'"),
+        (dict(overrides=("dataset=../../x",)), "unknown dataset '../../x'"),
+    ],
+)
+def test_bad_folders_and_dataset_names_are_refused_before_training(tmp_path, monkeypatch, options, message):
+    import nin_repro.reproduce as rep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(rep, "load_table_data", lambda *a: pytest.fail("data was loaded"))
+    table = load_experiment("mnist").TABLE
+    with pytest.raises(UsageError, match=message):
+        rep.reproduce(table, Options(results_dir=tmp_path / "r", smoke=True, **{"workdir": tmp_path / "w", **options}))

@@ -196,3 +196,20 @@ def test_provenance_never_raises(monkeypatch):
 
     monkeypatch.setattr(R.subprocess, "run", boom)
     assert R.provenance()["commit"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"table": "x", "variants": []},
+        {"table": {"title": "T"}, "variants": [{"method": "m"}]},
+        {"table": {"title": "T"}, "variants": [{"method": "m", "errors_pct": ["a"], "seeds": [0], "epochs": 1, "planned_epochs": 1}]},
+    ],
+)
+def test_report_skips_a_damaged_table_json_with_a_warning(tmp_path, capsys, record):
+    from nin_repro.cli import main
+
+    (tmp_path / "stray.json").write_text(json.dumps(record))
+    assert main(["report", "--results-dir", str(tmp_path)]) == 0
+    assert "stray.json skipped in the summary" in capsys.readouterr().err
+    assert "no table has been run yet" in (tmp_path / "README.md").read_text()

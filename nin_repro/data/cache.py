@@ -30,12 +30,19 @@ class BadCacheWarning(UserWarning):
 
 
 def default_cache_dir() -> Path:
-    """``$NIN_REPRO_CACHE``, else ``$XDG_CACHE_HOME/nin-repro``, else ``~/.cache/nin-repro``."""
+    """``$NIN_REPRO_CACHE``, else ``$XDG_CACHE_HOME/nin-repro``, else ``~/.cache/nin-repro`` (a per-user
+    folder in the temp dir when there is no home directory)."""
     if os.environ.get("NIN_REPRO_CACHE"):
         return Path(os.environ["NIN_REPRO_CACHE"]).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "nin-repro"
+    if xdg:
+        return Path(xdg).expanduser() / "nin-repro"
+    try:
+        return Path.home() / ".cache" / "nin-repro"
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry (some containers): a per-user temp folder
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / f"nin-repro-cache-{os.getuid()}"
 
 
 def cache_paths(cache_dir: str | Path, name: str) -> tuple[Path, Path]:
