@@ -52,9 +52,7 @@ _CNN_OURS = (
     "200 + 30 + 30 epochs, but base LR 0.01 and no 0.1x multiplier on the classifier",
 ) + RECIPE.ours[:2]  # data order and inverted dropout, as for NIN
 CNN_FC = dataclasses.replace(RECIPE, model=conv_local_cifar10("fc"), base_lr=0.01, classifier_lr_mult=1.0, ours=_CNN_OURS)
-CNN_FC_DROPOUT = dataclasses.replace(
-    CNN_FC, model=conv_local_cifar10("fc_dropout"), ours=_CNN_OURS + ("dropout 0.5 on the local layer's output, before the FC layer",)
-)
+CNN_FC_DROPOUT = dataclasses.replace(CNN_FC, model=conv_local_cifar10("fc_dropout"), ours=_CNN_OURS + ("dropout 0.5 on the local layer's output, before the FC layer",))
 CNN_GAP = dataclasses.replace(
     CNN_FC,
     model=conv_local_cifar10("gap"),
@@ -95,8 +93,7 @@ TABLE = Table(
             "order",
             ("nin_gap", "nin_fc_dropout", "nin_fc"),
             "NIN: GAP < FC + Dropout < FC",
-            "Global average pooling gives the lowest test error of the three NIN heads; the FC layer without dropout "
-            "the highest (paraphrase of Table 5)",
+            "Global average pooling gives the lowest test error of the three NIN heads; the FC layer without dropout the highest (paraphrase of Table 5)",
             "Table 5 [R]",
         ),
         Claim(
@@ -111,8 +108,7 @@ TABLE = Table(
             "order",
             ("cnn_fc_dropout", "cnn_gap"),
             "CNN: FC + Dropout < GAP",
-            "Dropout before the FC layer regularizes slightly better than GAP in the conventional CNN "
-            "(the paper's numbers, 15.99 vs 16.46; the 15.99 is quoted, not re-run)",
+            "Dropout before the FC layer regularizes slightly better than GAP in the conventional CNN (the paper's numbers, 15.99 vs 16.46; the 15.99 is quoted, not re-run)",
             "Sec. 4.6 [R]",
         ),
     ),

@@ -18,10 +18,7 @@ from nin_repro.recipe import Table, Variant
 from . import demo
 from .cifar10 import RECIPE
 
-BF16_OURS = (
-    "bf16 compute (not in the paper): convolutions and matrix products in bfloat16; parameters, optimizer state, "
-    "logits and loss in float32",
-)
+BF16_OURS = ("bf16 compute (not in the paper): convolutions and matrix products in bfloat16; parameters, optimizer state, logits and loss in float32",)
 
 
 def in_bf16(recipe):

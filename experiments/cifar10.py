@@ -78,8 +78,7 @@ TABLE = Table(
     notes=(
         "Tolerance +-0.6 pp is ours: the band in which the author's own code and faithful ports land (docs/paper-notes.md, 'Public reimplementations').",
         "The paper's numbers come from a secondary summary of the paper ([S]); the citations' reference numbers are the paper's [R].",
-        "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); "
-        "the run stops with a message instead of reporting it.",
+        "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); the run stops with a message instead of reporting it.",
     ),
     class_names=CIFAR10_CLASSES,
 )

@@ -28,8 +28,7 @@ RECIPE = dataclasses.replace(
     base_lr=0.02,
     weight_decay=5e-4,
     classifier_lr_mult=1.0,
-    ours=CIFAR10_RECIPE.ours
-    + ("schedule: the CIFAR-10 one (200 + 30 + 30 epochs); the author's README says only 'the rest is the same'",),
+    ours=CIFAR10_RECIPE.ours + ("schedule: the CIFAR-10 one (200 + 30 + 30 epochs); the author's README says only 'the rest is the same'",),
 )
 
 TABLE = Table(

@@ -61,9 +61,31 @@ VARIANTS: tuple[tuple[str, str, str, Recipe], ...] = (
     ),
     ("pixel_mean_lr_0.01", "departure", "LR 0.01 throughout (the published 0.1 / 10)", _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, base_lr=0.01)),
     ("pixel_mean01_lr_0.01", "departure", "[0, 1] pixels minus the mean, LR 0.01 throughout", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean01", base_lr=0.01)),
-    ("scale01_he_lr_0.01", "two changes", "pixels / 255, He-normal init, LR 0.01", _first_epochs(MNIST_PUBLISHED, preprocess="scale01", base_lr=0.01, model=MNIST_PUBLISHED.model.with_he_init(final_relu=True))),
-    ("pixel_mean_no_final_relu_lr_0.01", "two changes", "no ReLU after cccp6, LR 0.01", _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, base_lr=0.01, model=_model(MNIST_PUBLISHED, final_relu=False))),
-    ("standardize_he_no_final_relu_lr_0.01", "more changes", "standardized pixels, He-normal init, no ReLU after cccp6, LR 0.01", _first_epochs(MNIST_PUBLISHED, preprocess="standardize", base_lr=0.01, model=MNIST_PUBLISHED.model.with_he_init(final_relu=False))),
-    ("standardize_he_no_final_relu_adam", "more changes", "standardized pixels, He-normal init, no ReLU after cccp6, Adam 0.003 (the demo's recipe at full width)", _first_epochs(MNIST_PUBLISHED, preprocess="standardize", optimizer="adam", base_lr=0.003, classifier_lr_mult=1.0, model=MNIST_PUBLISHED.model.with_he_init(final_relu=False))),
+    (
+        "scale01_he_lr_0.01",
+        "two changes",
+        "pixels / 255, He-normal init, LR 0.01",
+        _first_epochs(MNIST_PUBLISHED, preprocess="scale01", base_lr=0.01, model=MNIST_PUBLISHED.model.with_he_init(final_relu=True)),
+    ),
+    (
+        "pixel_mean_no_final_relu_lr_0.01",
+        "two changes",
+        "no ReLU after cccp6, LR 0.01",
+        _first_epochs(MNIST_PUBLISHED, preprocess=AUTHOR_INPUT, base_lr=0.01, model=_model(MNIST_PUBLISHED, final_relu=False)),
+    ),
+    (
+        "standardize_he_no_final_relu_lr_0.01",
+        "more changes",
+        "standardized pixels, He-normal init, no ReLU after cccp6, LR 0.01",
+        _first_epochs(MNIST_PUBLISHED, preprocess="standardize", base_lr=0.01, model=MNIST_PUBLISHED.model.with_he_init(final_relu=False)),
+    ),
+    (
+        "standardize_he_no_final_relu_adam",
+        "more changes",
+        "standardized pixels, He-normal init, no ReLU after cccp6, Adam 0.003 (the demo's recipe at full width)",
+        _first_epochs(
+            MNIST_PUBLISHED, preprocess="standardize", optimizer="adam", base_lr=0.003, classifier_lr_mult=1.0, model=MNIST_PUBLISHED.model.with_he_init(final_relu=False)
+        ),
+    ),
     ("cifar10_gcn_zca", "cifar10", "the CIFAR-10 recipe (GCN 55 + ZCA 0.1) on the digits as 32x32x3 (a proxy)", _first_epochs(CIFAR10_RECIPE, dataset="digits5k_rgb32")),
 )

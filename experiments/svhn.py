@@ -57,8 +57,7 @@ RECIPE = dataclasses.replace(
     plateau_patience=3,
     plateau_max_epochs=60,
     ours=(
-        "schedule: 40 epochs, 30 at LR 0.1, 5 at 0.01, 5 at 0.001 (the CIFAR-10 200/30/30 shape shortened; "
-        "no SVHN schedule was published)",
+        "schedule: 40 epochs, 30 at LR 0.1, 5 at 0.01, 5 at 0.001 (the CIFAR-10 200/30/30 shape shortened; no SVHN schedule was published)",
         "init N(0, 0.05) in every layer as for CIFAR-10 (svhn_def's initW values were not re-checked; unverified)",
         "each epoch is a fresh permutation of the 598,388 training images; dropout is inverted "
         "(scaled at training time; cuda-convnet scales at test time, the same in expectation)",
@@ -84,14 +83,12 @@ TABLE = Table(
     variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE),),
     tolerance_pp=0.3,
     notes=(
-        "Tolerance +-0.3 pp is ours: SVHN errors sit within a few tenths of each other (maxout 2.47, NIN 2.35), "
-        "and the schedule is ours.",
+        "Tolerance +-0.3 pp is ours: SVHN errors sit within a few tenths of each other (maxout 2.47, NIN 2.35), and the schedule is ours.",
         "The row order follows the secondary summary and may differ from the paper's (docs/paper-notes.md, 'Paper tables').",
         "Training set: train + extra less 6,000 validation images (598,388); test: the 26,032 test images (docs/paper-notes.md, 'Preprocessing').",
         "Preprocessing: GCN (scale 1) + LeCun LCN (7x7 Gaussian, sigma 2) on all three channels, as the maxout-era "
         "pylearn2 code; pylearn2's later code normalizes only channel 0 (an indentation bug, docs/paper-notes.md, 'Preprocessing').",
-        "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); "
-        "the run stops with a message instead of reporting it.",
+        "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); the run stops with a message instead of reporting it.",
     ),
     class_names=DIGIT_CLASSES,
 )

@@ -108,9 +108,7 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_recipe(
-    recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1, hbm_gb_s: float | None = None
-) -> list[BenchResult]:
+def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1, hbm_gb_s: float | None = None) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
     ``seeds=K``: the training step trains K models at once (one vmapped program; parameters and
@@ -166,7 +164,17 @@ def bench_recipe(
         ceiling = roof.ceiling_img_s
         results.append(
             BenchResult(
-                what, dtype, batch_size, steps, compile_s, 1e3 * dt, ips, tflops, 100 * tflops / peak if peak else None, models, ips / models,
+                what,
+                dtype,
+                batch_size,
+                steps,
+                compile_s,
+                1e3 * dt,
+                ips,
+                tflops,
+                100 * tflops / peak if peak else None,
+                models,
+                ips / models,
                 hbm_gb_s=ips * roof.bytes / 1e9,
                 compute_ceiling_img_s=roof.compute_img_s,
                 memory_ceiling_img_s=roof.memory_img_s,
@@ -190,7 +198,8 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         f"({TRAIN_ACCESSES} accesses per activation value per training step, {EVAL_ACCESSES} per evaluation; see nin_repro/bench.py); "
         "% of ceiling is of the lower one.",
         "",
-        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s | compute ceiling img/s | memory ceiling img/s | % of ceiling (bound) | compile (s) |",
+        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s "
+        "| compute ceiling img/s | memory ceiling img/s | % of ceiling (bound) | compile (s) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 

@@ -42,12 +42,13 @@ Download = typer.Option(True, "--download/--no-download", help="Download through
 Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few steps: checks the pipeline in under a minute. Writes to results/smoke/.")
 Warmup = typer.Option(None, "--warmup-epochs", help="[ours, departs from the paper] Linear LR warm-up over N epochs.", show_default=False)
 SetOpt = typer.Option(None, "--set", help="Override any recipe field, e.g. --set base_lr=0.05 --set model.head=fc (recorded and marked in the row).", show_default=False)
-CkptEvery = typer.Option(10.0, "--checkpoint-every", help="Minutes between checkpoints at epoch boundaries (also at the end and on SIGTERM/SIGINT). Re-running the same command resumes.")
+CkptEvery = typer.Option(
+    10.0, "--checkpoint-every", help="Minutes between checkpoints at epoch boundaries (also at the end and on SIGTERM/SIGINT). Re-running the same command resumes."
+)
 ParallelSeeds = typer.Option(
     None,
     "--parallel-seeds/--no-parallel-seeds",
-    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). "
-    "Resuming needs the same choice as the interrupted run.",
+    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). Resuming needs the same choice as the interrupted run.",
     show_default=False,
 )
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
@@ -170,7 +171,9 @@ def _register_table(name: str, help_text: str) -> None:
 
 @app.callback()
 def _root(
-    distributed: bool = typer.Option(False, "--distributed", help="Several hosts: join them with jax.distributed.initialize() before anything else (README, 'Several devices and several hosts')."),
+    distributed: bool = typer.Option(
+        False, "--distributed", help="Several hosts: join them with jax.distributed.initialize() before anything else (README, 'Several devices and several hosts')."
+    ),
 ) -> None:
     if distributed:
         import jax
@@ -234,7 +237,12 @@ def data_where(dataset: Optional[str] = typer.Argument(None), data_dir: Optional
 
 
 @data_app.command("download")
-def data_download(dataset: str = typer.Argument(..., help="cifar10, cifar100, mnist, ..."), data_dir: Optional[Path] = DataDir, cache_dir: Optional[Path] = CacheDir, tfds_data_dir: Optional[Path] = TfdsDir) -> None:
+def data_download(
+    dataset: str = typer.Argument(..., help="cifar10, cifar100, mnist, ..."),
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    tfds_data_dir: Optional[Path] = TfdsDir,
+) -> None:
     """Fetch and convert a dataset into the cache ahead of time (from --data-dir files or tensorflow-datasets)."""
     from nin_repro.data import cache, load_dataset
 
@@ -280,8 +288,12 @@ def bench(
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
     steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
-    hbm_gb_s: Optional[float] = typer.Option(None, "--hbm-gb-s", help="Memory bandwidth of this device (GB/s), for the memory ceiling when it is not in our table.", show_default=False),
-    seeds: list[int] = typer.Option([1], "--seeds", help="Repeatable: K models (seeds 0..K-1) trained at once by one vmapped step, e.g. --seeds 1 --seeds 5; img/s is summed over them."),
+    hbm_gb_s: Optional[float] = typer.Option(
+        None, "--hbm-gb-s", help="Memory bandwidth of this device (GB/s), for the memory ceiling when it is not in our table.", show_default=False
+    ),
+    seeds: list[int] = typer.Option(
+        [1], "--seeds", help="Repeatable: K models (seeds 0..K-1) trained at once by one vmapped step, e.g. --seeds 1 --seeds 5; img/s is summed over them."
+    ),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -316,8 +328,18 @@ def bench(
         pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
         ceiling = min(c for c in (r.compute_ceiling_img_s, r.memory_ceiling_img_s) if c) if (r.compute_ceiling_img_s or r.memory_ceiling_img_s) else None
         view.add_row(
-            r.what, short.get(r.dtype, r.dtype), str(r.batch_size), str(r.models), f"{r.img_per_s:,.0f}", f"{r.img_per_s_per_model:,.0f}", f"{r.ms_per_step:.2f}",
-            f"{r.tflops:.3f}", pct, f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a", f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a", f"{r.compile_s:.1f}",
+            r.what,
+            short.get(r.dtype, r.dtype),
+            str(r.batch_size),
+            str(r.models),
+            f"{r.img_per_s:,.0f}",
+            f"{r.img_per_s_per_model:,.0f}",
+            f"{r.ms_per_step:.2f}",
+            f"{r.tflops:.3f}",
+            pct,
+            f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a",
+            f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a",
+            f"{r.compile_s:.1f}",
         )
     console.print(view)
     console.print(f"[green]wrote[/green] {out}")
@@ -352,7 +374,9 @@ def eval_run(
         raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
 
 
-RunOpt = typer.Option(None, "--run", help="A run folder (runs/<table>/<variant>/seed_<k>) [default: the best saved run in --workdir; none: train a demo-scale model].", show_default=False)
+RunOpt = typer.Option(
+    None, "--run", help="A run folder (runs/<table>/<variant>/seed_<k>) [default: the best saved run in --workdir; none: train a demo-scale model].", show_default=False
+)
 Canvas = typer.Option(None, "--canvas", help="Canvas size (px) on which digits are pasted for the pointing score of digit models [default: twice the input].", show_default=False)
 TrainEpochs = typer.Option(None, "--epochs", help="Epochs for a model trained on demand (when no saved run is found) [default: the demo's 12].", show_default=False)
 

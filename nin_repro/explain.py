@@ -156,8 +156,14 @@ def figure4(run: analysis.Loaded, ds, results_dir: Path, *, per_class: int = 1, 
     out = out_dir(results_dir, run)
     cap = analysis.caption(run)
     png = figures.draw_figure4(
-        ds.x_test[pick], shown, ds.y_test[pick], pred[pick], names[:k], out / "figure4.png",
-        "Figure 4: class maps of the last mlpconv layer (GAP input)", cap[0].upper() + cap[1:] + ".",
+        ds.x_test[pick],
+        shown,
+        ds.y_test[pick],
+        pred[pick],
+        names[:k],
+        out / "figure4.png",
+        "Figure 4: class maps of the last mlpconv layer (GAP input)",
+        cap[0].upper() + cap[1:] + ".",
     )
     agreement = analysis.strongest_map_agreement(maps, logits)
     error = float(np.mean(pred != ds.y_test))
@@ -207,7 +213,15 @@ def cam(run: analysis.Loaded, ds, results_dir: Path, *, images: int = 6, canvas:
     hw = tuple(run.recipe.model.input_hw)
     out = out_dir(results_dir, run)
     cap = analysis.caption(run)
-    png = figures.draw_cam(ds.x_test[pick], analysis.upsample(maps, hw, analysis.map_geometry(run.recipe.model)), probs, names, out / "cam.png", f"Class activation maps ({run.head} head)", cap[0].upper() + cap[1:] + ".")
+    png = figures.draw_cam(
+        ds.x_test[pick],
+        analysis.upsample(maps, hw, analysis.map_geometry(run.recipe.model)),
+        probs,
+        names,
+        out / "cam.png",
+        f"Class activation maps ({run.head} head)",
+        cap[0].upper() + cap[1:] + ".",
+    )
     loc, why_not = _maybe_localize(run, ds, canvas, localize)
     formula = "CAM_c = f_c, the last layer's map of class c (pure GAP)" if run.head == "gap" else "CAM_c = sum_k w_kc f_k (GAP -> Dense)"
     lines = [
@@ -223,7 +237,14 @@ def cam(run: analysis.Loaded, ds, results_dir: Path, *, images: int = 6, canvas:
         f"Check: mean_hw(CAM_c) + b_c equals logit_c to {identity_err:.1e} (max |difference| over the images shown).",
     ]
     lines += _localization_md(loc, why_not)
-    record = {"run": str(run.run_dir), "caption": cap, "head": run.head, "cam_identity_max_abs_err": identity_err, "localization": dataclasses.asdict(loc) if loc else None, "figure": "cam.png"}
+    record = {
+        "run": str(run.run_dir),
+        "caption": cap,
+        "head": run.head,
+        "cam_identity_max_abs_err": identity_err,
+        "localization": dataclasses.asdict(loc) if loc else None,
+        "figure": "cam.png",
+    }
     md, js = _write(out, "cam", lines, record)
     return md, js, png
 

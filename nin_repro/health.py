@@ -44,10 +44,7 @@ class StallWatch:
             self.run = self.run + 1 if dead > 0 else 0
             self.max_run = max(self.max_run, self.run)
             if self.stalled is None and self.run >= self.dead_steps:
-                self.stalled = (
-                    f"stalled at step {first_step + i}: {int(dead)}/{self.num_classes} class maps dead "
-                    f"(at least one dead for {self.dead_steps} steps in a row)"
-                )
+                self.stalled = f"stalled at step {first_step + i}: {int(dead)}/{self.num_classes} class maps dead (at least one dead for {self.dead_steps} steps in a row)"
                 self.stall_step = first_step + i
                 return True
         return False
@@ -57,8 +54,7 @@ class StallWatch:
         ln_c = math.log(self.num_classes)
         if self.stalled is None and epochs_done >= self.stall_epochs and abs(mean_loss - ln_c) <= self.stall_tolerance:
             self.stalled = (
-                f"stalled at step {step}: training loss {mean_loss:.4f} still within {self.stall_tolerance:g} of "
-                f"ln({self.num_classes}) = {ln_c:.4f} after {epochs_done} epochs"
+                f"stalled at step {step}: training loss {mean_loss:.4f} still within {self.stall_tolerance:g} of ln({self.num_classes}) = {ln_c:.4f} after {epochs_done} epochs"
             )
             self.stall_step = step
             return True

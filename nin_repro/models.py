@@ -73,10 +73,7 @@ class NINConfig:
         blocks = []
         for i, b in enumerate(self.blocks):
             last = i == len(self.blocks) - 1
-            widths = tuple(
-                w if (last and j == 2 and self.head == "gap") else max(1, round(w * width_factor))
-                for j, w in enumerate(b.widths)
-            )
+            widths = tuple(w if (last and j == 2 and self.head == "gap") else max(1, round(w * width_factor)) for j, w in enumerate(b.widths))
             blocks.append(dataclasses.replace(b, widths=widths))
         return dataclasses.replace(self, blocks=tuple(blocks))
 
@@ -346,9 +343,7 @@ class ConvNetConfig:
         if self.head not in CONVNET_HEADS:
             raise ValueError(f"unknown head {self.head!r} for the conventional CNN; choose one of {', '.join(CONVNET_HEADS)}")
         if self.head == "gap" and self.local_features != self.num_classes:
-            raise ValueError(
-                f"with a GAP head the locally connected layer must output one map per class ({self.num_classes}), not {self.local_features}"
-            )
+            raise ValueError(f"with a GAP head the locally connected layer must output one map per class ({self.num_classes}), not {self.local_features}")
         if not self.convs:
             raise ValueError("the conventional CNN needs at least one conv layer")
 
@@ -428,9 +423,7 @@ class ConvNet(nnx.Module):
         self.convs = nnx.List(convs)
         hw = config.local_input_hw()
         local_init = None if config.init_std is None else nnx.initializers.normal(config.init_std)
-        self.local = LocallyConnected2D(
-            channels, config.local_features, config.local_kernel, hw, padding=config.local_kernel // 2, kernel_init=local_init, dtype=dtype, rngs=rngs
-        )
+        self.local = LocallyConnected2D(channels, config.local_features, config.local_kernel, hw, padding=config.local_kernel // 2, kernel_init=local_init, dtype=dtype, rngs=rngs)
         self.head_dropout = nnx.Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0)
         self.dense = nnx.data(None)
         if config.head in ("fc", "fc_dropout"):
@@ -481,9 +474,7 @@ def config_from_dict(d: dict) -> ModelConfig:
     if "input_hw" in d:
         d["input_hw"] = tuple(d["input_hw"])
     if "blocks" in d:
-        d["blocks"] = tuple(
-            BlockSpec(**{**b, "widths": tuple(b["widths"]), "init_std": tuple(b["init_std"]) if b.get("init_std") else None}) for b in d["blocks"]
-        )
+        d["blocks"] = tuple(BlockSpec(**{**b, "widths": tuple(b["widths"]), "init_std": tuple(b["init_std"]) if b.get("init_std") else None}) for b in d["blocks"])
         return NINConfig(**d)
     if "convs" in d:
         d["convs"] = tuple(ConvSpec(**c) for c in d["convs"])

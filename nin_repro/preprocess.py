@@ -173,7 +173,7 @@ def zca_fit(x_ND: np.ndarray, bias: float = 0.1) -> tuple[np.ndarray, np.ndarray
     cov_DD /= n
     cov_DD[np.diag_indices(d)] += bias
     eigval_D, eigvec_DD = np.linalg.eigh(cov_DD)
-    whiten_DD = (eigvec_DD * eigval_D ** -0.5) @ eigvec_DD.T
+    whiten_DD = (eigvec_DD * eigval_D**-0.5) @ eigvec_DD.T
     # Symmetric by construction; remove the rounding asymmetry so P == Pᵀ exactly.
     whiten_DD = 0.5 * (whiten_DD + whiten_DD.T)
     return mean_D, whiten_DD

@@ -103,9 +103,7 @@ class Recipe:
             out.append(f"seeds must be a non-empty list of whole numbers >= 0, got {list(self.seeds)!r}")
         elif len(set(self.seeds)) != len(self.seeds):
             out.append(f"seeds must not repeat, got {list(self.seeds)!r}")
-        if not self.paper_phases or not all(
-            isinstance(ph, tuple) and len(ph) == 2 and finite(ph[0]) and ph[0] > 0 and finite(ph[1]) and ph[1] >= 0 for ph in self.paper_phases
-        ):
+        if not self.paper_phases or not all(isinstance(ph, tuple) and len(ph) == 2 and finite(ph[0]) and ph[0] > 0 and finite(ph[1]) and ph[1] >= 0 for ph in self.paper_phases):
             out.append(f"paper_phases must be a non-empty list of [epochs > 0, LR factor >= 0], got {self.paper_phases!r}")
         if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
             out.append(f"train_subset must be a whole number >= 1, got {self.train_subset!r}")

@@ -13,7 +13,6 @@ from pathlib import Path
 from nin_repro import atomic
 from nin_repro.results import format_duration, format_mean_std
 
-
 VARIANT_FIELDS = {"method": str, "errors_pct": list, "seeds": list, "epochs": (int, float), "planned_epochs": (int, float)}
 
 

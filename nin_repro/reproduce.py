@@ -21,10 +21,10 @@ from nin_repro import atomic
 from nin_repro.data import DATASETS, Dataset, load_dataset
 from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
+from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
 from nin_repro.report import write_report
-from nin_repro.figures import read_metrics
 from nin_repro.results import VariantResult, first_epoch_at, provenance, write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate_seeds
 
@@ -186,9 +186,11 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
         # the few smoke steps (seen on the MNIST-shaped smoke data).
         changes["model"] = changes["model"].with_he_init(final_relu=False)
     new = apply_set(dataclasses.replace(recipe, **changes), opts.overrides)
-    recorded = tuple(
-        f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo")
-    ) + (("recipe=zoo (Caffe solver, average pool2)",) if opts.schedule == "zoo" else ()) + tuple(opts.overrides)
+    recorded = (
+        tuple(f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo"))
+        + (("recipe=zoo (Caffe solver, average pool2)",) if opts.schedule == "zoo" else ())
+        + tuple(opts.overrides)
+    )
     return new, recorded
 
 
@@ -237,7 +239,8 @@ def smoke_dataset(recipe: Recipe) -> Dataset:
 def load_table_data(recipe: Recipe, opts: Options) -> Dataset:
     if opts.smoke:
         return smoke_dataset(recipe)
-    from nin_repro.data.digits import NAMES as DIGITS, load_digits
+    from nin_repro.data.digits import NAMES as DIGITS
+    from nin_repro.data.digits import load_digits
 
     if recipe.dataset in DIGITS:
         return load_digits(recipe.dataset)
@@ -300,9 +303,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 shortened=shortened_label(recipe, planned, opts.smoke, variant.recipe),
                 data_source=data.source,
                 overrides=overrides,
-                epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs if not r.stalled]
-                if table.target_error_pct is not None
-                else (),
+                epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs if not r.stalled] if table.target_error_pct is not None else (),
             )
         )
     # A lock so that two table commands finishing at once don't interleave their summaries.
@@ -313,7 +314,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
 
 
 def stalled_seeds(table_json: Path) -> list[str]:
-    """"<variant>: seed(s) 1, 2" for each variant of a written table with seeds that stalled every time."""
+    """ "<variant>: seed(s) 1, 2" for each variant of a written table with seeds that stalled every time."""
     variants = json.loads(Path(table_json).read_text())["variants"]
     return [f"{v['key']}: seed(s) {', '.join(map(str, v['stalled_seeds']))}" for v in variants if v.get("stalled_seeds")]
 
@@ -434,7 +435,9 @@ def train_seeds(
     return results
 
 
-def train_seed(table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, run_dir: Path, seed: int, opts: Options, overrides=(), progress=None) -> RunResult:
+def train_seed(
+    table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, run_dir: Path, seed: int, opts: Options, overrides=(), progress=None
+) -> RunResult:
     """One seed of one variant: train, then write ``run_dir/run.json``."""
     return train_seeds(table, variant, recipe, data, pre_ref, [run_dir], [seed], opts, overrides, progress)[0]
 

@@ -270,8 +270,7 @@ def _claims_md(table: Table, results: Sequence[VariantResult], smoke: bool) -> l
         lines.append(f"{line}. Paper: {said}")
     lines += [
         "",
-        "Claims are checked on the mean test error over seeds, with no significance test [ours]; "
-        "smoke and shortened runs are not checked.",
+        "Claims are checked on the mean test error over seeds, with no significance test [ours]; smoke and shortened runs are not checked.",
         "",
     ]
     return lines
@@ -513,9 +512,7 @@ def _figure_md(table: Table, figure: dict | None) -> list[str]:
     return ["## Figure", "", f"Figure not drawn: {figure.get('error', 'unknown error')}", ""]
 
 
-def render_markdown(
-    table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None
-) -> str:
+def render_markdown(table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None) -> str:
     by_key = {r.key: r for r in results}
     tol = table.tolerance_pp
     lines = [f"# {table.title}", ""]
@@ -567,9 +564,7 @@ def render_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def table_json(
-    table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None
-) -> dict:
+def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None) -> dict:
     variants = []
     for r in results:
         paper = table.paper_row(r.key)
@@ -657,10 +652,7 @@ def write_table(
         full = bool(results) and not any(r.shortened for r in results)
         if not full and _records_full_run(results_dir / f"{table.name}.json"):
             out_dir = results_dir / "partial"
-            partial_reason = (
-                f"Written to partial/ because {table.name}.json in the results folder holds a full run, "
-                "which a shortened run does not replace."
-            )
+            partial_reason = f"Written to partial/ because {table.name}.json in the results folder holds a full run, which a shortened run does not replace."
     md_path, json_path = out_dir / f"{table.name}.md", out_dir / f"{table.name}.json"
     figure = _draw_figure(table, results, out_dir, smoke)
     # JSON first: it decides what a later shortened run may replace.

@@ -12,7 +12,6 @@ criterion agrees with what happened: a flagged seed should end near chance, an u
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import statistics
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 
 from nin_repro import atomic
 from nin_repro.figures import read_metrics
@@ -165,7 +163,7 @@ def render(record: dict) -> str:
         "# Init study: does the paper's MNIST recipe learn on real digits?",
         "",
         f"{record['what'][0].upper() + record['what'][1:]}. Not a paper table: it explains the stalls and picks each table's "
-        "input and the smallest departure (docs/paper-notes.md, \"The dead last layer\").",
+        'input and the smallest departure (docs/paper-notes.md, "The dead last layer").',
     ]
     if record["shortened"]:
         lines += ["", f"**Shortened run ({record['shortened']}): a check of the command, not evidence.**"]
@@ -203,9 +201,7 @@ def render(record: dict) -> str:
         "|---|---|---|" + "---|" * (len(names) + 1),
     ]
     for key, sc in record["signal_scale"].items():
-        lines.append(
-            f"| `{key}` | {record['changes'][key]} | {sc['input']:.3g} | " + " | ".join(f"{sc[n]:.3g}" for n in names) + f" | {sc['max_abs_train_mean']:.3g} |"
-        )
+        lines.append(f"| `{key}` | {record['changes'][key]} | {sc['input']:.3g} | " + " | ".join(f"{sc[n]:.3g}" for n in names) + f" | {sc['max_abs_train_mean']:.3g} |")
     lines += ["", "## Per seed", ""]
     for v in record["variants"]:
         lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
@@ -233,5 +229,3 @@ def _mean_std(values) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-

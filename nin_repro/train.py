@@ -21,12 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
 from nin_repro.health import StallWatch
-from nin_repro.models import ConvNet, NIN, build_model
+from nin_repro.models import NIN, ConvNet, build_model
 from nin_repro.parallel import data_mesh
 from nin_repro.recipe import Recipe
 
@@ -347,9 +348,7 @@ def train_and_evaluate(
 
     Resumes from the run folder's last checkpoint of the same recipe, if there is one. ``run_info``
     (e.g. the fitted preprocessing's path and sha256) is stored in every checkpoint."""
-    (result,) = train_and_evaluate_seeds(
-        recipe, data, [Path(workdir)], [seed], progress, eval_every, chunk_steps, checkpoint_every_s, run_info, [attempt], stop_on_stall
-    )
+    (result,) = train_and_evaluate_seeds(recipe, data, [Path(workdir)], [seed], progress, eval_every, chunk_steps, checkpoint_every_s, run_info, [attempt], stop_on_stall)
     return result
 
 
@@ -438,9 +437,7 @@ class _Run:
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
         self.program = _program(recipe)
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
-        self.watches = [
-            StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds
-        ]
+        self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
 
     # -- stacking: one tree per seed <-> what the step takes (stacked on a leading K axis for K > 1)

@@ -76,7 +76,10 @@ def test_cnn_head_parameter_counts():
     # Shapes only (nnx.eval_shape): nothing is initialized.
     counts = {h: count_params(nnx.eval_shape(lambda: ConvNet(conv_local_cifar10(h), rngs=nnx.Rngs(0)))) for h in ("fc", "fc_dropout", "gap")}
     convs = (5 * 5 * 3 * 64 + 64) + (5 * 5 * 64 * 64 + 64) + (3 * 3 * 64 * 64 + 64)
-    local = lambda maps: 8 * 8 * (3 * 3 * 64 * maps + maps)  # unshared weights and biases at 8x8
+
+    def local(maps):
+        return 8 * 8 * (3 * 3 * 64 * maps + maps)  # unshared weights and biases at 8x8
+
     assert counts["fc"] == convs + local(16) + (8 * 8 * 16 * 10 + 10) == 745_354
     assert counts["fc_dropout"] == counts["fc"]  # dropout has no parameters
     assert counts["gap"] == convs + local(10) == 513_536
@@ -85,7 +88,10 @@ def test_cnn_head_parameter_counts():
 
 def test_cnn_forward_heads_and_classifier_path():
     x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-    cfg = lambda head: conv_local_cifar10(head, input_hw=(16, 16)).scaled(0.125)
+
+    def cfg(head):
+        return conv_local_cifar10(head, input_hw=(16, 16)).scaled(0.125)
+
     fc = nnx.eval_shape(lambda: build_model(cfg("fc"), rngs=nnx.Rngs(0)))
     assert isinstance(fc, ConvNet) and fc.classifier_path() == ("dense",) and fc.local.out_hw == (4, 4)
     models = {h: build_model(cfg(h), rngs=nnx.Rngs(0)) for h in ("fc_dropout", "gap")}
@@ -111,7 +117,11 @@ def test_cnn_config_rules_and_round_trip():
     he = conv_local_cifar10("fc", init_std=0.01).with_he_init()
     assert he.init_std is None and he.final_relu is False
     assert conv_local_cifar10("fc").forward_macs() == 32 * 32 * 75 * 64 + 16 * 16 * 1600 * 64 + 8 * 8 * 576 * 64 + 8 * 8 * 576 * 16 + 8 * 8 * 16 * 10
-    for cfg in (conv_local_cifar10("gap"), nin_cifar10(head="fc"), dataclasses.replace(nin_cifar10(), blocks=tuple(dataclasses.replace(b, init_std=None) for b in nin_cifar10().blocks))):
+    for cfg in (
+        conv_local_cifar10("gap"),
+        nin_cifar10(head="fc"),
+        dataclasses.replace(nin_cifar10(), blocks=tuple(dataclasses.replace(b, init_std=None) for b in nin_cifar10().blocks)),
+    ):
         assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(cfg)))) == cfg
 
 
@@ -120,8 +130,21 @@ def test_cnn_config_rules_and_round_trip():
 
 def vr(key, errors, shortened=None):
     return R.VariantResult(
-        key=key, method=key.upper(), errors_pct=tuple(errors), seeds=tuple(range(len(errors))), epochs=260.0, planned_epochs=260.0,
-        steps=10, wall_s=1.0, train_img_per_s=1.0, schedule="paper", ours=(), shortened=shortened, run_dirs=(), data_source="x", num_test=10,
+        key=key,
+        method=key.upper(),
+        errors_pct=tuple(errors),
+        seeds=tuple(range(len(errors))),
+        epochs=260.0,
+        planned_epochs=260.0,
+        steps=10,
+        wall_s=1.0,
+        train_img_per_s=1.0,
+        schedule="paper",
+        ours=(),
+        shortened=shortened,
+        run_dirs=(),
+        data_source="x",
+        num_test=10,
     )
 
 
@@ -311,9 +334,7 @@ def test_cnn_trains_with_the_training_step():
 
     from nin_repro.train import make_optimizer, make_train_steps
 
-    recipe = Recipe(
-        dataset="synthetic", preprocess="standardize", model=conv_local_cifar10("gap", input_hw=(16, 16)).scaled(0.125), batch_size=8, base_lr=0.01
-    )
+    recipe = Recipe(dataset="synthetic", preprocess="standardize", model=conv_local_cifar10("gap", input_hw=(16, 16)).scaled(0.125), batch_size=8, base_lr=0.01)
     model = build_model(recipe.model, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(params))

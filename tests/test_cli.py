@@ -86,7 +86,20 @@ def test_missing_data_without_download_says_where_to_put_files(capsys, tmp_path)
     data = tmp_path / "data"
     data.mkdir()
     code = main(
-        ["cifar10", "--epochs", "1", "--no-download", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"), "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]
+        [
+            "cifar10",
+            "--epochs",
+            "1",
+            "--no-download",
+            "--data-dir",
+            str(data),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--results-dir",
+            str(tmp_path / "r"),
+            "--workdir",
+            str(tmp_path / "w"),
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2

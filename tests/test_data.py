@@ -389,7 +389,12 @@ def test_bad_cache_is_rebuilt_from_files(tmp_path, no_tfds):
 
 def test_tfds_used_when_no_files_then_cached(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
-    arrays = (rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8), np.arange(6, dtype=np.int32), rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8), np.arange(2, dtype=np.int32))
+    arrays = (
+        rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8),
+        np.arange(6, dtype=np.int32),
+        rng.integers(0, 256, (2, 28, 28, 1), dtype=np.uint8),
+        np.arange(2, dtype=np.int32),
+    )
     calls = []
     monkeypatch.setattr(tfds_source, "load_tfds", lambda name, **kw: calls.append((name, kw)) or arrays)
     ds = load_dataset("mnist", data_dir=tmp_path, cache_dir=tmp_path / "cache", download=False, tfds_data_dir=tmp_path / "tfds")

@@ -168,7 +168,10 @@ def test_seeds_trained_at_once_equal_seeds_one_at_a_time(tmp_path):
     together_dirs = [tmp_path / "together" / f"seed_{s}" for s in (0, 1)]
     together = train.train_and_evaluate_seeds(recipe, data, together_dirs, [0, 1])
     alone = [train.train_and_evaluate(recipe, data, tmp_path / "alone" / f"seed_{s}", seed=s) for s in (0, 1)]
-    metrics = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+
+    def metrics(d):
+        return [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+
     for s, (t, a) in enumerate(zip(together, alone)):
         assert t.seed == a.seed == s and t.steps == a.steps == 8 and t.run_dir == str(together_dirs[s])
         mt, ma = metrics(Path(t.run_dir)), metrics(Path(a.run_dir))
@@ -206,8 +209,13 @@ def test_reproduce_with_parallel_seeds_writes_each_seeds_run(tmp_path, monkeypat
     from nin_repro.recipe import PaperRow, Table, Variant
 
     d = tiny_data()
-    to_uint8 = lambda x: np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
-    monkeypatch.setattr(rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic"))
+
+    def to_uint8(x):
+        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(
+        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
+    )
     table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(seeds=(0, 1))),), tolerance_pp=1.0)
     together = []
     make = train.train_and_evaluate_seeds
@@ -237,8 +245,13 @@ def test_a_stalled_seed_is_retried_and_the_table_says_so(tmp_path, monkeypatch, 
     from nin_repro.recipe import PaperRow, Table, Variant
 
     d = tiny_data()
-    to_uint8 = lambda x: np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
-    monkeypatch.setattr(rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic"))
+
+    def to_uint8(x):
+        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(
+        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
+    )
     original = train.init_model
     dead_tries = {(1, 0), (2, 0), (2, 1)}  # seed 1 dies once; seed 2 on both of its 2 attempts
 

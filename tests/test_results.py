@@ -34,9 +34,21 @@ def make_table() -> Table:
 
 def vr(key="nin", method="NIN + Dropout", errors=(10.5, 10.7, 10.9), shortened=None, **kw) -> R.VariantResult:
     base = dict(
-        key=key, method=method, errors_pct=tuple(errors), seeds=tuple(range(len(errors))), epochs=260.0, planned_epochs=260.0,
-        steps=101_400, wall_s=3725.0, train_img_per_s=4321.0, schedule="paper", ours=("warm-up 5 epochs",), shortened=shortened,
-        run_dirs=tuple(f"runs/{key}/seed{i}" for i in range(len(errors))), data_source="cache:/c/cifar10.npz", num_test=10000,
+        key=key,
+        method=method,
+        errors_pct=tuple(errors),
+        seeds=tuple(range(len(errors))),
+        epochs=260.0,
+        planned_epochs=260.0,
+        steps=101_400,
+        wall_s=3725.0,
+        train_img_per_s=4321.0,
+        schedule="paper",
+        ours=("warm-up 5 epochs",),
+        shortened=shortened,
+        run_dirs=tuple(f"runs/{key}/seed{i}" for i in range(len(errors))),
+        data_source="cache:/c/cifar10.npz",
+        num_test=10000,
     )
     base.update(kw)
     return R.VariantResult(**base)
@@ -179,7 +191,10 @@ def test_from_runs_converts_fraction_to_percent():
     from nin_repro.train import RunResult
 
     t = make_table()
-    runs = [RunResult(seed=s, test_error=e, test_loss=0.5, num_test=10000, steps=100, epochs=0.5, wall_s=2.0, train_img_per_s=v, run_dir=f"d{s}") for s, e, v in [(0, 0.1041, 100.0), (1, 0.1, 300.0)]]
+    runs = [
+        RunResult(seed=s, test_error=e, test_loss=0.5, num_test=10000, steps=100, epochs=0.5, wall_s=2.0, train_img_per_s=v, run_dir=f"d{s}")
+        for s, e, v in [(0, 0.1041, 100.0), (1, 0.1, 300.0)]
+    ]
     r = R.VariantResult.from_runs(t.variant("nin"), runs, planned_epochs=260, shortened="shortened: 0.5 of 260 epochs", data_source="synthetic")
     assert r.errors_pct == pytest.approx((10.41, 10.0)) and r.seeds == (0, 1)
     assert r.wall_s == 4.0 and r.train_img_per_s == 200.0 and r.run_dirs == ("d0", "d1") and r.ours == ("warm-up 5 epochs",)

@@ -15,8 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cmd(root: Path) -> list[str]:
-    return [sys.executable, "-m", "nin_repro", "mnist", "--smoke", "--checkpoint-every", "0",
-            "--results-dir", str(root / "results"), "--workdir", str(root / "runs")]
+    return [sys.executable, "-m", "nin_repro", "mnist", "--smoke", "--checkpoint-every", "0", "--results-dir", str(root / "results"), "--workdir", str(root / "runs")]
 
 
 def _env():
@@ -61,7 +60,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     (r,), (f,) = resumed["variants"], fresh["variants"]
     assert r["steps"] == f["steps"]
     assert r["errors_pct"] == f["errors_pct"]
-    metrics = lambda root: [json.loads(line) for line in (root / "runs/smoke/mnist/nin_dropout/seed_0/metrics.jsonl").read_text().splitlines()]
+
+    def metrics(root):
+        return [json.loads(line) for line in (root / "runs/smoke/mnist/nin_dropout/seed_0/metrics.jsonl").read_text().splitlines()]
+
     mr, mf = metrics(killed), metrics(fresh_root)
     assert [m["epoch"] for m in mr] == [m["epoch"] for m in mf]
     assert [m["train_loss"] for m in mr] == [m["train_loss"] for m in mf]
@@ -87,7 +89,11 @@ def test_two_tables_writing_one_results_folder_at_once(tmp_path):
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "nin_repro", name, "--smoke", "--epochs", "1", "--results-dir", str(results), "--workdir", str(tmp_path / name)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=tmp_path,
         )
         for name in ("mnist", "cifar10")
     ]

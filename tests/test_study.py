@@ -3,7 +3,6 @@
 import json
 import math
 
-import numpy as np
 import pytest
 
 from nin_repro.data.digits import load_digits
@@ -50,7 +49,7 @@ def test_a_tiny_study_writes_its_table_and_each_seed_agrees_with_its_metrics(tmp
         assert seed["test_error_pct"] == pytest.approx(100 * metrics[-1]["test_error"])
         assert seed["learned"] == (seed["test_error_pct"] < 50)
         losses = [m["train_loss"] for m in metrics]
-        assert seed["first_learning_epoch"] == next((i + 1 for i, l in enumerate(losses) if l < math.log(10) - 0.05), None)
+        assert seed["first_learning_epoch"] == next((i + 1 for i, loss in enumerate(losses) if loss < math.log(10) - 0.05), None)
     assert set(record["signal_scale"]) == set(VARIANTS)  # every variant's scale, trained or not
     for scale in record["signal_scale"].values():
         assert set(scale) == {"input", "block1", "block2", "block3", "class_scores", "max_abs_train_mean"}

@@ -263,17 +263,13 @@ def _svhn_dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]], info: Datase
     """Train/test/extra arrays (file order) -> the paper's split; frees the inputs as it goes."""
     x_tr, y_tr, x_val, y_val = svhn_split(*splits.pop("train"), *splits.pop("extra"))
     x_test, y_test = splits.pop("test")
-    return Dataset(
-        "svhn", x_tr, y_tr, x_test, y_test, num_classes=info.num_classes, class_names=info.class_names, source=source, x_val=x_val, y_val=y_val
-    )
+    return Dataset("svhn", x_tr, y_tr, x_test, y_test, num_classes=info.num_classes, class_names=info.class_names, source=source, x_val=x_val, y_val=y_val)
 
 
 def _validation_as_dataset(ds: Dataset) -> Dataset:
     """The validation split packed as a cache entry: its images as "train", an empty "test"."""
     assert ds.x_val is not None and ds.y_val is not None
-    return Dataset(
-        SVHN_VALID_CACHE_NAME, ds.x_val, ds.y_val, ds.x_val[:0], ds.y_val[:0], num_classes=ds.num_classes, class_names=ds.class_names, source=ds.source
-    )
+    return Dataset(SVHN_VALID_CACHE_NAME, ds.x_val, ds.y_val, ds.x_val[:0], ds.y_val[:0], num_classes=ds.num_classes, class_names=ds.class_names, source=ds.source)
 
 
 def _with_cached_validation(ds: Dataset, cache_path: Path) -> Dataset:
@@ -287,8 +283,7 @@ def _with_cached_validation(ds: Dataset, cache_path: Path) -> Dataset:
     if val is None or val.image_shape != ds.image_shape:
         npz, _ = cache.cache_paths(cache_path, SVHN_VALID_CACHE_NAME)
         warnings.warn(
-            f"SVHN validation images are not in the cache ({npz}): x_val is None; "
-            f"delete {cache.cache_paths(cache_path, ds.name)[0]} to rebuild both from the original files",
+            f"SVHN validation images are not in the cache ({npz}): x_val is None; delete {cache.cache_paths(cache_path, ds.name)[0]} to rebuild both from the original files",
             stacklevel=3,
         )
         return ds

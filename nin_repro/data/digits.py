@@ -86,6 +86,4 @@ def load_digits(name: str = NAME) -> Dataset:
     def rgb32(x_NHWC: np.ndarray) -> np.ndarray:
         return np.repeat(np.pad(x_NHWC, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)
 
-    return validate_dataset(
-        Dataset(RGB32_NAME, rgb32(ds.x_train), ds.y_train, rgb32(ds.x_test), ds.y_test, ds.num_classes, ds.class_names, RGB32_SOURCE)
-    )
+    return validate_dataset(Dataset(RGB32_NAME, rgb32(ds.x_train), ds.y_train, rgb32(ds.x_test), ds.y_test, ds.num_classes, ds.class_names, RGB32_SOURCE))

@@ -36,14 +36,10 @@ ORIGINAL_FOLDERS: dict[str, tuple[str, ...]] = {
     "svhn": ("svhn", "SVHN", "svhn_cropped", "."),
 }
 _EXPECTED: dict[str, str] = {
-    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch; unpacked from cifar-10-python.tar.gz, "
-    "https://www.cs.toronto.edu/~kriz/cifar.html)",
-    "cifar100": "cifar-100-python/ (train, test; unpacked from cifar-100-python.tar.gz, "
-    "https://www.cs.toronto.edu/~kriz/cifar.html)",
-    "mnist": "mnist/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-    "t10k-labels-idx1-ubyte (each may be .gz; https://yann.lecun.com/exdb/mnist/)",
-    "svhn": "svhn/ with train_32x32.mat, test_32x32.mat and extra_32x32.mat (the cropped digits, "
-    "'Format 2', http://ufldl.stanford.edu/housenumbers/)",
+    "cifar10": "cifar-10-batches-py/ (data_batch_1..5, test_batch; unpacked from cifar-10-python.tar.gz, https://www.cs.toronto.edu/~kriz/cifar.html)",
+    "cifar100": "cifar-100-python/ (train, test; unpacked from cifar-100-python.tar.gz, https://www.cs.toronto.edu/~kriz/cifar.html)",
+    "mnist": "mnist/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may be .gz; https://yann.lecun.com/exdb/mnist/)",
+    "svhn": "svhn/ with train_32x32.mat, test_32x32.mat and extra_32x32.mat (the cropped digits, 'Format 2', http://ufldl.stanford.edu/housenumbers/)",
 }
 
 _CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

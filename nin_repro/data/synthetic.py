@@ -53,10 +53,7 @@ def make_synthetic(
 ) -> Dataset:
     """Balanced synthetic dataset; the same arguments always give the same arrays."""
     if num_train < 0 or num_test < 0 or num_classes < 2 or len(image_shape) != 3 or min(image_shape) < 1:
-        raise DataError(
-            f"synthetic data needs num_train, num_test >= 0, num_classes >= 2 and an (H, W, C) shape; "
-            f"got {num_train}, {num_test}, {num_classes}, {image_shape}"
-        )
+        raise DataError(f"synthetic data needs num_train, num_test >= 0, num_classes >= 2 and an (H, W, C) shape; got {num_train}, {num_test}, {num_classes}, {image_shape}")
     H, W, C = image_shape
     rng = np.random.default_rng(seed)
     class_textures_KHWC = _textures(rng, num_classes, image_shape)

@@ -159,9 +159,7 @@ def load_tfds_splits(
     except AssertionError as e:
         if "could not find data" not in str(e):
             raise
-        raise TfdsDataMissing(
-            f"{info.title} not found in {where}: {_where_to_put(name)}run with --download (needs internet and the 'download' extra)"
-        ) from None
+        raise TfdsDataMissing(f"{info.title} not found in {where}: {_where_to_put(name)}run with --download (needs internet and the 'download' extra)") from None
     except download_errors as e:
         raise TfdsDataMissing(
             f"{info.title}: downloading/preparing with tensorflow-datasets failed ({type(e).__name__}: {_one_line(e, 120)}); "
