@@ -256,6 +256,34 @@ def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData,
     return data, path
 
 
+# Fields that do not change what a seed trains: a run that differs from the table's recipe only in
+# these is still the table's recipe (the dataset and the length are named on their own).
+NOT_THE_RECIPE = ("seeds", "epochs", "eval_batch_size", "dataset", "attempts", "dead_steps", "stall_epochs", "stall_tolerance", "ours")
+
+
+def recipe_changes(recipe: Recipe, original: Recipe) -> list[str]:
+    """``field=value`` for each recipe field (``model.field`` for the network) a run changed."""
+    out = []
+    for f in dataclasses.fields(Recipe):
+        new, old = getattr(recipe, f.name), getattr(original, f.name)
+        if f.name in NOT_THE_RECIPE or new == old:
+            continue
+        out += _differences(f.name, new, old)
+    return out
+
+
+def _differences(name: str, new, old) -> list[str]:
+    """``name=value`` where two values differ, descending into dataclasses and same-length tuples
+    of them (``model.blocks[1].pool=avg``, not the whole network)."""
+    if new == old:
+        return []
+    if dataclasses.is_dataclass(new) and type(new) is type(old):
+        return [d for m in dataclasses.fields(new) for d in _differences(f"{name}.{m.name}", getattr(new, m.name), getattr(old, m.name))]
+    if isinstance(new, tuple) and isinstance(old, tuple) and len(new) == len(old) and any(dataclasses.is_dataclass(x) for x in new):
+        return [d for i, (a, b) in enumerate(zip(new, old)) for d in _differences(f"{name}[{i}]", a, b)]
+    return [f"{name}={new}"]
+
+
 def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original: Recipe) -> str | None:
     if smoke:
         return (
@@ -263,6 +291,9 @@ def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original
             f"{recipe.epochs:g} epochs of {smoke_train_size(recipe.model.num_classes)} images"
         )
     parts = []
+    changed = recipe_changes(recipe, original)
+    if changed:
+        parts.append("not the table's recipe: " + ", ".join(changed))
     if recipe.dataset != original.dataset:
         parts.append(f"proxy data: {recipe.dataset} instead of {original.dataset}, not a reproduction of the paper's number")
     if recipe.epochs is not None and recipe.epochs < planned_epochs - 1e-9:
@@ -290,7 +321,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         if recipe.batch_size > len(data.x_train):
             raise UsageError(f"--batch-size {recipe.batch_size} is larger than the training set ({len(data.x_train)} images)")
         steps_per_epoch = len(data.x_train) // recipe.batch_size
-        planned = variant.recipe.schedule_epochs(steps_per_epoch)
+        planned = recipe.schedule_epochs(steps_per_epoch)  # the length of the schedule this run follows
         pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
         histories = train_with_retries(table, variant, recipe, data, pre_ref, table_dir / variant.key, opts, overrides, progress)
         runs = [h[-1] for h in histories]
@@ -299,6 +330,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 variant,
                 runs,
                 histories=histories,
+                schedule=recipe.schedule,
                 planned_epochs=planned,
                 shortened=shortened_label(recipe, planned, opts.smoke, variant.recipe),
                 data_source=data.source,

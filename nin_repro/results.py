@@ -88,6 +88,7 @@ class VariantResult:
         overrides: Iterable[str] = (),
         epochs_to_target: Iterable[int | None] = (),
         histories: Sequence[Sequence[Any]] = (),
+        schedule: str | None = None,
     ) -> "VariantResult":
         """From ``train.RunResult``s, each seed's final attempt (test_error is a fraction; stored
         here in %). A seed whose final attempt stalled is listed in ``stalled_seeds``, not
@@ -109,7 +110,7 @@ class VariantResult:
             steps=max(r.steps for r in runs),
             wall_s=sum(r.wall_s for r in runs),
             train_img_per_s=sum(r.train_img_per_s for r in runs) / len(runs),
-            schedule=variant.recipe.schedule,
+            schedule=schedule or variant.recipe.schedule,  # the run's (--recipe may change it)
             ours=tuple(variant.recipe.ours),
             shortened=shortened,
             run_dirs=tuple(r.run_dir for r in runs),

@@ -121,3 +121,19 @@ def test_bad_folders_and_dataset_names_are_refused_before_training(tmp_path, mon
     table = load_experiment("mnist").TABLE
     with pytest.raises(UsageError, match=message):
         rep.reproduce(table, Options(results_dir=tmp_path / "r", smoke=True, **{"workdir": tmp_path / "w", **options}))
+
+
+@pytest.mark.parametrize(
+    "options, label",
+    [
+        (Options(overrides=("paper_phases=[[0.25, 1.0]]",)), "shortened: not the table's recipe: paper_phases=((0.25, 1.0),)"),
+        (Options(schedule="zoo"), "shortened: not the table's recipe: model.blocks[1].pool=avg, schedule=caffe"),
+        (Options(batch_size=64, overrides=("model.final_relu=false",)), "shortened: not the table's recipe: model.final_relu=False, batch_size=64"),
+        (Options(seeds=5), None),  # more seeds of the same recipe: still the table's recipe
+    ],
+)
+def test_a_run_that_changes_the_recipe_is_never_a_full_row(options, label):
+    from nin_repro.reproduce import shortened_label
+
+    recipe, _ = apply_options(RECIPE, options)
+    assert shortened_label(recipe, recipe.schedule_epochs(390), False, RECIPE) == label
