@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nin_repro.errors import NinError, TrainingFailed, UsageError
-from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+from nin_repro.evaluate import EvalSet, evaluate, evaluate_stacked, make_eval_fn
 from nin_repro.health import StallWatch
 from nin_repro.models import NIN, ConvNet, build_model
 from nin_repro.parallel import data_mesh
@@ -573,6 +573,7 @@ class _Run:
             for s, watch in enumerate(self.watches):
                 watch.observe_epoch(epoch + 1, pos.step, float(train_loss_K[s]))
         evaluate_now = last or self.halted() or (eval_every and (epoch + 1) % eval_every == 0)
+        evals = self.evaluate_all() if evaluate_now else None
         for s, seed in enumerate(self.seeds):
             record = {
                 "epoch": epoch + 1,
@@ -582,9 +583,8 @@ class _Run:
                 "train_error": 1.0 - float(train_acc_K[s]),
                 "wall_s": round(time.perf_counter() - self.t_start, 3),
             }
-            if evaluate_now:
-                ev = evaluate(self.program.eval_fn, self.seed_part(self.state[0], s), self.test_set)
-                record.update(test_error=ev.error, test_loss=ev.loss)
+            if evals:
+                record.update(test_error=evals[s].error, test_loss=evals[s].loss)
             with self.metrics_paths[s].open("a") as f:
                 f.write(json.dumps(record) + "\n")
             if progress:
@@ -592,6 +592,12 @@ class _Run:
         pos.epoch, pos.pos, pos.epoch_seen = epoch + 1, 0, 0
         pos.epoch_loss, pos.epoch_correct = [0.0] * self.K, [0] * self.K
         return last
+
+    def evaluate_all(self):
+        """Every seed's test error: one program for all K seeds (vmapped), or the plain one for K = 1."""
+        if self.K == 1:
+            return [evaluate(self.program.eval_fn, self.state[0], self.test_set)]
+        return evaluate_stacked(self.program.eval_fn, self.state[0], self.test_set)
 
     def checkpoint(self, force: bool) -> None:
         # The RNG needs no state: every key is fold_in(run_key(seed, attempt), epoch or step).
@@ -606,9 +612,10 @@ class _Run:
     def finish(self, progress: Progress | None) -> list[RunResult]:
         wall = time.perf_counter() - self.t_start  # of the whole group
         pos, results = self.position, []
+        finals = self.evaluate_all()
         for s, seed in enumerate(self.seeds):
             params = self.seed_part(self.state[0], s)
-            final = evaluate(self.program.eval_fn, params, self.test_set)
+            final = finals[s]
             save_params(self.workdirs[s] / "params", params)
             watch = self.watches[s]
             results.append(
