@@ -1,7 +1,8 @@
 """One paper table end to end: data -> preprocess -> train every variant x seed -> results table.
 
 ``reproduce(table, options)`` is what every table command calls; the CLI only parses options.
-Run folders: ``<workdir>/<table>/<variant>/seed_<k>/`` (metrics.jsonl, params/, run.json) and the
+Run folders: ``<workdir>/<table>/<variant>/seed_<k>/`` (metrics.jsonl, params/, run.json; a run of
+another recipe, e.g. shortened, in ``<variant>@<fingerprint>/``) and the
 fitted preprocessing ``<workdir>/<table>/preprocess_<dataset>_<kind>.npz`` that run.json names.
 """
 
@@ -323,7 +324,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         steps_per_epoch = len(data.x_train) // recipe.batch_size
         planned = recipe.schedule_epochs(steps_per_epoch)  # the length of the schedule this run follows
         pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
-        histories = train_with_retries(table, variant, recipe, data, pre_ref, table_dir / variant.key, opts, overrides, progress)
+        histories = train_with_retries(table, variant, recipe, data, pre_ref, variant_dir(table_dir, variant, recipe, opts.smoke), opts, overrides, progress)
         runs = [h[-1] for h in histories]
         results.append(
             VariantResult.from_runs(
@@ -388,6 +389,18 @@ def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
         print("note: the plateau schedule trains the seeds one at a time", file=sys.stderr)
         return False
     return wanted
+
+
+def variant_dir(table_dir: Path, variant: Variant, recipe: Recipe, smoke: bool = False) -> Path:
+    """Where a variant's seeds are trained. A folder belongs to one recipe: the table's own recipe
+    (with --smoke: the smoke recipe) trains in ``<variant>/``; any other (--epochs, --set,
+    --recipe ...) in ``<variant>@<fingerprint>/``, so it never overwrites, or is cited as, the
+    other's runs. The number of seeds does not matter: each seed has its own folder."""
+    from nin_repro.checkpoint import recipe_fingerprint
+
+    base = apply_options(variant.recipe, Options(smoke=smoke))[0]
+    same = dataclasses.replace(recipe, seeds=base.seeds) == base
+    return Path(table_dir) / (variant.key if same else f"{variant.key}@{recipe_fingerprint(dataclasses.replace(recipe, seeds=(0,)))[:8]}")
 
 
 def seed_dir(variant_dir: Path, seed: int, attempt: int = 0) -> Path:
@@ -482,7 +495,7 @@ def train_variant(table: Table, variant_key: str, opts: Options, seed: int = 0, 
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     data, pre_path = prepare(load_table_data(recipe, opts), recipe, table_dir)
     pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
-    run_dir = table_dir / variant.key / f"seed_{seed}"
+    run_dir = table_dir / variant.key / f"seed_{seed}"  # where the analysis commands look for it
     train_seed(table, variant, recipe, data, pre_ref, run_dir, seed, opts, overrides, progress)
     return run_dir
 

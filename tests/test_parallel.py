@@ -279,3 +279,31 @@ def test_a_stalled_seed_is_retried_and_the_table_says_so(tmp_path, monkeypatch, 
     assert record["key"] == "fold_in(key(1), 1001)" and [a["ended"] for a in record["attempts"]][1] == "finished"
     assert record["attempts"][0]["ended"].startswith("stalled at step 4") and record["result"]["steps"] == 24
     assert json.loads((runs / "seed_0" / "run.json").read_text())["result"]["steps"] == 24  # seed 0 was never stopped
+
+
+def test_a_run_of_another_recipe_never_overwrites_the_tables_own_run_folder(tmp_path, monkeypatch):
+    """The table's recipe, then the same command shortened (--epochs): the shortened run trains in
+    its own folder, the first run's metrics and parameters are untouched, each table cites its own."""
+    from nin_repro import reproduce as rep
+    from nin_repro.data import Dataset
+    from nin_repro.recipe import PaperRow, Table, Variant
+
+    d = tiny_data()
+
+    def to_uint8(x):
+        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+
+    monkeypatch.setattr(
+        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
+    )
+    table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(epochs=2)),), tolerance_pp=1.0)
+    full_md, full_js = rep.reproduce(table, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs"))
+    own = tmp_path / "runs" / "tiny" / "nin" / "seed_0"
+    before = (own / "metrics.jsonl").read_text()
+    assert json.loads(full_js.read_text())["variants"][0]["run_dirs"] == [str(own)]
+    short_md, short_js = rep.reproduce(table, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs", epochs=1))
+    (cited,) = json.loads(short_js.read_text())["variants"][0]["run_dirs"]
+    assert Path(cited).parent.name.startswith("nin@") and Path(cited).parent.parent == own.parent.parent
+    assert (own / "metrics.jsonl").read_text() == before and len(before.splitlines()) == 2
+    # (Both runs are shortened here, so the second table replaces the first: it cites its own folder.)
+    assert short_md == full_md and json.loads(full_js.read_text())["variants"][0]["run_dirs"] == [cited]
