@@ -58,6 +58,20 @@ def test_a_whole_epoch_is_one_compiled_call_under_the_transfer_guard(tmp_path, m
     train._program.cache_clear()
 
 
+def _serve_tiny_data(monkeypatch):
+    """Table commands load ``tiny_data()`` (as uint8 images) instead of a real dataset."""
+    from nin_repro import reproduce as rep
+    from nin_repro.data import Dataset
+
+    d = tiny_data()
+
+    def to_uint8(x):
+        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
+
+    dataset = Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
+    monkeypatch.setattr(rep, "load_table_data", lambda recipe, opts: dataset)
+
+
 def _tiny_state(recipe, seed):
     model = train.init_model(recipe, seed)
     graphdef, params = nnx.split(model, nnx.Param)
@@ -205,17 +219,9 @@ def test_seeds_trained_at_once_equal_seeds_one_at_a_time(tmp_path):
 
 def test_reproduce_with_parallel_seeds_writes_each_seeds_run(tmp_path, monkeypatch):
     from nin_repro import reproduce as rep
-    from nin_repro.data import Dataset
     from nin_repro.recipe import PaperRow, Table, Variant
 
-    d = tiny_data()
-
-    def to_uint8(x):
-        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
-
-    monkeypatch.setattr(
-        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
-    )
+    _serve_tiny_data(monkeypatch)
     table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(seeds=(0, 1))),), tolerance_pp=1.0)
     together = []
     make = train.train_and_evaluate_seeds
@@ -241,17 +247,9 @@ def test_a_stalled_seed_is_retried_and_the_table_says_so(tmp_path, monkeypatch, 
     import dataclasses
 
     from nin_repro import reproduce as rep
-    from nin_repro.data import Dataset
     from nin_repro.recipe import PaperRow, Table, Variant
 
-    d = tiny_data()
-
-    def to_uint8(x):
-        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
-
-    monkeypatch.setattr(
-        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
-    )
+    _serve_tiny_data(monkeypatch)
     original = train.init_model
     dead_tries = {(1, 0), (2, 0), (2, 1)}  # seed 1 dies once; seed 2 on both of its 2 attempts
 
@@ -285,17 +283,9 @@ def test_a_run_of_another_recipe_never_overwrites_the_tables_own_run_folder(tmp_
     """The table's recipe, then the same command shortened (--epochs): the shortened run trains in
     its own folder, the first run's metrics and parameters are untouched, each table cites its own."""
     from nin_repro import reproduce as rep
-    from nin_repro.data import Dataset
     from nin_repro.recipe import PaperRow, Table, Variant
 
-    d = tiny_data()
-
-    def to_uint8(x):
-        return np.clip(x * 30 + 60, 0, 255).astype(np.uint8)
-
-    monkeypatch.setattr(
-        rep, "load_table_data", lambda recipe, opts: Dataset("tiny", to_uint8(d.x_train), d.y_train, to_uint8(d.x_test), d.y_test, 4, ("a", "b", "c", "d"), "synthetic")
-    )
+    _serve_tiny_data(monkeypatch)
     table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(epochs=2)),), tolerance_pp=1.0)
     full_md, full_js = rep.reproduce(table, rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs"))
     own = tmp_path / "runs" / "tiny" / "nin" / "seed_0"
