@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,8 @@ def test_ablate_aux_demo_reports_both_rows_and_epochs_to_target(tmp_path):
     keys = [v["key"] for v in table["variants"]]
     assert keys == ["nin_gap", "nin_gap_aux"]
     assert all(len(v["epochs_to_target"]) == 1 for v in table["variants"])
-    recipe = json.loads((runs / "ablate-aux-demo" / "nin_gap_aux" / "seed_0" / "run.json").read_text())["recipe"]
+    (aux_run,) = table["variants"][1]["run_dirs"]  # shortened: its own folder, nin_gap_aux@<fingerprint>/seed_0
+    recipe = json.loads((Path(aux_run) / "run.json").read_text())["recipe"]
     assert recipe["model"]["aux_after"] == 1 and recipe["model"]["aux_weight"] == 0.3
     md = (results / "ablate-aux-demo.md").read_text()
     assert "Epochs to reach 5 % test error" in md and "shortened: 0.25 of 12 epochs" in md
