@@ -85,7 +85,7 @@ def _run_table(name: str, **kw) -> None:
     if stalled:
         raise SeedsStalled(
             f"{'; '.join(stalled)} stalled on every attempt; the table shows the seeds that finished. "
-            "Try more attempts (--set attempts=5) or our warm-up departure (--warmup-epochs 1)"
+            "More tries, each from a fresh initialisation: the same command with --set attempts=5; why seeds stall: nin-repro init-study"
         )
 
 
