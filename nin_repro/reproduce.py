@@ -395,11 +395,12 @@ def variant_dir(table_dir: Path, variant: Variant, recipe: Recipe, smoke: bool =
     """Where a variant's seeds are trained. A folder belongs to one recipe: the table's own recipe
     (with --smoke: the smoke recipe) trains in ``<variant>/``; any other (--epochs, --set,
     --recipe ...) in ``<variant>@<fingerprint>/``, so it never overwrites, or is cited as, the
-    other's runs. The number of seeds does not matter: each seed has its own folder."""
+    other's runs. Fields that do not change what a seed trains (``NOT_THE_RECIPE``: the seeds, the
+    number of attempts, the stall thresholds) do not matter."""
     from nin_repro.checkpoint import recipe_fingerprint
 
     base = apply_options(variant.recipe, Options(smoke=smoke))[0]
-    same = dataclasses.replace(recipe, seeds=base.seeds) == base
+    same = not recipe_changes(recipe, base) and (recipe.epochs, recipe.dataset) == (base.epochs, base.dataset)
     return Path(table_dir) / (variant.key if same else f"{variant.key}@{recipe_fingerprint(dataclasses.replace(recipe, seeds=(0,)))[:8]}")
 
 
