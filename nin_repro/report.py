@@ -51,7 +51,12 @@ def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
     return tables
 
 
-ANALYSIS_TITLES = {"figure4": "Figure 4: class maps", "cam": "Class activation maps", "gap_claims": "GAP vs FC: the claims measured"}
+ANALYSIS_TITLES = {
+    "figure4": "Figure 4: class maps",
+    "cam": "Class activation maps",
+    "gap_claims": "GAP vs FC: the claims measured",
+    "init-study": "Init study: why the paper's MNIST recipe stalls on real digits",
+}
 
 
 def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
@@ -64,6 +69,8 @@ def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
             continue
         if isinstance(data, dict) and "analysis" in data:
             out.append((path, str(data["analysis"]), str(data.get("caption", ""))))
+        elif isinstance(data, dict) and "study" in data:  # init-study: not a table, linked with the analyses
+            out.append((path, str(data["study"]), str(data.get("what", ""))))
     return out
 
 
