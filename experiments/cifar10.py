@@ -13,6 +13,13 @@ the weights; the biases keep theirs, since the README divides only epsW at each 
 ``--recipe caffe`` uses the Caffe model-zoo solver instead (one drop at 100k of 120k iterations, every
 LR); ``--recipe zoo`` the whole model-zoo configuration (that solver and average pooling after block 2);
 ``--recipe plateau`` the paper's text rule (LR /10 when training accuracy stops improving, twice).
+
+Input: GCN + ZCA is the author's (README: data "preprocessed according to maxout networks using the
+python code in pylearn"). His ``CIFARDataProvider`` then subtracts the batches' ``data_mean``
+(``Python/convdata.py``, lines 31-42); after ZCA the training mean is zero in every pixel, so that is a
+no-op (``init-study`` prints the largest per-pixel training mean after our GCN + ZCA: below 1e-3).
+On real images without a download: ``--set dataset=digits5k_rgb32`` (the shipped digits as 32x32x3,
+marked in the row as proxy data, never as CIFAR-10).
 """
 
 import dataclasses

@@ -7,7 +7,9 @@ split already applied: 400 images per class from ``train`` and 200 per class fro
 out as validation (6,000, in ``Dataset.x_val``, never trained on, unused here); the other 598,388
 images of train + extra are trained on; the 26,032 ``test`` images are the test set.
 Preprocessing ``gcn_lcn``: GCN (pylearn2 defaults, scale 1) then LeCun LCN (7x7 Gaussian, sigma 2,
-threshold 1e-4) on all three channels; nothing is fitted, no augmentation.
+threshold 1e-4) on all three channels; nothing is fitted, no augmentation. This is the author's input:
+his README says every dataset was "preprocessed according to maxout networks using the python code in
+pylearn" (docs/paper-notes.md, 'Preprocessing').
 
 Network (mavenlin/cuda-convnet ``NIN/svhn_def``, docs/paper-notes.md, 'Architecture'): 128-96-64 / 320-256-128 /
 384-256-10, every conv 5x5 with pad 2, max pool 3x3/2 (32 -> 16 -> 8) and dropout 0.5 after
