@@ -45,8 +45,18 @@ AUTHOR_INPUT = "pixel_mean"  # Min Lin's MnistDataProvider on 0-255 batches (doc
 # (key, group, what changes, recipe)
 VARIANTS: tuple[tuple[str, str, str, Recipe], ...] = (
     ("input_scale01", "input", "pixels / 255 (our earlier default)", _first_epochs(MNIST_PUBLISHED, preprocess="scale01")),
-    ("input_pixel_mean", "input", "0-255 pixels minus the per-pixel training mean (the author's data provider on 0-255 batches)", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean")),
-    ("input_pixel_mean01", "input", "[0, 1] pixels minus the per-pixel training mean (the data provider on pylearn2's [0, 1] MNIST; the table's reading)", _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean01")),
+    (
+        "input_pixel_mean",
+        "input",
+        "0-255 pixels minus the per-pixel training mean (the author's data provider on 0-255 batches)",
+        _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean"),
+    ),
+    (
+        "input_pixel_mean01",
+        "input",
+        "[0, 1] pixels minus the per-pixel training mean (the data provider on pylearn2's [0, 1] MNIST; the table's reading)",
+        _first_epochs(MNIST_PUBLISHED, preprocess="pixel_mean01"),
+    ),
     ("input_gcn", "input", "per-image GCN to per-pixel RMS 1", _first_epochs(MNIST_PUBLISHED, preprocess="gcn")),
     ("input_standardize", "input", "(pixel - mean) / std over the training set", _first_epochs(MNIST_PUBLISHED, preprocess="standardize")),
     *(
