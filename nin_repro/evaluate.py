@@ -74,22 +74,18 @@ def evaluate(eval_fn, params, data: EvalSet) -> EvalResult:
     return EvalResult(errors / data.num_examples, float(loss_sum) / data.num_examples, data.num_examples, errors)
 
 
-def evaluate_stacked(eval_fn, params_K, data: EvalSet) -> list[EvalResult]:
-    """``evaluate`` for K models stacked on a leading axis, as one vmapped program (one device
-    call and one transfer for all K, not K of each)."""
-    errors_K, loss_K, _ = _vmapped(eval_fn)(params_K, data.x_NBHWC, data.y_NB, data.mask_NB)
+def stacked_eval_fn(eval_fn):
+    """``eval_fn`` for K models stacked on a leading axis of the parameters: one vmapped program."""
+    return jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)))
+
+
+def evaluate_stacked(eval_fn_K, params_K, data: EvalSet) -> list[EvalResult]:
+    """``evaluate`` for K stacked models with ``stacked_eval_fn(eval_fn)``: one device call and one
+    transfer for all K, not K of each."""
+    errors_K, loss_K, _ = eval_fn_K(params_K, data.x_NBHWC, data.y_NB, data.mask_NB)
     errors_K, loss_K = np.asarray(errors_K), np.asarray(loss_K)
     n = data.num_examples
     return [EvalResult(int(e) / n, float(loss) / n, n, int(e)) for e, loss in zip(errors_K, loss_K)]
-
-
-_VMAPPED: dict[int, Callable] = {}
-
-
-def _vmapped(eval_fn):
-    if id(eval_fn) not in _VMAPPED:
-        _VMAPPED[id(eval_fn)] = jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)))
-    return _VMAPPED[id(eval_fn)]
 
 
 def predict(eval_fn, params, data: EvalSet) -> np.ndarray:

@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nin_repro.errors import NinError, TrainingFailed, UsageError
-from nin_repro.evaluate import EvalSet, evaluate, evaluate_stacked, make_eval_fn
+from nin_repro.evaluate import EvalSet, evaluate, evaluate_stacked, make_eval_fn, stacked_eval_fn
 from nin_repro.health import StallWatch
 from nin_repro.models import NIN, ConvNet, build_model
 from nin_repro.parallel import data_mesh
@@ -173,6 +173,27 @@ def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_train: int) ->
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), num_train)
 
 
+def make_loss_fn(graphdef, recipe: Recipe):
+    """``(params, x, y, dropout key) -> (objective, (loss, logits))`` in training mode; with an
+    auxiliary head (ablate-aux) its weighted loss is added to the objective, the main loss reported."""
+
+    def loss_fn(params, x, y, key):
+        model = nnx.merge(graphdef, params)
+        rngs = nnx.Rngs(dropout=key)
+        aux_logits = None
+        if getattr(model, "aux", None) is not None:
+            logits, aux_logits = model.with_aux(x, train=True, rngs=rngs)
+        else:
+            logits = model(x, train=True, rngs=rngs)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        objective = loss
+        if aux_logits is not None:
+            objective = loss + recipe.model.aux_weight * optax.softmax_cross_entropy_with_integer_labels(aux_logits, y).mean()
+        return objective, (loss, logits)
+
+    return loss_fn
+
+
 def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | None = None, over_seeds: bool = False):
     """A jitted function running ``num_steps`` SGD steps as one compiled program.
 
@@ -186,19 +207,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
     the images are shared, the order ``perm`` is (K, N), each seed's own, or (N,), one for all."""
     batch = recipe.batch_size
 
-    def loss_fn(params, x, y, key):
-        model = nnx.merge(graphdef, params)
-        rngs = nnx.Rngs(dropout=key)
-        aux_logits = None
-        if getattr(model, "aux", None) is not None:  # ablate-aux: the auxiliary loss trains, the main loss is reported
-            logits, aux_logits = model.with_aux(x, train=True, rngs=rngs)
-        else:
-            logits = model(x, train=True, rngs=rngs)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-        objective = loss
-        if aux_logits is not None:
-            objective = loss + recipe.model.aux_weight * optax.softmax_cross_entropy_with_integer_labels(aux_logits, y).mean()
-        return objective, (loss, logits)
+    loss_fn = make_loss_fn(graphdef, recipe)
 
     def batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i):
         """One seed's batch of step ``first_step + i``: its images, labels and dropout key."""
@@ -301,6 +310,7 @@ class _Program:
 
     tx: optax.GradientTransformation
     eval_fn: Callable
+    eval_fn_K: Callable  # the same for K stacked models (one vmapped program)
     steps: dict[tuple[int, Mesh], Callable]  # by (steps per call, mesh)
 
 
@@ -309,7 +319,8 @@ def _program(recipe: Recipe) -> _Program:
     model = init_model(recipe, 0)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(recipe, params, model.classifier_path())
-    return _Program(tx, make_eval_fn(logits_fn_for(graphdef)), {})
+    eval_fn = make_eval_fn(logits_fn_for(graphdef))
+    return _Program(tx, eval_fn, stacked_eval_fn(eval_fn), {})
 
 
 class _Plateau:
@@ -597,7 +608,7 @@ class _Run:
         """Every seed's test error: one program for all K seeds (vmapped), or the plain one for K = 1."""
         if self.K == 1:
             return [evaluate(self.program.eval_fn, self.state[0], self.test_set)]
-        return evaluate_stacked(self.program.eval_fn, self.state[0], self.test_set)
+        return evaluate_stacked(self.program.eval_fn_K, self.state[0], self.test_set)
 
     def checkpoint(self, force: bool) -> None:
         # The RNG needs no state: every key is fold_in(run_key(seed, attempt), epoch or step).
