@@ -133,12 +133,12 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
         stacked_params = [nnx.split(init_model(recipe, s), nnx.Param)[1] for s in range(seeds)]
         state = [jax.tree.map(lambda *a: jnp.stack(a), *((p, tx.init(p)) for p in stacked_params))]
         keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
-    train_steps = make_train_steps(graphdef, tx, recipe, 1, over_seeds=seeds > 1)
+    train_steps = make_train_steps(graphdef, tx, recipe, 1, n // batch_size, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
-    lrs = jnp.full((1, 2), recipe.base_lr, jnp.float32)
+    lr_scale = jnp.float32(recipe.base_lr)
 
     def train_once():
-        state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lrs)
+        state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lr_scale)
         return metrics["loss"]
 
     eval_fn = make_eval_fn(logits_fn_for(graphdef))

@@ -80,8 +80,12 @@ class Checkpointer:
         )
         return restored["state"], dict(restored["meta"])
 
+    def due(self) -> bool:
+        """Whether an unforced save would write now (``every_s`` since the last one)."""
+        return time.monotonic() - self._last >= self.every_s
+
     def save(self, step: int, state, meta: dict, *, force: bool = False) -> bool:
-        if not force and time.monotonic() - self._last < self.every_s:
+        if not force and not self.due():
             return False
         if self.manager.latest_step() == step:
             return False

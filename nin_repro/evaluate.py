@@ -68,10 +68,16 @@ def make_eval_fn(logits_fn: Callable[[object, jax.Array], jax.Array]):
     return run
 
 
-def evaluate(eval_fn, params, data: EvalSet) -> EvalResult:
+def evaluate(eval_fn, params, data: EvalSet, read: bool = True):
+    """The EvalResult of ``params`` on ``data``. ``read=False``: queue the evaluation on the device
+    and return a function that waits for it, so the caller can queue more work first."""
     errors, loss_sum, _ = eval_fn(params, data.x_NBHWC, data.y_NB, data.mask_NB)
-    errors = int(errors)
-    return EvalResult(errors / data.num_examples, float(loss_sum) / data.num_examples, data.num_examples, errors)
+
+    def result() -> EvalResult:
+        n_errors = int(errors)
+        return EvalResult(n_errors / data.num_examples, float(loss_sum) / data.num_examples, data.num_examples, n_errors)
+
+    return result() if read else result
 
 
 def stacked_eval_fn(eval_fn):
@@ -79,13 +85,16 @@ def stacked_eval_fn(eval_fn):
     return jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)))
 
 
-def evaluate_stacked(eval_fn_K, params_K, data: EvalSet) -> list[EvalResult]:
+def evaluate_stacked(eval_fn_K, params_K, data: EvalSet, read: bool = True):
     """``evaluate`` for K stacked models with ``stacked_eval_fn(eval_fn)``: one device call and one
-    transfer for all K, not K of each."""
+    transfer for all K, not K of each; a list of K EvalResults (``read=False``: a function returning it)."""
     errors_K, loss_K, _ = eval_fn_K(params_K, data.x_NBHWC, data.y_NB, data.mask_NB)
-    errors_K, loss_K = np.asarray(errors_K), np.asarray(loss_K)
-    n = data.num_examples
-    return [EvalResult(int(e) / n, float(loss) / n, n, int(e)) for e, loss in zip(errors_K, loss_K)]
+
+    def results() -> list[EvalResult]:
+        n = data.num_examples
+        return [EvalResult(int(e) / n, float(loss) / n, n, int(e)) for e, loss in zip(np.asarray(errors_K), np.asarray(loss_K))]
+
+    return results() if read else results
 
 
 def predict(eval_fn, params, data: EvalSet) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -141,6 +142,27 @@ class Recipe:
             boundary = self.caffe_step_iters * scale
             factor = self.caffe_gamma if step >= boundary else 1.0
         return factor * self.warmup_factor(step, steps_per_epoch)
+
+    def lr_boundaries(self, steps_per_epoch: int) -> tuple[tuple[int, ...], tuple[float, ...]]:
+        """``lr_factor`` without warm-up as a step function: (the first step of each later piece,
+        the factor of every piece), in whole steps, so the device compares integers
+        (``train.lr_schedule``). ``lr_factor`` stays the definition; a test checks they agree."""
+        scale = self.total_epochs(steps_per_epoch) / self.schedule_epochs(steps_per_epoch)
+
+        def first_step_at_or_after(epoch: float) -> int:  # the smallest s with s / spe >= epoch
+            s = max(0, math.ceil(epoch * steps_per_epoch))
+            while s > 0 and (s - 1) / steps_per_epoch >= epoch:
+                s -= 1
+            while s / steps_per_epoch < epoch:
+                s += 1
+            return s
+
+        if self.schedule == "paper":
+            ends = list(itertools.accumulate(length * scale for length, _ in self.paper_phases))[:-1]
+            return tuple(first_step_at_or_after(e) for e in ends), tuple(float(f) for _, f in self.paper_phases)
+        if self.schedule == "caffe":
+            return (math.ceil(self.caffe_step_iters * scale),), (1.0, float(self.caffe_gamma))
+        return (), (1.0,)
 
     def warmup_factor(self, step: int, steps_per_epoch: int) -> float:
         warm = self.warmup_epochs * steps_per_epoch

@@ -8,13 +8,14 @@ several seeds at once in one vmapped program and writes each seed's folder the s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -125,15 +126,23 @@ def make_optimizer(recipe: Recipe, params, classifier_path: tuple) -> optax.Grad
     return optax.inject_hyperparams(build)(learning_rate=recipe.base_lr, bias_learning_rate=recipe.base_lr)
 
 
-def step_lrs(recipe: Recipe, first_step: int, num_steps: int, steps_per_epoch: int, plateau_factor: float = 1.0) -> np.ndarray:
-    """(num_steps, 2): the weights' and the biases' base LR for each step of a compiled call."""
-    return np.array(
-        [
-            [recipe.base_lr * plateau_factor * recipe.lr_factor(s, steps_per_epoch), recipe.base_lr * plateau_factor * recipe.bias_lr_factor(s, steps_per_epoch)]
-            for s in range(first_step, first_step + num_steps)
-        ],
-        np.float32,
-    ).reshape(num_steps, 2)
+def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+    """``step -> (2,)``: the weights' and the biases' LR factor at a step, computed on the device,
+    so a compiled epoch needs no per-step LR list from the host. Equals ``recipe.lr_factor`` and
+    ``recipe.bias_lr_factor`` at every step (tested); the plateau rule's factor and the base LR come
+    in as one scalar per call, since the host decides them between epochs."""
+    boundaries, factors = recipe.lr_boundaries(steps_per_epoch)
+    boundaries_P, factors_P = np.asarray(boundaries, np.int32), np.asarray(factors, np.float32)
+    warm = recipe.warmup_epochs * steps_per_epoch
+    biases_drop = not (recipe.schedule == "paper" and not recipe.bias_lr_drops)
+
+    def factor(step: jax.Array) -> jax.Array:
+        step = jnp.asarray(step, jnp.int32)
+        f = jnp.asarray(factors_P)[jnp.sum(step >= jnp.asarray(boundaries_P))]
+        w = jnp.where(step < warm, (step + 1) / warm, 1.0) if warm > 0 else jnp.float32(1.0)
+        return jnp.stack([f * w, (f if biases_drop else 1.0) * w]).astype(jnp.float32)
+
+    return factor
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -194,19 +203,21 @@ def make_loss_fn(graphdef, recipe: Recipe):
     return loss_fn
 
 
-def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | None = None, over_seeds: bool = False):
-    """A jitted function running ``num_steps`` SGD steps as one compiled program.
+def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epoch: int, mesh: Mesh | None = None, over_seeds: bool = False):
+    """A jitted function running ``num_steps`` SGD steps as one compiled program:
+    ``(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale) -> (state, metrics)``.
 
     The epoch's order is a permutation drawn on device from fold_in(key, epoch); step ``s``
-    draws its dropout and augmentation randomness from fold_in(key, s). Nothing per step goes
-    through Python.
+    draws its dropout and augmentation randomness from fold_in(key, s), and its LR is
+    ``lr_scale * lr_schedule(recipe, steps_per_epoch)(s)`` (``lr_scale`` = base LR x the plateau
+    rule's factor). Nothing per step goes through Python.
 
     ``mesh`` (nin_repro.parallel.data_mesh): each batch is split over its 'data' axis and the
     state and metrics come out replicated; XLA adds the gradient all-reduce. ``over_seeds``:
     the state and key carry a leading axis of K models (one per seed) trained at once by vmap;
     the images are shared, the order ``perm`` is (K, N), each seed's own, or (N,), one for all."""
     batch = recipe.batch_size
-
+    lr_factor = lr_schedule(recipe, steps_per_epoch)
     loss_fn = make_loss_fn(graphdef, recipe)
 
     def batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i):
@@ -244,7 +255,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
 
             return jax.value_and_grad(total, has_aux=True)(params_K)
 
-    def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lrs):
+    def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale):
         if over_seeds and perm.ndim == 1:  # one order for all K (bench); training passes each seed's own, (K, N)
             perm = jnp.broadcast_to(perm, (key.shape[0], perm.shape[0]))
 
@@ -252,12 +263,14 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
             params, opt_state = state
             x, y, k_drop = batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i)
             (_, (loss, logits)), grads = grads_of(params, x, y, k_drop)
-            params, opt_state = update(grads, opt_state, params, lrs[i])
+            lr = lr_scale * lr_factor(first_step + i)  # (weights, biases)
+            params, opt_state = update(grads, opt_state, params, lr)
             metrics = {  # per seed: scalars, or (K,) with over_seeds
                 "loss": loss,
                 "correct": jnp.sum(jnp.argmax(logits, -1) == y, axis=-1),
                 # Classes whose score is 0 for every example of the batch: dead class maps (health.py).
                 "dead_classes": jnp.sum(jnp.all(logits == 0, axis=-2), axis=-1),
+                "lr": lr[0],  # the weights' LR, the same for every seed
             }
             return (params, opt_state), metrics
 
@@ -267,7 +280,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, mesh: Mesh | 
         else:
             state, metrics = jax.lax.scan(body, state, jnp.arange(num_steps))
         # (steps,) or, with over_seeds, (K, steps): seeds first, as the caller reads them.
-        return state, jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), metrics) if over_seeds else metrics
+        return state, jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), metrics) if over_seeds else metrics  # lr: (steps,)
 
     # Donate the training state: parameters and momentum are updated in place.
     if mesh is None:
@@ -402,6 +415,23 @@ def train_and_evaluate_seeds(
 
 
 @dataclasses.dataclass
+class _Chunk:
+    """One compiled call: ``steps`` steps of ``epoch`` from ``pos`` (``first_step`` overall).
+    Filled in when queued: its metrics (device arrays, not yet read) and, if the chunk ends an
+    evaluated epoch, a function returning that evaluation."""
+
+    epoch: int
+    pos: int
+    first_step: int
+    steps: int
+    ends_epoch: bool
+    last: bool
+    dispatched: float = 0.0
+    metrics: dict | None = None
+    evals: Callable[[], list] | None = None
+
+
+@dataclasses.dataclass
 class RunPosition:
     """Where a run stands; a checkpoint stores exactly this and the training state. The running
     sums of the epoch and the stall checks are per seed."""
@@ -459,23 +489,34 @@ class _Run:
         return jax.tree.map(lambda a: a[i], tree) if self.K > 1 else tree
 
     def train(self, progress: Progress | None, eval_every: int) -> list[RunResult]:
+        """Chunks of compiled steps, one kept in flight: chunk c + 1 (and the epoch's evaluation)
+        is queued on the device before chunk c's metrics are read, so the device does not idle
+        while the host logs, checks health and writes metrics. A stall, a stop signal or the
+        plateau rule therefore acts after the chunk in flight (on a GPU, one epoch)."""
         for workdir in self.workdirs:
             workdir.mkdir(parents=True, exist_ok=True)
         self.init_states()
         self.position = self.restore_or_start()
+        self.progress, self.eval_every, self.in_flight, self.perm = progress, eval_every, None, (None, None)
         if progress:
             resumed = f" (resumed at step {self.position.step})" if self.position.step else ""
             progress.start(self.total_steps, self.who + resumed)
         self.t_start = time.perf_counter() - self.position.wall
-        self.lrs = step_lrs(self.recipe, 0, 1, self.steps_per_epoch)
-        for epoch in range(self.position.epoch, self.max_epochs):
-            if self.halted() or (self.plateau and self.plateau.done):  # a restored run may be over already
+        self.last_read = time.perf_counter()
+        for chunk in self.chunks():
+            if self.halted() or (self.plateau and self.plateau.done):  # as of the metrics read so far
                 break
-            self.run_epoch(epoch, progress)
-            last = self.end_epoch(epoch, progress, eval_every)
-            self.checkpoint(force=last or self.halted())
-            if last:
-                break
+            if self.ckpt.stop_requested:
+                self.stop()
+            self.dispatch(chunk)
+            # The plateau rule sets the next epoch's LR from this one; a checkpoint saves this state.
+            if chunk.ends_epoch and (self.plateau or self.ckpt.due()):
+                self.settle()
+                self.checkpoint(force=False)
+        self.settle()
+        self.checkpoint(force=True)
+        if self.ckpt.stop_requested:
+            self.stop()
         return self.finish(progress)
 
     def init_states(self) -> None:
@@ -516,80 +557,112 @@ class _Run:
         return self.stop_on_stall and all(w.stalled for w in self.watches)
 
     def compiled_steps(self, k: int):
-        key = (k, self.mesh, self.K > 1)
+        key = (k, self.steps_per_epoch, self.mesh, self.K > 1)
         if key not in self.program.steps:
-            self.program.steps[key] = make_train_steps(self.graphdef, self.program.tx, self.recipe, k, self.mesh, over_seeds=self.K > 1)
+            self.program.steps[key] = make_train_steps(self.graphdef, self.program.tx, self.recipe, k, self.steps_per_epoch, self.mesh, over_seeds=self.K > 1)
         return self.program.steps[key]
 
-    def run_epoch(self, epoch: int, progress: Progress | None) -> None:
-        """The epoch's steps, in compiled chunks, from where the position says; stops early on a
-        signal (checkpoint, then Interrupted) or once every seed has stalled."""
-        pos, spe, recipe = self.position, self.steps_per_epoch, self.recipe
-        # Each seed its own order, as it would have alone; the images themselves are shared.
-        perm = self.join([epoch_permutation(k_, epoch, len(self.data.x_train)) for k_ in self.keys])
-        while pos.pos < spe and pos.step < self.total_steps and not self.halted():
-            k = min(self.chunk, spe - pos.pos, self.total_steps - pos.step)
-            self.lrs = step_lrs(recipe, pos.step, k, spe, self.plateau.factor if self.plateau else 1.0)
-            t0 = time.perf_counter()
-            try:
-                # Explicit copies of the chunk's few scalars; the guard proves nothing else moves.
-                args = jax.device_put((perm, self.key, np.int32(pos.step), np.int32(pos.pos), self.lrs), self.on_mesh)
-                with jax.transfer_guard("disallow"):
-                    self.state, m = self.compiled_steps(k)(self.state, self.x_train, self.y_train, *args)
-                losses_Kk = np.asarray(m["loss"]).reshape(self.K, k)
-            except Exception as e:  # XLA's runtime error type moved between jax versions
-                if "RESOURCE_EXHAUSTED" not in str(e):
-                    raise
-                raise TrainingFailed(
-                    f"{self.who}: the device ran out of memory at batch size {recipe.batch_size} (step {pos.step}); pass a smaller --batch-size"
-                    + (" or train the seeds one at a time (--no-parallel-seeds)" if self.K > 1 else "")
-                ) from None
-            dt = time.perf_counter() - t0
-            self.check_health(losses_Kk, np.asarray(m["dead_classes"]).reshape(self.K, k))
-            pos.train_time += dt
-            pos.epoch_loss = (np.asarray(pos.epoch_loss) + losses_Kk.sum(axis=1)).tolist()
-            pos.epoch_correct = (np.asarray(pos.epoch_correct) + np.asarray(m["correct"]).reshape(self.K, k).sum(axis=1)).tolist()
-            pos.epoch_seen += k
-            pos.step += k
-            pos.pos += k
-            if progress:
-                progress.update(pos.step, epoch=pos.step / spe, loss=float(losses_Kk[:, -1].mean()), img_per_s=self.K * k * recipe.batch_size / dt)
-            if self.ckpt.stop_requested:
-                pos.epoch = epoch
-                self.checkpoint(force=True)
-                raise Interrupted(f"{self.who}: stopped by {self.ckpt.stop_requested} at step {pos.step}; checkpoint saved, run the same command again to resume")
+    def chunks(self) -> Iterator[_Chunk]:
+        """Every compiled call left from the restored position: an epoch in calls of at most
+        ``self.chunk`` steps; the run may end inside an epoch (fractional --epochs)."""
+        epoch, pos, step = self.position.epoch, self.position.pos, self.position.step
+        while epoch < self.max_epochs and step < self.total_steps:
+            k = min(self.chunk, self.steps_per_epoch - pos, self.total_steps - step)
+            ends_epoch = pos + k == self.steps_per_epoch or step + k >= self.total_steps
+            yield _Chunk(epoch, pos, step, k, ends_epoch, last=step + k >= self.total_steps)
+            pos, step = pos + k, step + k
+            if ends_epoch:
+                epoch, pos = epoch + 1, 0
 
-    def check_health(self, losses_Kk: np.ndarray, dead_Kk: np.ndarray) -> None:
+    @contextlib.contextmanager
+    def device_errors(self, step: int):
+        try:
+            yield
+        except Exception as e:  # XLA's runtime error type moved between jax versions
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            raise TrainingFailed(
+                f"{self.who}: the device ran out of memory at batch size {self.recipe.batch_size} (step {step}); pass a smaller --batch-size"
+                + (" or train the seeds one at a time (--no-parallel-seeds)" if self.K > 1 else "")
+            ) from None
+
+    def dispatch(self, chunk: _Chunk) -> None:
+        """Queue ``chunk`` (and, when it ends an epoch that is evaluated, the evaluation of its
+        result) on the device, then read the chunk queued before it."""
+        if self.perm[0] != chunk.epoch:  # each seed its own order, as it would have alone; the images are shared
+            self.perm = (chunk.epoch, self.join([epoch_permutation(k_, chunk.epoch, len(self.data.x_train)) for k_ in self.keys]))
+        lr_scale = np.float32(self.recipe.base_lr * (self.plateau.factor if self.plateau else 1.0))
+        chunk.dispatched = time.perf_counter()
+        with self.device_errors(chunk.first_step):
+            # Explicit copies of the chunk's few scalars; the guard proves nothing else moves.
+            args = jax.device_put((self.perm[1], self.key, np.int32(chunk.first_step), np.int32(chunk.pos), lr_scale), self.on_mesh)
+            with jax.transfer_guard("disallow"):
+                self.state, chunk.metrics = self.compiled_steps(chunk.steps)(self.state, self.x_train, self.y_train, *args)
+        if chunk.ends_epoch and (chunk.last or (self.eval_every and (chunk.epoch + 1) % self.eval_every == 0)):
+            chunk.evals = self.evaluate_all(read=False)  # before the next chunk takes (donated) state
+        previous, self.in_flight = self.in_flight, chunk
+        if previous:
+            self.read(previous)
+
+    def settle(self) -> None:
+        """Read the chunk in flight: afterwards the position describes the state."""
+        if self.in_flight:
+            chunk, self.in_flight = self.in_flight, None
+            self.read(chunk)
+
+    def read(self, chunk: _Chunk) -> None:
+        """Wait for ``chunk``'s metrics; check health, add them to the epoch's sums, report."""
+        pos, k = self.position, chunk.steps
+        with self.device_errors(chunk.first_step):
+            losses_Kk = np.asarray(chunk.metrics["loss"]).reshape(self.K, k)
+        now = time.perf_counter()
+        dt, self.last_read = now - max(chunk.dispatched, self.last_read), now
+        self.check_health(chunk.first_step, losses_Kk, np.asarray(chunk.metrics["dead_classes"]).reshape(self.K, k))
+        pos.train_time += dt
+        pos.epoch_loss = (np.asarray(pos.epoch_loss) + losses_Kk.sum(axis=1)).tolist()
+        pos.epoch_correct = (np.asarray(pos.epoch_correct) + np.asarray(chunk.metrics["correct"]).reshape(self.K, k).sum(axis=1)).tolist()
+        pos.epoch_seen += k
+        pos.epoch, pos.pos, pos.step = chunk.epoch, chunk.pos + k, chunk.first_step + k
+        self.lr = float(np.asarray(chunk.metrics["lr"])[-1])
+        if self.progress:
+            self.progress.update(pos.step, epoch=pos.step / self.steps_per_epoch, loss=float(losses_Kk[:, -1].mean()), img_per_s=self.K * k * self.recipe.batch_size / dt)
+        if chunk.ends_epoch:
+            self.end_epoch(chunk)
+
+    def stop(self) -> None:
+        """A signal: checkpoint where the run stands, then raise Interrupted."""
+        self.settle()
+        self.checkpoint(force=True)
+        raise Interrupted(f"{self.who}: stopped by {self.ckpt.stop_requested} at step {self.position.step}; checkpoint saved, run the same command again to resume")
+
+    def check_health(self, first_step: int, losses_Kk: np.ndarray, dead_Kk: np.ndarray) -> None:
         """A non-finite loss stops the run; dead class maps count towards a stall (health.py)."""
         for s, seed in enumerate(self.seeds):
             bad = np.flatnonzero(~np.isfinite(losses_Kk[s]))
             if bad.size:
                 raise TrainingFailed(
-                    f"seed {seed}: the loss became {losses_Kk[s, bad[0]]} at step {self.position.step + int(bad[0])}; the run is stopped "
+                    f"seed {seed}: the loss became {losses_Kk[s, bad[0]]} at step {first_step + int(bad[0])}; the run is stopped "
                     "(try a smaller learning rate with --set base_lr=..., or another seed)"
                 )
-            self.watches[s].observe_steps(self.position.step, dead_Kk[s])
+            self.watches[s].observe_steps(first_step, dead_Kk[s])
 
-    def end_epoch(self, epoch: int, progress: Progress | None, eval_every: int) -> bool:
-        """Log the epoch (and evaluate it) for every seed; True if the run is over."""
-        pos = self.position
+    def end_epoch(self, chunk: _Chunk) -> None:
+        """Log the epoch that ``chunk`` ended for every seed, with its evaluation if it had one."""
+        pos, epoch = self.position, chunk.epoch
         seen = max(pos.epoch_seen, 1)
         train_loss_K = np.asarray(pos.epoch_loss) / seen
         train_acc_K = np.asarray(pos.epoch_correct) / (seen * self.recipe.batch_size)
-        last = pos.step >= self.total_steps
         if self.plateau:
             self.plateau.observe(float(train_acc_K[0]))
-            last = last or self.plateau.done
         if pos.pos == self.steps_per_epoch:  # a whole epoch: the loss test of the stall check applies
             for s, watch in enumerate(self.watches):
                 watch.observe_epoch(epoch + 1, pos.step, float(train_loss_K[s]))
-        evaluate_now = last or self.halted() or (eval_every and (epoch + 1) % eval_every == 0)
-        evals = self.evaluate_all() if evaluate_now else None
+        evals = chunk.evals() if chunk.evals else None
         for s, seed in enumerate(self.seeds):
             record = {
                 "epoch": epoch + 1,
                 "step": pos.step,
-                "lr": float(self.lrs[-1, 0]),
+                "lr": self.lr,
                 "train_loss": float(train_loss_K[s]),
                 "train_error": 1.0 - float(train_acc_K[s]),
                 "wall_s": round(time.perf_counter() - self.t_start, 3),
@@ -598,17 +671,22 @@ class _Run:
                 record.update(test_error=evals[s].error, test_loss=evals[s].loss)
             with self.metrics_paths[s].open("a") as f:
                 f.write(json.dumps(record) + "\n")
-            if progress:
-                progress.epoch_end(record if self.K == 1 else {**record, "seed": seed})
+            if self.progress:
+                self.progress.epoch_end(record if self.K == 1 else {**record, "seed": seed})
         pos.epoch, pos.pos, pos.epoch_seen = epoch + 1, 0, 0
         pos.epoch_loss, pos.epoch_correct = [0.0] * self.K, [0] * self.K
-        return last
 
-    def evaluate_all(self):
-        """Every seed's test error: one program for all K seeds (vmapped), or the plain one for K = 1."""
-        if self.K == 1:
-            return [evaluate(self.program.eval_fn, self.state[0], self.test_set)]
-        return evaluate_stacked(self.program.eval_fn_K, self.state[0], self.test_set)
+    def evaluate_all(self, read: bool = True):
+        """Every seed's test error: one program for all K seeds (vmapped), or the plain one for K = 1.
+        ``read=False``: queue it and return a function that waits for the results."""
+        fn = functools.partial(evaluate, self.program.eval_fn) if self.K == 1 else functools.partial(evaluate_stacked, self.program.eval_fn_K)
+        pending = fn(self.state[0], self.test_set, read=False)
+
+        def results() -> list:
+            out = pending()
+            return [out] if self.K == 1 else out
+
+        return results() if read else results
 
     def checkpoint(self, force: bool) -> None:
         # The RNG needs no state: every key is fold_in(run_key(seed, attempt), epoch or step).

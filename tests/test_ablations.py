@@ -347,8 +347,8 @@ def test_cnn_trains_with_the_training_step():
 
     grads = nnx.to_pure_dict(jax.grad(loss)(params))
     tx = make_optimizer(recipe, params, model.classifier_path())
-    step = make_train_steps(graphdef, tx, recipe, 1)
-    (new_params, _), metrics = step((params, tx.init(params)), x, y, jnp.arange(16), jax.random.key(1), 0, 0, jnp.full((1, 2), 0.01, jnp.float32))
+    step = make_train_steps(graphdef, tx, recipe, 1, 2)
+    (new_params, _), metrics = step((params, tx.init(params)), x, y, jnp.arange(16), jax.random.key(1), 0, 0, jnp.float32(0.01))
     after = nnx.to_pure_dict(new_params)
     assert np.isfinite(float(metrics["loss"][0]))
     # Caffe update from zero momentum: w <- w - lr * mult * (g + wd * w).

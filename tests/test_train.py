@@ -252,7 +252,8 @@ def test_a_dead_network_stalls_and_stops(tmp_path, monkeypatch):
     _with_init(monkeypatch, _kill_maps(0, 1, 2, 3))
     res = train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0)
     assert res.stalled == "stalled at step 9: 4/4 class maps dead (at least one dead for 10 steps in a row)"
-    assert (res.stall_step, res.steps, res.max_dead_classes) == (9, 10, 4)
+    # Step 10 was already queued when step 9's metrics showed the stall (one chunk in flight).
+    assert (res.stall_step, res.steps, res.max_dead_classes) == (9, 11, 4)
 
 
 def test_a_partly_dead_network_stalls(tmp_path, monkeypatch):
@@ -263,7 +264,7 @@ def test_a_partly_dead_network_stalls(tmp_path, monkeypatch):
     data = tiny_data()
     res = train_and_evaluate(recipe, PreparedData(data.x_train, data.y_train, data.x_test, data.y_test, 10, "test"), tmp_path, seed=0)
     assert res.stalled is not None and res.stalled.startswith("stalled at step 11: 8/10 class maps dead")
-    assert res.steps == 12
+    assert res.steps == 13  # the stall at step 11 is read while step 12 is in flight
 
 
 def test_a_silent_network_stalls_on_its_loss(tmp_path, monkeypatch):
@@ -277,7 +278,7 @@ def test_a_silent_network_stalls_on_its_loss(tmp_path, monkeypatch):
     _with_init(monkeypatch, silence)
     res = train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0)
     assert re.fullmatch(r"stalled at step 16: training loss 1\.386\d still within 0\.001 of ln\(4\) = 1\.3863 after 2 epochs", res.stalled)
-    assert res.steps == 16 and res.max_dead_classes == 0
+    assert res.steps == 17 and res.max_dead_classes == 0  # step 17 was queued before epoch 2's loss was read
 
 
 def test_a_slow_healthy_start_is_not_a_stall(tmp_path, monkeypatch):
@@ -337,3 +338,60 @@ def test_a_finished_plateau_run_run_again_trains_nothing_more(tmp_path):
     assert first.steps < 10 * 8 and again.steps == first.steps
     assert again.test_error == first.test_error
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == first.steps // 8
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(schedule="paper", paper_phases=((5, 1.0), (3, 0.1), (2, 0.01)), bias_lr_drops=False),
+        dict(schedule="paper", paper_phases=((5, 1.0), (3, 0.1), (2, 0.01)), bias_lr_drops=True, warmup_epochs=1.5),
+        dict(schedule="paper", paper_phases=((200, 1.0), (30, 0.1), (30, 0.01)), epochs=2.6),  # scaled: boundaries fall between steps
+        dict(schedule="caffe", caffe_step_iters=40, caffe_max_iters=48, caffe_gamma=0.1, warmup_epochs=0.5),
+        dict(schedule="caffe", caffe_step_iters=40, caffe_max_iters=48, epochs=1.9),
+        dict(schedule="plateau", warmup_epochs=2.0, epochs=None),
+    ],
+)
+def test_the_lr_computed_on_the_device_equals_the_recipes_schedule(changes):
+    # At every step, across drops and warm-up: (weights, biases) = base LR x (lr_factor, bias_lr_factor).
+    from nin_repro.train import lr_schedule
+
+    recipe = tiny_recipe(**changes)
+    spe = 7
+    steps = np.arange(recipe.total_steps(spe) + 5)
+    on_device = np.asarray(jax.jit(jax.vmap(lr_schedule(recipe, spe)))(jnp.asarray(steps, jnp.int32)))
+    expected = np.array([[recipe.lr_factor(int(s), spe), recipe.bias_lr_factor(int(s), spe)] for s in steps])
+    np.testing.assert_allclose(on_device, expected, rtol=1e-6)
+    assert len(np.unique(expected[:, 0])) > 1  # the schedule does change over the run
+
+
+def test_the_next_chunk_is_queued_before_the_last_ones_metrics_are_read(tmp_path, monkeypatch):
+    # The device never waits for the host between chunks: chunk c + 1 is dispatched before the
+    # host reads chunk c's metrics (progress.update), also across the epoch boundary.
+    import nin_repro.train as train
+
+    events = []
+    make = train.make_train_steps
+
+    def spying_make(*a, **kw):
+        compiled = make(*a, **kw)
+
+        def call(state, x, y, perm, key, first_step, *rest):
+            events.append(("dispatch", int(first_step)))
+            return compiled(state, x, y, perm, key, first_step, *rest)
+
+        return call
+
+    class Reads:
+        def start(self, total_steps, description): ...
+        def update(self, step, **kw):
+            events.append(("read", step))
+
+        def epoch_end(self, record): ...
+        def close(self): ...
+
+    monkeypatch.setattr(train, "make_train_steps", spying_make)
+    train._program.cache_clear()
+    res = train.train_and_evaluate(tiny_recipe(epochs=2), tiny_data(), tmp_path, seed=0, progress=Reads(), chunk_steps=4)
+    train._program.cache_clear()
+    assert res.steps == 16
+    assert events == [("dispatch", 0), ("dispatch", 4), ("read", 4), ("dispatch", 8), ("read", 8), ("dispatch", 12), ("read", 12), ("read", 16)]
