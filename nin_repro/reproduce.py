@@ -24,9 +24,11 @@ from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
+from nin_repro.provenance import provenance
 from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
 from nin_repro.report import write_report
-from nin_repro.results import VariantResult, first_epoch_at, provenance, write_table
+from nin_repro.results.stats import VariantResult, first_epoch_at
+from nin_repro.results.write import write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate_seeds
 
 # --smoke: synthetic but learnable data in the table's image shape, tiny widths, a few steps.
