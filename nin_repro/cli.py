@@ -57,7 +57,7 @@ TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data f
 def _run_table(name: str, **kw) -> None:
     from nin_repro.progress import RichProgress
     from nin_repro.recipe import load_experiment
-    from nin_repro.reproduce import Options, reproduce, stalled_seeds
+    from nin_repro.reproduce import Options, on_cpu, reproduce, stalled_seeds, training_images
 
     dry_run = kw.pop("dry_run", False)
     module = load_experiment(name.replace("-", "_"))
@@ -71,7 +71,7 @@ def _run_table(name: str, **kw) -> None:
     if dry_run:
         _print_plan(table, opts)
         return
-    if _on_cpu() and not opts.smoke and _training_images(table, opts) > 1_000_000:
+    if on_cpu() and not opts.smoke and training_images(table, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
 
@@ -89,37 +89,13 @@ def _run_table(name: str, **kw) -> None:
         )
 
 
-def _on_cpu() -> bool:
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
-def _training_images(table, opts) -> int:
-    from nin_repro.reproduce import TRAIN_SIZES, apply_options
-
-    total = 0
-    for variant in table.variants:
-        recipe, _ = apply_options(variant.recipe, opts)
-        n = TRAIN_SIZES.get(recipe.dataset, 50_000)
-        total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
-    return total
-
-
 def _print_plan(table, opts) -> float:
     """Print the recipe, images to process and a measured time estimate; return the total seconds."""
-    from nin_repro.reproduce import plan
-    from nin_repro.results import format_duration
+    from nin_repro.reproduce import describe_plan
 
-    plans = plan(table, opts)
-    for p in plans:
-        v = table.variant(p.variant)
-        typer.echo(
-            f"{table.name}/{p.variant} ({v.method}): {p.seeds} seed(s) x {p.epochs:g} epochs, {p.images:,} training images; "
-            f"{p.img_per_s:,.0f} img/s measured here -> about {format_duration(p.estimate_s)} (estimate, training only)"
-        )
-    total = sum(p.estimate_s for p in plans)
-    typer.echo(f"{table.name}: about {format_duration(total)} in all on this device (estimate)")
+    lines, total = describe_plan(table, opts)
+    for line in lines:
+        typer.echo(line)
     return total
 
 
@@ -353,24 +329,13 @@ def eval_run(
     download: bool = Download,
 ) -> None:
     """Re-evaluate a saved run's final parameters on its test set with its saved preprocessing."""
-    from nin_repro.reproduce import Options, load_run, load_table_data, reevaluate
+    from nin_repro.reproduce import check_run
 
-    if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
-        raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
-    record, recipe, _ = load_run(run_dir)
-    ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
-    error = reevaluate(run_dir, ds.x_test, ds.y_test)
-    recorded = record["result"]["test_error"]
-    same = "equals" if error == recorded else "DIFFERS FROM"
-    from nin_repro import atomic
-    from nin_repro.results import provenance
-
-    atomic.write_json(
-        run_dir / "eval.json",
-        {"test_error": error, "recorded_test_error": recorded, "equal": error == recorded, "num_test": len(ds.x_test), "data_source": ds.source, "provenance": provenance()},
-    )
-    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}% (written to {run_dir / 'eval.json'})")
-    if error != recorded:
+    check = check_run(run_dir, data_dir=data_dir, cache_dir=cache_dir, download=download)
+    error, recorded = check.test_error, check.recorded_test_error
+    same = "equals" if check.equal else "DIFFERS FROM"
+    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {check.num_test} images ({check.data_source}); {same} the recorded {100 * recorded:.2f}% (written to {check.path})")
+    if not check.equal:
         raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
 
 
