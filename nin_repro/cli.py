@@ -254,9 +254,6 @@ def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Option
         raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
 
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-
-
 @app.command()
 def bench(
     table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
@@ -275,48 +272,14 @@ def bench(
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
     from rich.table import Table as RichTable
 
-    from nin_repro.bench import bench_recipe, write_bench
-    from nin_repro.recipe import load_experiment
-    from nin_repro.results import provenance
+    from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
-    if steps <= 0 or any(b <= 0 for b in batch_size) or any(k <= 0 for k in seeds):
-        raise UsageError("--steps, --batch-size and --seeds must be positive")
-    unknown = [d for d in dtype if d not in DTYPES]
-    if unknown:
-        raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
-    recipe = load_experiment(table).TABLE.variants[0].recipe
-    results = [
-        r
-        for d in dtype
-        for b in batch_size
-        for k in seeds
-        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s)
-        if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
-    ]
-    out = Path(results_dir) / "bench.md"
-    prov = provenance()
-    write_bench(results, out, table, prov)
+    results, out, prov = bench_table(table, batch_sizes=batch_size, dtypes=dtype, steps=steps, seeds=seeds, peak_tflops=peak_tflops, hbm_gb_s=hbm_gb_s, results_dir=results_dir)
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
-    short = {v: k for k, v in DTYPES.items()}
-    for col in ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s"):
+    for col in COLUMNS:
         view.add_column(col, justify="right")
-    for r in results:
-        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
-        ceiling = min(c for c in (r.compute_ceiling_img_s, r.memory_ceiling_img_s) if c) if (r.compute_ceiling_img_s or r.memory_ceiling_img_s) else None
-        view.add_row(
-            r.what,
-            short.get(r.dtype, r.dtype),
-            str(r.batch_size),
-            str(r.models),
-            f"{r.img_per_s:,.0f}",
-            f"{r.img_per_s_per_model:,.0f}",
-            f"{r.ms_per_step:.2f}",
-            f"{r.tflops:.3f}",
-            pct,
-            f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a",
-            f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a",
-            f"{r.compile_s:.1f}",
-        )
+    for row in summary_rows(results):
+        view.add_row(*row)
     console.print(view)
     console.print(f"[green]wrote[/green] {out}")
 
