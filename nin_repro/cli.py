@@ -188,28 +188,14 @@ data_app = typer.Typer(help="Fetch, check and locate datasets (for compute nodes
 app.add_typer(data_app, name="data")
 
 
-def _dataset_names(dataset: Optional[str]) -> list[str]:
-    from nin_repro.data import DATASETS
-
-    if dataset is None:
-        return list(DATASETS)
-    if dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    return [dataset]
-
-
 @data_app.command("where")
 def data_where(dataset: Optional[str] = typer.Argument(None), data_dir: Optional[Path] = DataDir, cache_dir: Optional[Path] = CacheDir) -> None:
     """Print where each dataset is looked for: the cache, the original files, tensorflow-datasets."""
-    from nin_repro.data import cache, readers
+    from nin_repro.data.locate import dataset_names, where
 
-    cdir = cache_dir or cache.default_cache_dir()
-    for name in _dataset_names(dataset):
-        npz, _ = cache.cache_paths(cdir, name)
-        typer.echo(f"{name}:")
-        typer.echo(f"  1. cache          {npz} ({'present' if npz.is_file() else 'absent'})")
-        typer.echo(f"  2. original files {readers.expected_files(name)} in {data_dir or '--data-dir (not given)'}")
-        typer.echo("  3. tensorflow-datasets download into $TFDS_DATA_DIR or ~/tensorflow_datasets (needs the 'download' extra)")
+    for name in dataset_names(dataset):
+        for line in where(name, data_dir, cache_dir):
+            typer.echo(line)
 
 
 @data_app.command("download")
@@ -221,8 +207,9 @@ def data_download(
 ) -> None:
     """Fetch and convert a dataset into the cache ahead of time (from --data-dir files or tensorflow-datasets)."""
     from nin_repro.data import cache, load_dataset
+    from nin_repro.data.locate import dataset_names
 
-    (name,) = _dataset_names(dataset)
+    (name,) = dataset_names(dataset)
     ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir)
     npz, _ = cache.cache_paths(cache_dir or cache.default_cache_dir(), name)
     typer.echo(f"{name}: {len(ds.x_train)} train / {len(ds.x_test)} test images from {ds.source}; cached at {npz}")
@@ -231,22 +218,14 @@ def data_download(
 @data_app.command("verify")
 def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Optional[Path] = CacheDir) -> None:
     """Check cached datasets against their recorded sha256; exit 1 if any is damaged."""
-    import json
+    from nin_repro.data.locate import dataset_names, verify_cache
 
-    from nin_repro.data import cache
-
-    cdir = cache_dir or cache.default_cache_dir()
     bad = []
-    for name in _dataset_names(dataset):
-        npz, meta_path = cache.cache_paths(cdir, name)
-        if not npz.is_file():
+    for name in dataset_names(dataset):
+        npz, ok = verify_cache(name, cache_dir)
+        if ok is None:
             typer.echo(f"{name}: not cached")
             continue
-        try:
-            recorded = json.loads(meta_path.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
-        ok = recorded is not None and cache.sha256_file(npz) == recorded
         typer.echo(f"{name}: {'ok' if ok else 'checksum mismatch'} ({npz})")
         if not ok:
             bad.append(name)
