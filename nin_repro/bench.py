@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 from nin_repro import atomic
-from nin_repro.recipe import Recipe
+from nin_repro.errors import UsageError
+from nin_repro.provenance import provenance
+from nin_repro.recipe import Recipe, load_experiment
 
 # Dense peak TFLOP/s by device kind (vendor datasheets, SXM parts), for % of peak; float32 is TF32's
 # tensor-core peak on NVIDIA parts that have one (JAX's default float32 matmul precision there).
@@ -219,3 +222,69 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         lines += [f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
     atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
+
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+
+# The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
+COLUMNS = ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
+
+
+def bench_table(
+    table: str,
+    *,
+    batch_sizes: list[int],
+    dtypes: list[str],
+    steps: int,
+    seeds: list[int],
+    peak_tflops: float | None = None,
+    hbm_gb_s: float | None = None,
+    results_dir: Path = Path("results"),
+) -> tuple[list[BenchResult], Path, dict]:
+    """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
+    and write ``results_dir/bench.md`` (and .json). Returns the results, the markdown's path and the
+    provenance."""
+    if steps <= 0 or any(b <= 0 for b in batch_sizes) or any(k <= 0 for k in seeds):
+        raise UsageError("--steps, --batch-size and --seeds must be positive")
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
+    recipe = load_experiment(table).TABLE.variants[0].recipe
+    results = [
+        r
+        for d in dtypes
+        for b in batch_sizes
+        for k in seeds
+        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s)
+        if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
+    ]
+    out = Path(results_dir) / "bench.md"
+    prov = provenance()
+    write_bench(results, out, table, prov)
+    return results, out, prov
+
+
+def summary_rows(results: list[BenchResult]) -> list[list[str]]:
+    """The rows of the terminal table, one per result, in ``COLUMNS`` order."""
+    short = {v: k for k, v in DTYPES.items()}
+    rows = []
+    for r in results:
+        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
+        ceiling = min(c for c in (r.compute_ceiling_img_s, r.memory_ceiling_img_s) if c) if (r.compute_ceiling_img_s or r.memory_ceiling_img_s) else None
+        rows.append(
+            [
+                r.what,
+                short.get(r.dtype, r.dtype),
+                str(r.batch_size),
+                str(r.models),
+                f"{r.img_per_s:,.0f}",
+                f"{r.img_per_s_per_model:,.0f}",
+                f"{r.ms_per_step:.2f}",
+                f"{r.tflops:.3f}",
+                pct,
+                f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a",
+                f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a",
+                f"{r.compile_s:.1f}",
+            ]
+        )
+    return rows

@@ -57,7 +57,7 @@ TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data f
 def _run_table(name: str, **kw) -> None:
     from nin_repro.progress import RichProgress
     from nin_repro.recipe import load_experiment
-    from nin_repro.reproduce import Options, reproduce, stalled_seeds
+    from nin_repro.reproduce import Options, on_cpu, reproduce, stalled_seeds, training_images
 
     dry_run = kw.pop("dry_run", False)
     module = load_experiment(name.replace("-", "_"))
@@ -71,7 +71,7 @@ def _run_table(name: str, **kw) -> None:
     if dry_run:
         _print_plan(table, opts)
         return
-    if _on_cpu() and not opts.smoke and _training_images(table, opts) > 1_000_000:
+    if on_cpu() and not opts.smoke and training_images(table, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
 
@@ -89,37 +89,13 @@ def _run_table(name: str, **kw) -> None:
         )
 
 
-def _on_cpu() -> bool:
-    import jax
-
-    return jax.default_backend() == "cpu"
-
-
-def _training_images(table, opts) -> int:
-    from nin_repro.reproduce import TRAIN_SIZES, apply_options
-
-    total = 0
-    for variant in table.variants:
-        recipe, _ = apply_options(variant.recipe, opts)
-        n = TRAIN_SIZES.get(recipe.dataset, 50_000)
-        total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
-    return total
-
-
 def _print_plan(table, opts) -> float:
     """Print the recipe, images to process and a measured time estimate; return the total seconds."""
-    from nin_repro.reproduce import plan
-    from nin_repro.results import format_duration
+    from nin_repro.reproduce import describe_plan
 
-    plans = plan(table, opts)
-    for p in plans:
-        v = table.variant(p.variant)
-        typer.echo(
-            f"{table.name}/{p.variant} ({v.method}): {p.seeds} seed(s) x {p.epochs:g} epochs, {p.images:,} training images; "
-            f"{p.img_per_s:,.0f} img/s measured here -> about {format_duration(p.estimate_s)} (estimate, training only)"
-        )
-    total = sum(p.estimate_s for p in plans)
-    typer.echo(f"{table.name}: about {format_duration(total)} in all on this device (estimate)")
+    lines, total = describe_plan(table, opts)
+    for line in lines:
+        typer.echo(line)
     return total
 
 
@@ -212,28 +188,14 @@ data_app = typer.Typer(help="Fetch, check and locate datasets (for compute nodes
 app.add_typer(data_app, name="data")
 
 
-def _dataset_names(dataset: Optional[str]) -> list[str]:
-    from nin_repro.data import DATASETS
-
-    if dataset is None:
-        return list(DATASETS)
-    if dataset not in DATASETS:
-        raise UsageError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    return [dataset]
-
-
 @data_app.command("where")
 def data_where(dataset: Optional[str] = typer.Argument(None), data_dir: Optional[Path] = DataDir, cache_dir: Optional[Path] = CacheDir) -> None:
     """Print where each dataset is looked for: the cache, the original files, tensorflow-datasets."""
-    from nin_repro.data import cache, readers
+    from nin_repro.data.locate import dataset_names, where
 
-    cdir = cache_dir or cache.default_cache_dir()
-    for name in _dataset_names(dataset):
-        npz, _ = cache.cache_paths(cdir, name)
-        typer.echo(f"{name}:")
-        typer.echo(f"  1. cache          {npz} ({'present' if npz.is_file() else 'absent'})")
-        typer.echo(f"  2. original files {readers.expected_files(name)} in {data_dir or '--data-dir (not given)'}")
-        typer.echo("  3. tensorflow-datasets download into $TFDS_DATA_DIR or ~/tensorflow_datasets (needs the 'download' extra)")
+    for name in dataset_names(dataset):
+        for line in where(name, data_dir, cache_dir):
+            typer.echo(line)
 
 
 @data_app.command("download")
@@ -245,8 +207,9 @@ def data_download(
 ) -> None:
     """Fetch and convert a dataset into the cache ahead of time (from --data-dir files or tensorflow-datasets)."""
     from nin_repro.data import cache, load_dataset
+    from nin_repro.data.locate import dataset_names
 
-    (name,) = _dataset_names(dataset)
+    (name,) = dataset_names(dataset)
     ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir)
     npz, _ = cache.cache_paths(cache_dir or cache.default_cache_dir(), name)
     typer.echo(f"{name}: {len(ds.x_train)} train / {len(ds.x_test)} test images from {ds.source}; cached at {npz}")
@@ -255,30 +218,19 @@ def data_download(
 @data_app.command("verify")
 def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Optional[Path] = CacheDir) -> None:
     """Check cached datasets against their recorded sha256; exit 1 if any is damaged."""
-    import json
+    from nin_repro.data.locate import dataset_names, verify_cache
 
-    from nin_repro.data import cache
-
-    cdir = cache_dir or cache.default_cache_dir()
     bad = []
-    for name in _dataset_names(dataset):
-        npz, meta_path = cache.cache_paths(cdir, name)
-        if not npz.is_file():
+    for name in dataset_names(dataset):
+        npz, ok = verify_cache(name, cache_dir)
+        if ok is None:
             typer.echo(f"{name}: not cached")
             continue
-        try:
-            recorded = json.loads(meta_path.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
-        ok = recorded is not None and cache.sha256_file(npz) == recorded
         typer.echo(f"{name}: {'ok' if ok else 'checksum mismatch'} ({npz})")
         if not ok:
             bad.append(name)
     if bad:
         raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
-
-
-DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 @app.command()
@@ -299,48 +251,14 @@ def bench(
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
     from rich.table import Table as RichTable
 
-    from nin_repro.bench import bench_recipe, write_bench
-    from nin_repro.recipe import load_experiment
-    from nin_repro.results import provenance
+    from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
-    if steps <= 0 or any(b <= 0 for b in batch_size) or any(k <= 0 for k in seeds):
-        raise UsageError("--steps, --batch-size and --seeds must be positive")
-    unknown = [d for d in dtype if d not in DTYPES]
-    if unknown:
-        raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
-    recipe = load_experiment(table).TABLE.variants[0].recipe
-    results = [
-        r
-        for d in dtype
-        for b in batch_size
-        for k in seeds
-        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s)
-        if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
-    ]
-    out = Path(results_dir) / "bench.md"
-    prov = provenance()
-    write_bench(results, out, table, prov)
+    results, out, prov = bench_table(table, batch_sizes=batch_size, dtypes=dtype, steps=steps, seeds=seeds, peak_tflops=peak_tflops, hbm_gb_s=hbm_gb_s, results_dir=results_dir)
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
-    short = {v: k for k, v in DTYPES.items()}
-    for col in ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s"):
+    for col in COLUMNS:
         view.add_column(col, justify="right")
-    for r in results:
-        pct = f"{r.pct_of_peak:.1f}" if r.pct_of_peak is not None else "n/a"
-        ceiling = min(c for c in (r.compute_ceiling_img_s, r.memory_ceiling_img_s) if c) if (r.compute_ceiling_img_s or r.memory_ceiling_img_s) else None
-        view.add_row(
-            r.what,
-            short.get(r.dtype, r.dtype),
-            str(r.batch_size),
-            str(r.models),
-            f"{r.img_per_s:,.0f}",
-            f"{r.img_per_s_per_model:,.0f}",
-            f"{r.ms_per_step:.2f}",
-            f"{r.tflops:.3f}",
-            pct,
-            f"{ceiling:,.0f} ({r.bound})" if ceiling else "n/a",
-            f"{r.pct_of_ceiling:.1f}" if r.pct_of_ceiling else "n/a",
-            f"{r.compile_s:.1f}",
-        )
+    for row in summary_rows(results):
+        view.add_row(*row)
     console.print(view)
     console.print(f"[green]wrote[/green] {out}")
 
@@ -353,24 +271,13 @@ def eval_run(
     download: bool = Download,
 ) -> None:
     """Re-evaluate a saved run's final parameters on its test set with its saved preprocessing."""
-    from nin_repro.reproduce import Options, load_run, load_table_data, reevaluate
+    from nin_repro.reproduce import check_run
 
-    if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
-        raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
-    record, recipe, _ = load_run(run_dir)
-    ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
-    error = reevaluate(run_dir, ds.x_test, ds.y_test)
-    recorded = record["result"]["test_error"]
-    same = "equals" if error == recorded else "DIFFERS FROM"
-    from nin_repro import atomic
-    from nin_repro.results import provenance
-
-    atomic.write_json(
-        run_dir / "eval.json",
-        {"test_error": error, "recorded_test_error": recorded, "equal": error == recorded, "num_test": len(ds.x_test), "data_source": ds.source, "provenance": provenance()},
-    )
-    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {len(ds.x_test)} images ({ds.source}); {same} the recorded {100 * recorded:.2f}% (written to {run_dir / 'eval.json'})")
-    if error != recorded:
+    check = check_run(run_dir, data_dir=data_dir, cache_dir=cache_dir, download=download)
+    error, recorded = check.test_error, check.recorded_test_error
+    same = "equals" if check.equal else "DIFFERS FROM"
+    typer.echo(f"{run_dir}: test error {100 * error:.2f}% on {check.num_test} images ({check.data_source}); {same} the recorded {100 * recorded:.2f}% (written to {check.path})")
+    if not check.equal:
         raise NinError(f"re-evaluation of {run_dir} gives {100 * error:.4f}%, the run recorded {100 * recorded:.4f}%")
 
 

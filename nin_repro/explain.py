@@ -14,9 +14,9 @@ import numpy as np
 
 from nin_repro import analysis, atomic, figures
 from nin_repro.errors import UsageError
+from nin_repro.provenance import provenance
 from nin_repro.recipe import load_experiment
 from nin_repro.report import write_report
-from nin_repro.results import provenance
 
 # Saved runs each command looks for in --workdir, best first: the paper-scale tables, then the
 # demo-scale models of experiments/analysis.py (trained on demand).

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from nin_repro import atomic
-from nin_repro.results import format_duration, format_mean_std
+from nin_repro.results.stats import format_duration, format_mean_std
 
 VARIANT_FIELDS = {"method": str, "errors_pct": list, "seeds": list, "epochs": (int, float), "planned_epochs": (int, float)}
 

@@ -24,9 +24,11 @@ from nin_repro.data.cache import sha256_file
 from nin_repro.errors import UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
+from nin_repro.provenance import provenance
 from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
 from nin_repro.report import write_report
-from nin_repro.results import VariantResult, first_epoch_at, provenance, write_table
+from nin_repro.results.stats import VariantResult, first_epoch_at, format_duration
+from nin_repro.results.write import write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate_seeds
 
 # --smoke: synthetic but learnable data in the table's image shape, tiny widths, a few steps.
@@ -545,6 +547,38 @@ def plan(table: Table, opts: Options, steps: int = 3) -> list[Plan]:
     return plans
 
 
+def on_cpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def training_images(table: Table, opts: Options) -> int:
+    """Training images a table run processes, all variants and seeds (counted, not measured)."""
+    total = 0
+    for variant in table.variants:
+        recipe, _ = apply_options(variant.recipe, opts)
+        n = TRAIN_SIZES.get(recipe.dataset, 50_000)
+        total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
+    return total
+
+
+def describe_plan(table: Table, opts: Options) -> tuple[list[str], float]:
+    """``plan`` in words: the recipe, images to process and a measured time estimate, a line per
+    variant and one for the table; and the total seconds."""
+    plans = plan(table, opts)
+    lines = []
+    for p in plans:
+        v = table.variant(p.variant)
+        lines.append(
+            f"{table.name}/{p.variant} ({v.method}): {p.seeds} seed(s) x {p.epochs:g} epochs, {p.images:,} training images; "
+            f"{p.img_per_s:,.0f} img/s measured here -> about {format_duration(p.estimate_s)} (estimate, training only)"
+        )
+    total = sum(p.estimate_s for p in plans)
+    lines.append(f"{table.name}: about {format_duration(total)} in all on this device (estimate)")
+    return lines, total
+
+
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     """What a saved run needs for re-evaluation: its record, recipe and fitted preprocessing."""
     from nin_repro.models import config_from_dict
@@ -579,3 +613,35 @@ def reevaluate(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
     graphdef, params = load_params(Path(run_dir) / "params", recipe)
     test = EvalSet.build(pre.apply(x_test), y_test, recipe.eval_batch_size)
     return evaluate(make_eval_fn(logits_fn_for(graphdef)), params, test).error
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCheck:
+    """A saved run re-evaluated by ``check_run`` (also written to ``path``, the run's eval.json)."""
+
+    test_error: float
+    recorded_test_error: float
+    num_test: int
+    data_source: str
+    path: Path
+
+    @property
+    def equal(self) -> bool:
+        return self.test_error == self.recorded_test_error
+
+
+def check_run(run_dir: Path, *, data_dir: Path | None = None, cache_dir: Path | None = None, download: bool = True) -> RunCheck:
+    """Re-evaluate a finished run's final parameters on its test set with its saved preprocessing,
+    compare with the test error the run recorded, and write both (with provenance) to
+    ``run_dir/eval.json``."""
+    if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
+        raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
+    record, recipe, _ = load_run(run_dir)
+    ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
+    error = reevaluate(run_dir, ds.x_test, ds.y_test)
+    recorded = record["result"]["test_error"]
+    atomic.write_json(
+        run_dir / "eval.json",
+        {"test_error": error, "recorded_test_error": recorded, "equal": error == recorded, "num_test": len(ds.x_test), "data_source": ds.source, "provenance": provenance()},
+    )
+    return RunCheck(error, recorded, len(ds.x_test), ds.source, run_dir / "eval.json")

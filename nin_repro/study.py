@@ -22,9 +22,10 @@ import numpy as np
 
 from nin_repro import atomic
 from nin_repro.figures import read_metrics
+from nin_repro.provenance import provenance
 from nin_repro.recipe import Recipe, load_experiment
 from nin_repro.reproduce import Options, load_table_data, parallel_seeds, prepare
-from nin_repro.results import format_duration, provenance
+from nin_repro.results.stats import format_duration
 from nin_repro.train import PreparedData, init_model, train_and_evaluate_seeds
 
 LEARNED_BELOW_PCT = 50.0  # a seed "learned" if its final test error is below this (chance: 90 %)
