@@ -19,9 +19,11 @@ smoke:
 	$(NIN) cifar10 --smoke
 
 # Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
-TABLES = cifar10 cifar100 svhn mnist ablate-gap ablate-dropout ablate-aux ablate-precision
+# Every experiment file that declares a command (`nin-repro tables`), in the paper's order.
+TABLES ?= $(shell $(NIN) tables)
 
 reproduce-all:
+	@test -n "$(TABLES)" || { echo "no table commands found: install nin-repro first (make install)" >&2; exit 2; }
 	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
 	$(MAKE) analysis
 
@@ -45,6 +47,7 @@ analysis-demo:
 
 reproduce-smoke:
 	$(NIN) demo
+	@test -n "$(TABLES)" || { echo "no table commands found: install nin-repro first (make install)" >&2; exit 2; }
 	for t in $(TABLES); do $(NIN) $$t --smoke || exit 1; done
 	$(NIN) report --results-dir results/smoke
 

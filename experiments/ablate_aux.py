@@ -20,6 +20,10 @@ from nin_repro.recipe import Table, Variant
 from . import demo
 from .cifar10 import RECIPE
 
+# The command `nin-repro ablate-aux` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Ours: a GoogLeNet-style auxiliary classifier after block 2 (loss weight 0.3, dropped at inference), CIFAR-10; --demo on 5k digits."
+COMMAND_ORDER = 7
+
 AUX_OURS = (
     "auxiliary head (not in the paper): 1x1 conv (He-normal init, bias 0) to one map per class + GAP after "
     "block 2, loss weight 0.3 during training (GoogLeNet's), discarded at inference; the main loss is what metrics report",

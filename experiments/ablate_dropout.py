@@ -17,6 +17,10 @@ from nin_repro.recipe import Claim, Table, Variant
 
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
+# The command `nin-repro ablate-dropout` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Fig. 3: NIN with and without dropout between mlpconv blocks, CIFAR-10, 200 epochs; draws the error curves."
+COMMAND_ORDER = 6
+
 RECIPE = dataclasses.replace(
     CIFAR10_RECIPE,
     paper_phases=((200, 1.0),),

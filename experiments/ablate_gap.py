@@ -27,6 +27,10 @@ from nin_repro.recipe import Claim, PaperRow, Table, Variant
 
 from .cifar10 import RECIPE
 
+# The command `nin-repro ablate-gap` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10."
+COMMAND_ORDER = 5
+
 NIN_FC = dataclasses.replace(
     RECIPE,
     model=dataclasses.replace(RECIPE.model, head="fc"),

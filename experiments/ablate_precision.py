@@ -18,6 +18,10 @@ from nin_repro.recipe import Table, Variant
 from . import demo
 from .cifar10 import RECIPE
 
+# The command `nin-repro ablate-precision` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Ours: float32 vs bfloat16 compute (fp32 parameters and optimizer state), CIFAR-10; --demo on 5k digits."
+COMMAND_ORDER = 8
+
 BF16_OURS = ("bf16 compute (not in the paper): convolutions and matrix products in bfloat16; parameters, optimizer state, logits and loss in float32",)
 
 

@@ -28,6 +28,10 @@ from nin_repro.data import CIFAR10_CLASSES
 from nin_repro.models import nin_cifar10
 from nin_repro.recipe import PaperRow, Recipe, Table, Variant
 
+# The command `nin-repro cifar10` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs)."
+COMMAND_ORDER = 1
+
 RECIPE = Recipe(
     dataset="cifar10",
     preprocess="gcn_zca",

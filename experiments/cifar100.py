@@ -17,6 +17,10 @@ from nin_repro.recipe import PaperRow, Table, Variant
 
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
+# The command `nin-repro cifar100` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay)."
+COMMAND_ORDER = 2
+
 _base = nin_cifar10(num_classes=100)
 _blocks = list(_base.blocks)
 _blocks[0] = dataclasses.replace(_blocks[0], init_std=(0.001, 0.01, 0.01))

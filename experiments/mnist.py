@@ -28,6 +28,10 @@ from nin_repro.recipe import PaperRow, Table, Variant
 
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
+# The command `nin-repro mnist` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Table 4: MNIST test error, NIN + Dropout: the recipe as published, and with our departure (standardized input, He init, no final ReLU, Adam)."
+COMMAND_ORDER = 4
+
 MODEL = NINConfig(
     blocks=(
         BlockSpec(5, (96, 64, 48), pool="max", dropout=0.5),

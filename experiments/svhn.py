@@ -27,6 +27,10 @@ from nin_repro.recipe import PaperRow, Table, Variant
 
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
+# The command `nin-repro svhn` (nin_repro.recipe.table_commands reads these two without importing the file).
+COMMAND_HELP = "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN)."
+COMMAND_ORDER = 3
+
 MODEL = NINConfig(
     blocks=(
         BlockSpec(5, (128, 96, 64), pool="max", dropout=0.5),

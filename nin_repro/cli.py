@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, UsageError
+from nin_repro.registry import table_commands
 
 app = typer.Typer(
     name="nin-repro",
@@ -99,7 +100,7 @@ def _print_plan(table, opts) -> float:
     return total
 
 
-def _register_table(name: str, help_text: str) -> None:
+def _register_table(name: str, help_text: str, has_demo: bool) -> None:
     """One command per paper table, all with the same options."""
 
     def command(
@@ -119,7 +120,7 @@ def _register_table(name: str, help_text: str) -> None:
         checkpoint_every: float = CkptEvery,
         parallel_seeds: Optional[bool] = ParallelSeeds,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
-        demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=name not in DEMO_TABLES),
+        demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
     ) -> None:
         _run_table(
             name,
@@ -157,20 +158,17 @@ def _root(
         jax.distributed.initialize()
 
 
-# The tables (help text here so `--help` does not import every experiment file).
-TABLES = {
-    "cifar10": "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs).",
-    "cifar100": "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay).",
-    "svhn": "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN).",
-    "mnist": "Table 4: MNIST test error, NIN + Dropout (the paper's MNIST widths, pixels in [0, 1]).",
-    "ablate-gap": "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10.",
-    "ablate-dropout": "Fig. 3: NIN with and without dropout between mlpconv blocks, CIFAR-10, 200 epochs; draws the error curves.",
-    "ablate-aux": "Ours: a GoogLeNet-style auxiliary classifier after block 2 (loss weight 0.3, dropped at inference), CIFAR-10; --demo on 5k digits.",
-    "ablate-precision": "Ours: float32 vs bfloat16 compute (fp32 parameters and optimizer state), CIFAR-10; --demo on 5k digits.",
-}
-DEMO_TABLES = ("ablate-aux", "ablate-precision")
-for _name, _help in TABLES.items():
-    _register_table(_name, _help)
+# One command per experiment file that declares COMMAND_HELP (read without importing the file).
+TABLE_COMMANDS = table_commands()
+for _command in TABLE_COMMANDS:
+    _register_table(_command.name, _command.help, _command.has_demo)
+
+
+@app.command("tables")
+def tables() -> None:
+    """Print the table commands, one per line, in the paper's order (the Makefile's reproduce-all runs them)."""
+    for command in TABLE_COMMANDS:
+        typer.echo(command.name)
 
 
 @app.command()

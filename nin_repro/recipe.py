@@ -8,15 +8,13 @@ objects; everything else reads them. A field the paper does not fix is listed in
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import itertools
 import math
-import sys
-from pathlib import Path
+from typing import Callable
 
 from nin_repro.errors import UsageError
 from nin_repro.models import ModelConfig
+from nin_repro.registry import load_experiment  # noqa: F401  (where it always was; lives in registry)
 
 SCHEDULES = ("paper", "caffe", "plateau")
 
@@ -180,6 +178,39 @@ class Recipe:
         return self.epochs is None and self.train_subset is None
 
 
+# --smoke checks the pipeline, not the recipe: the shared rewrite below, which an experiment file
+# may replace with its own (Table.smoke). The row lists every field it changed (reproduce.shortened_label).
+SMOKE_WIDTH = 0.125
+SMOKE_MIN_CHANNELS = 16  # narrower layers (with dropout 0.5) often collapse within the smoke steps
+SMOKE_EPOCHS = 8
+SMOKE_BATCH = 64
+SMOKE_EVAL_BATCH = 128
+SMOKE_SEEDS = (0,)
+
+
+def smoke_width(recipe: Recipe) -> float:
+    return max(SMOKE_WIDTH, SMOKE_MIN_CHANNELS / min(recipe.model.hidden_widths()))
+
+
+def smoke_recipe(recipe: Recipe) -> Recipe:
+    """The default --smoke rewrite: tiny widths, 8 epochs, one seed. Tiny widths with N(0, 0.05),
+    SGD and ZCA fitted on 1.5k images (fewer than its 3072 dimensions) learn nothing in 200 steps,
+    so smoke also uses He init, no ReLU on the class maps (with tiny widths the last layer
+    otherwise dies within the few steps), standardized pixels and Adam."""
+    return dataclasses.replace(
+        recipe,
+        model=recipe.model.scaled(smoke_width(recipe)).with_he_init(final_relu=False),
+        epochs=float(SMOKE_EPOCHS),
+        batch_size=SMOKE_BATCH,
+        eval_batch_size=SMOKE_EVAL_BATCH,
+        seeds=SMOKE_SEEDS,
+        preprocess="standardize",
+        optimizer="adam",
+        base_lr=0.003,
+        classifier_lr_mult=1.0,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class PaperRow:
     method: str
@@ -238,6 +269,7 @@ class Table:
     figure: str | None = None  # "error_curves": results.write_table also draws nin_repro.figures
     # Also report the first epoch at which each run's test error reaches this (%), if set.
     target_error_pct: float | None = None
+    smoke: Callable[[Recipe], Recipe] = smoke_recipe  # the --smoke rewrite of every variant's recipe
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:
@@ -247,29 +279,3 @@ class Table:
 
     def paper_row(self, variant_key: str) -> PaperRow | None:
         return next((r for r in self.rows if r.variant == variant_key), None)
-
-
-def load_experiment(name: str):
-    """The module ``experiments/<name>.py``. Installed packages carry the folder as
-    ``nin_repro.experiments``; in a source checkout run with PYTHONPATH=. it is registered under
-    that name from the top-level folder, so experiment files can import each other."""
-    package = "nin_repro.experiments"
-    if package not in sys.modules:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as err:
-            if err.name != package:
-                raise
-            folder = Path(__file__).resolve().parents[1] / "experiments"
-            spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
-            if spec is None or not folder.is_dir():
-                raise UsageError(f"the experiments folder is missing (looked in {folder}): reinstall nin-repro") from None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[package] = module
-            spec.loader.exec_module(module)
-    try:
-        return importlib.import_module(f"{package}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name != f"{package}.{name}":
-            raise
-        raise UsageError(f"no experiment file for {name!r}") from None

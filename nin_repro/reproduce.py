@@ -12,9 +12,11 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -25,20 +27,15 @@ from nin_repro.errors import UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.provenance import provenance
-from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
+from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant, smoke_recipe
 from nin_repro.report import write_report
 from nin_repro.results.stats import VariantResult, first_epoch_at, format_duration
 from nin_repro.results.write import write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate_seeds
 
-# --smoke: synthetic but learnable data in the table's image shape, tiny widths, a few steps.
+# --smoke: synthetic but learnable data in the table's image shape (the recipe's rewrite is
+# recipe.smoke_recipe, or the table's own Table.smoke).
 SMOKE_TRAIN, SMOKE_TEST = 1536, 500  # 500 is not a multiple of the eval batch: padding is exercised
-SMOKE_WIDTH = 0.125
-SMOKE_MIN_CHANNELS = 16  # narrower layers (with dropout 0.5) often collapse within the smoke steps
-SMOKE_EPOCHS = 8
-SMOKE_BATCH = 64
-SMOKE_EVAL_BATCH = 128
-SMOKE_SEEDS = (0,)
 SMOKE_SHIFT, SMOKE_NOISE, SMOKE_CUE = 2, 1.0, 0.5  # easier than make_synthetic's default, so a few steps suffice
 
 
@@ -152,8 +149,11 @@ def apply_set(recipe: Recipe, assignments: tuple[str, ...]) -> Recipe:
     return recipe
 
 
-def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...]]:
-    """The recipe a run uses, and the overrides to record (and mark in the row)."""
+def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recipe] = smoke_recipe) -> tuple[Recipe, tuple[str, ...]]:
+    """The recipe a run uses, and the overrides to record (and mark in the row). With --smoke,
+    ``smoke`` (the table's ``Table.smoke``) rewrites the recipe first; the options apply on top."""
+    if opts.smoke:
+        recipe = smoke(recipe)
     changes: dict = {}
     if opts.seeds is not None:
         changes["seeds"] = tuple(range(opts.seeds))
@@ -167,27 +167,6 @@ def apply_options(recipe: Recipe, opts: Options) -> tuple[Recipe, tuple[str, ...
         changes["schedule"] = opts.schedule
     if opts.warmup_epochs is not None and opts.warmup_epochs != recipe.warmup_epochs:
         changes["warmup_epochs"] = opts.warmup_epochs
-    if opts.smoke:
-        changes.update(
-            model=changes.get("model", recipe.model).scaled(smoke_width(recipe)),
-            epochs=SMOKE_EPOCHS if opts.epochs is None else float(opts.epochs),
-            batch_size=opts.batch_size or SMOKE_BATCH,
-            eval_batch_size=SMOKE_EVAL_BATCH,
-            seeds=changes.get("seeds", SMOKE_SEEDS),
-            # A smoke run checks the pipeline, not the recipe: tiny widths with N(0, 0.05), SGD and
-            # ZCA fitted on 1.5k images (fewer than its 3072 dimensions) learn nothing in 200 steps,
-            # so smoke uses He init, standardized pixels and Adam; the row says so.
-            model_init_he=True,
-            preprocess="standardize",
-            optimizer="adam",
-            base_lr=0.003,
-            classifier_lr_mult=1.0,
-        )
-    he = changes.pop("model_init_he", False)
-    if he:
-        # ... and no ReLU on the class maps: with tiny widths the last layer otherwise dies within
-        # the few smoke steps (seen on the MNIST-shaped smoke data).
-        changes["model"] = changes["model"].with_he_init(final_relu=False)
     new = apply_set(dataclasses.replace(recipe, **changes), opts.overrides)
     recorded = (
         tuple(f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo"))
@@ -210,10 +189,6 @@ def zoo_changes(recipe: Recipe) -> dict:
     blocks = list(recipe.model.blocks)
     blocks[1] = dataclasses.replace(blocks[1], pool="avg")
     return {"schedule": "caffe", "model": dataclasses.replace(recipe.model, blocks=tuple(blocks))}
-
-
-def smoke_width(recipe: Recipe) -> float:
-    return max(SMOKE_WIDTH, SMOKE_MIN_CHANNELS / min(recipe.model.hidden_widths()))
 
 
 def smoke_train_size(num_classes: int) -> int:
@@ -264,15 +239,23 @@ def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData,
 NOT_THE_RECIPE = ("seeds", "epochs", "eval_batch_size", "dataset", "attempts", "dead_steps", "stall_epochs", "stall_tolerance", "ours")
 
 
-def recipe_changes(recipe: Recipe, original: Recipe) -> list[str]:
-    """``field=value`` for each recipe field (``model.field`` for the network) a run changed."""
+def recipe_changes(recipe: Recipe, original: Recipe, compact: bool = False) -> list[str]:
+    """``field=value`` for each recipe field (``model.field`` for the network) a run changed.
+    ``compact``: a field changed in several blocks is one item, ``model.blocks[*].init_std=None``
+    (values that differ per block joined by `` / ``)."""
     out = []
     for f in dataclasses.fields(Recipe):
         new, old = getattr(recipe, f.name), getattr(original, f.name)
         if f.name in NOT_THE_RECIPE or new == old:
             continue
         out += _differences(f.name, new, old)
-    return out
+    if not compact:
+        return out
+    grouped: dict[str, list[str]] = {}
+    for item in out:
+        name, value = item.split("=", 1)
+        grouped.setdefault(re.sub(r"\[\d+\]", "[*]", name), []).append(value)
+    return [f"{name}={' / '.join(dict.fromkeys(values))}" for name, values in grouped.items()]
 
 
 def _differences(name: str, new, old) -> list[str]:
@@ -288,10 +271,9 @@ def _differences(name: str, new, old) -> list[str]:
 
 
 def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original: Recipe) -> str | None:
-    if smoke:
-        return (
-            f"smoke: synthetic data, widths x{smoke_width(original):.3g}, He init, no final ReLU, standardized pixels, Adam, "
-            f"{recipe.epochs:g} epochs of {smoke_train_size(recipe.model.num_classes)} images"
+    if smoke:  # every field the smoke rewrite (and any option) changed, by name
+        return f"smoke: synthetic data, {recipe.epochs:g} epochs of {smoke_train_size(recipe.model.num_classes)} images; " + ", ".join(
+            recipe_changes(recipe, original, compact=True)
         )
     parts = []
     changed = recipe_changes(recipe, original)
@@ -310,13 +292,13 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     check_folders(opts, table_dir)
     for variant in table.variants:  # every recipe valid (dataset names too) before any training
-        check_dataset(apply_options(variant.recipe, opts)[0])
+        check_dataset(apply_options(variant.recipe, opts, table.smoke)[0])
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     results: list[VariantResult] = []
     for variant in table.variants:
         if variants and variant.key not in variants:
             continue
-        recipe, overrides = apply_options(variant.recipe, opts)
+        recipe, overrides = apply_options(variant.recipe, opts, table.smoke)
         key = (recipe.dataset, recipe.preprocess)
         if key not in prepared:
             prepared[key] = prepare(load_table_data(recipe, opts), recipe, table_dir)
@@ -326,7 +308,17 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         steps_per_epoch = len(data.x_train) // recipe.batch_size
         planned = recipe.schedule_epochs(steps_per_epoch)  # the length of the schedule this run follows
         pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
-        histories = train_with_retries(table, variant, recipe, data, pre_ref, variant_dir(table_dir, variant, recipe, opts.smoke), opts, overrides, progress)
+        histories = train_with_retries(
+            table,
+            variant,
+            recipe,
+            data,
+            pre_ref,
+            variant_dir(table_dir, variant, recipe, apply_options(variant.recipe, Options(smoke=opts.smoke), table.smoke)[0]),
+            opts,
+            overrides,
+            progress,
+        )
         runs = [h[-1] for h in histories]
         results.append(
             VariantResult.from_runs(
@@ -393,15 +385,15 @@ def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
     return wanted
 
 
-def variant_dir(table_dir: Path, variant: Variant, recipe: Recipe, smoke: bool = False) -> Path:
+def variant_dir(table_dir: Path, variant: Variant, recipe: Recipe, base: Recipe) -> Path:
     """Where a variant's seeds are trained. A folder belongs to one recipe: the table's own recipe
     (with --smoke: the smoke recipe) trains in ``<variant>/``; any other (--epochs, --set,
     --recipe ...) in ``<variant>@<fingerprint>/``, so it never overwrites, or is cited as, the
-    other's runs. Fields that do not change what a seed trains (``NOT_THE_RECIPE``: the seeds, the
-    number of attempts, the stall thresholds) do not matter."""
+    other's runs. ``base``: the table's own recipe of the variant (with --smoke, after the table's
+    smoke rewrite). Fields that do not change what a seed trains (``NOT_THE_RECIPE``: the seeds,
+    the number of attempts, the stall thresholds) do not matter."""
     from nin_repro.checkpoint import recipe_fingerprint
 
-    base = apply_options(variant.recipe, Options(smoke=smoke))[0]
     same = not recipe_changes(recipe, base) and (recipe.epochs, recipe.dataset) == (base.epochs, base.dataset)
     return Path(table_dir) / (variant.key if same else f"{variant.key}@{recipe_fingerprint(dataclasses.replace(recipe, seeds=(0,)))[:8]}")
 
@@ -494,7 +486,7 @@ def train_variant(table: Table, variant_key: str, opts: Options, seed: int = 0, 
     """Train one seed of one variant of ``table`` into ``<workdir>/<table>/<variant>/seed_<seed>``
     (no results table): the short model an analysis command trains when it finds no saved run."""
     variant = table.variant(variant_key)
-    recipe, overrides = apply_options(variant.recipe, opts)
+    recipe, overrides = apply_options(variant.recipe, opts, table.smoke)
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     data, pre_path = prepare(load_table_data(recipe, opts), recipe, table_dir)
     pre_ref = {"path": str(pre_path.resolve()), "sha256": sha256_file(pre_path)}
@@ -538,7 +530,7 @@ def plan(table: Table, opts: Options, steps: int = 3) -> list[Plan]:
     opts.validate()
     plans = []
     for variant in table.variants:
-        recipe, _ = apply_options(variant.recipe, opts)
+        recipe, _ = apply_options(variant.recipe, opts, table.smoke)
         n = smoke_train_size(recipe.model.num_classes) if opts.smoke else TRAIN_SIZES.get(recipe.dataset, 50_000)
         spe = max(1, n // recipe.batch_size)
         images = recipe.total_steps(spe) * recipe.batch_size * len(recipe.seeds)
@@ -557,7 +549,7 @@ def training_images(table: Table, opts: Options) -> int:
     """Training images a table run processes, all variants and seeds (counted, not measured)."""
     total = 0
     for variant in table.variants:
-        recipe, _ = apply_options(variant.recipe, opts)
+        recipe, _ = apply_options(variant.recipe, opts, table.smoke)
         n = TRAIN_SIZES.get(recipe.dataset, 50_000)
         total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
     return total

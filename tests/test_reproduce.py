@@ -3,8 +3,8 @@
 import pytest
 
 from nin_repro.errors import UsageError
-from nin_repro.recipe import load_experiment
-from nin_repro.reproduce import Options, apply_options, apply_set, smoke_width
+from nin_repro.recipe import load_experiment, smoke_width
+from nin_repro.reproduce import Options, apply_options, apply_set
 
 RECIPE = load_experiment("cifar10").RECIPE
 
