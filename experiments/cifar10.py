@@ -25,17 +25,36 @@ marked in the row as proxy data, never as CIFAR-10).
 import dataclasses
 
 from nin_repro.data import CIFAR10_CLASSES
-from nin_repro.models import nin_cifar10
+from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import PaperRow, Recipe, Table, Variant
 
 # The command `nin-repro cifar10` (nin_repro.recipe.table_commands reads these two without importing the file).
 COMMAND_HELP = "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs)."
 COMMAND_ORDER = 1
 
+INIT_STD = (0.05, 0.05, 0.05)  # initW of every conv in cifar-10_def (docs/paper-notes.md, "Architecture")
+
+
+def nin(num_classes: int = 10, pool2: str = "max", **overrides) -> NINConfig:
+    """The paper's CIFAR-10 NIN (cuda-convnet ``NIN/cifar-10_def``; docs/paper-notes.md, "Architecture"):
+    three mlpconv blocks 5x5 192-160-96 / 5x5 192-192-192 / 3x3 192-192-10, max pool 3x3/2 (Caffe
+    ceil alignment) and dropout 0.5 after blocks 1 and 2, ReLU after every conv including cccp6,
+    then global average pooling of the 8x8 class maps: 966,986 parameters. ``pool2="avg"``: the
+    Caffe model-zoo variant (average pooling after block 2). Other tables reuse it (CIFAR-100 with
+    100 class maps)."""
+    blocks = (
+        BlockSpec(5, (192, 160, 96), init_std=INIT_STD, pool="max", dropout=0.5),
+        BlockSpec(5, (192, 192, 192), init_std=INIT_STD, pool=pool2, dropout=0.5),
+        BlockSpec(3, (192, 192, num_classes), init_std=INIT_STD, pool="none", dropout=0.0),
+    )
+    return NINConfig(**{**dict(blocks=blocks, in_channels=3, input_hw=(32, 32), num_classes=num_classes, head="gap", final_relu=True), **overrides})
+
+
 RECIPE = Recipe(
     dataset="cifar10",
     preprocess="gcn_zca",
-    model=nin_cifar10(),
+    model=nin(),
+    optimizer="sgd",
     batch_size=128,
     base_lr=0.1,
     momentum=0.9,
@@ -45,8 +64,9 @@ RECIPE = Recipe(
     bias_lr_drops=False,  # the README divides epsW at each drop, epsB stays
     schedule="paper",
     paper_phases=((200, 1.0), (30, 0.1), (30, 0.01)),
-    caffe_step_iters=100_000,
+    caffe_step_iters=100_000,  # the model-zoo solver (--recipe caffe): stepsize, max_iter, gamma
     caffe_max_iters=120_000,
+    caffe_gamma=0.1,
     seeds=(0, 1, 2),
     ours=(
         "each epoch is a fresh permutation of the training images; the fewer-than-a-batch left over are skipped that epoch (80 of 50k for CIFAR)",

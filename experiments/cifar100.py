@@ -12,16 +12,16 @@ The README says "the rest is the same" as CIFAR-10: 200 + 30 + 30 epochs, LR /10
 import dataclasses
 
 from nin_repro.data import CIFAR100_CLASSES
-from nin_repro.models import nin_cifar10
 from nin_repro.recipe import PaperRow, Table, Variant
 
 from .cifar10 import RECIPE as CIFAR10_RECIPE
+from .cifar10 import nin
 
 # The command `nin-repro cifar100` (nin_repro.recipe.table_commands reads these two without importing the file).
 COMMAND_HELP = "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay)."
 COMMAND_ORDER = 2
 
-_base = nin_cifar10(num_classes=100)
+_base = nin(num_classes=100)
 _blocks = list(_base.blocks)
 _blocks[0] = dataclasses.replace(_blocks[0], init_std=(0.001, 0.01, 0.01))
 

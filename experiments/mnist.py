@@ -32,14 +32,19 @@ from .cifar10 import RECIPE as CIFAR10_RECIPE
 COMMAND_HELP = "Table 4: MNIST test error, NIN + Dropout: the recipe as published, and with our departure (standardized input, He init, no final ReLU, Adam)."
 COMMAND_ORDER = 4
 
+INIT_STD = (0.05, 0.05, 0.05)  # initW 0.05 in every layer of NIN/mnist_def (docs/paper-notes.md, "Architecture")
+
 MODEL = NINConfig(
     blocks=(
-        BlockSpec(5, (96, 64, 48), pool="max", dropout=0.5),
-        BlockSpec(5, (128, 96, 48), pool="max", dropout=0.5),
-        BlockSpec(5, (128, 96, 10), pool="none", dropout=0.0),
+        BlockSpec(5, (96, 64, 48), init_std=INIT_STD, pool="max", dropout=0.5),
+        BlockSpec(5, (128, 96, 48), init_std=INIT_STD, pool="max", dropout=0.5),
+        BlockSpec(5, (128, 96, 10), init_std=INIT_STD, pool="none", dropout=0.0),
     ),
     in_channels=1,
     input_hw=(28, 28),
+    num_classes=10,
+    head="gap",
+    final_relu=True,  # ReLU after cccp6, as in mnist_def
 )
 
 PUBLISHED = dataclasses.replace(

@@ -1,8 +1,7 @@
 """Network In Network in Flax NNX: mlpconv blocks, Caffe ceil-mode pooling, swappable heads.
 
-The default CIFAR-10 configuration is the paper's own (cuda-convnet ``NIN/cifar-10_def``,
-docs/paper-notes.md, "Architecture"): max pool after blocks 1 and 2, dropout 0.5 after them, ReLU after every conv
-including the last 1x1 (cccp6), then an 8x8 global average pool. 966,986 parameters.
+The networks themselves (widths, kernels, pools, dropout, init) are written in the experiment
+files, e.g. the paper's CIFAR-10 NIN in ``experiments/cifar10.py`` (``nin``).
 
 Also the paper's Sec. 4.6 conventional CNN (``ConvNet``: convs + a locally connected layer,
 ``LocallyConnected2D``, with an FC, FC + dropout or GAP head). ``build_model(config, rngs=...)``
@@ -31,10 +30,11 @@ class BlockSpec:
 
     kernel: int
     widths: tuple[int, int, int]
-    # N(0, std) init per conv; None = He-normal (our departure, used by the demo only).
-    init_std: tuple[float, float, float] | None = (0.05, 0.05, 0.05)
-    pool: Pool = "max"
-    dropout: float = 0.5
+    # N(0, std) init per conv; None = He-normal (our departure). The paper's values are in the
+    # experiment files, with their sources.
+    init_std: tuple[float, float, float] | None
+    pool: Pool
+    dropout: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,17 +114,6 @@ class NINConfig:
     def with_he_init(self, final_relu: bool = False) -> "NINConfig":
         """He-normal init everywhere (our departure, used by --smoke) and the given final ReLU."""
         return dataclasses.replace(self, blocks=tuple(dataclasses.replace(b, init_std=None) for b in self.blocks), final_relu=final_relu)
-
-
-def nin_cifar10(**overrides) -> NINConfig:
-    """The paper's CIFAR-10 NIN (§2b); ``pool2="avg"`` gives the Caffe model-zoo variant (§2a)."""
-    pool2 = overrides.pop("pool2", "max")
-    blocks = (
-        BlockSpec(5, (192, 160, 96), pool="max", dropout=0.5),
-        BlockSpec(5, (192, 192, 192), pool=pool2, dropout=0.5),
-        BlockSpec(3, (192, 192, overrides.get("num_classes", 10)), pool="none", dropout=0.0),
-    )
-    return NINConfig(blocks=blocks, **overrides)
 
 
 def caffe_pool_padding(size: int, window: int = 3, stride: int = 2) -> tuple[int, int]:

@@ -19,38 +19,44 @@ from nin_repro.registry import load_experiment  # noqa: F401  (where it always w
 SCHEDULES = ("paper", "caffe", "plateau")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Recipe:
+    """Everything a table row trains with. The fields without a default are the paper's (or our)
+    choices for that table and are written in its experiment file; the defaults are checks and
+    options that are not part of any paper recipe."""
+
     dataset: str  # name for nin_repro.data.load_dataset ("cifar10", "mnist", "digits5k", "synthetic")
-    preprocess: str  # "gcn_zca" | "scale01" | "standardize"
+    preprocess: str  # "gcn_zca" | "scale01" | "standardize" | ...
     model: ModelConfig  # NINConfig, or ConvNetConfig for the Sec. 4.6 CNN
     augment: bool = False  # +-4 px zero-padded random crop and horizontal flip (after preprocessing)
     augment_flip: bool = True  # digits must not be mirrored
-    batch_size: int = 128
-    # Optimizer (docs/paper-notes.md, "Training recipe"): SGD, momentum inside the Caffe update, decay on weights only.
-    optimizer: str = "sgd"  # "sgd" (the paper's) | "adam" [ours, demo only]
-    base_lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    bias_lr_mult: float = 2.0
+    batch_size: int
+    # Optimizer (docs/paper-notes.md, "Training recipe"): "sgd" is Caffe's SGD (momentum inside the
+    # update, decay on weights only, per-layer LR multipliers); "adam" is ours.
+    optimizer: str
+    base_lr: float
+    momentum: float
+    weight_decay: float
+    bias_lr_mult: float
     # Whether an LR drop of the "paper" schedule also divides the biases' LR. The author's README
     # divides only epsW at each drop; epsB stays (docs/paper-notes.md, "Training recipe"). The Caffe
     # solver and the plateau rule scale every LR.
-    bias_lr_drops: bool = True
-    classifier_lr_mult: float = 0.1  # cccp6 (the layer producing class scores)
-    # Learning-rate schedule.
-    schedule: str = "paper"
-    paper_phases: tuple[tuple[float, float], ...] = ((200, 1.0), (30, 0.1), (30, 0.01))  # (epochs, LR factor)
-    caffe_step_iters: int = 100_000
-    caffe_max_iters: int = 120_000
-    caffe_gamma: float = 0.1
+    bias_lr_drops: bool
+    classifier_lr_mult: float  # the layer producing class scores (cccp6)
+    # Learning-rate schedule: "paper" (paper_phases), "caffe" (the caffe_* solver), "plateau".
+    schedule: str
+    paper_phases: tuple[tuple[float, float], ...] | None = None  # (epochs, LR factor); needed by "paper"
+    caffe_step_iters: int | None = None  # needed by "caffe" (also by --recipe caffe / zoo)
+    caffe_max_iters: int | None = None
+    caffe_gamma: float | None = None
+    # The paper's text rule (--recipe plateau): LR /10 when training accuracy stops improving, twice.
     plateau_patience: int = 10  # epochs without training-accuracy gain before LR /10 [ours]
     plateau_min_delta: float = 0.001  # a gain smaller than this (absolute accuracy) is no gain [ours]
     plateau_drops: int = 2  # the paper divides by 10 twice: final LR = 1/100
     plateau_max_epochs: float = 300  # [ours]
     warmup_epochs: float = 0.0  # linear warm-up [ours]; 0 in the paper recipe
     epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...]
     eval_batch_size: int = 500
     # Stall checks (nin_repro.health; defaults from `nin-repro init-study`): a seed has stalled when
     # at least one class map is dead (score 0 for every example of the batch) for ``dead_steps``
@@ -83,7 +89,14 @@ class Recipe:
             return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
         out = []
-        for name in ("batch_size", "eval_batch_size", "dead_steps", "attempts", "caffe_step_iters", "caffe_max_iters", "plateau_patience"):
+        needed = {"paper": ("paper_phases",), "caffe": ("caffe_step_iters", "caffe_max_iters", "caffe_gamma"), "plateau": ()}[self.schedule]
+        missing = [name for name in needed if getattr(self, name) is None]
+        if missing:
+            return [f"the {self.schedule} schedule needs {', '.join(missing)}, which this table's experiment file does not give"]
+        if self.optimizer not in ("sgd", "adam"):
+            out.append(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        ints = ("batch_size", "eval_batch_size", "dead_steps", "attempts", "plateau_patience")
+        for name in ints + (("caffe_step_iters", "caffe_max_iters") if self.schedule == "caffe" else ()):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 out.append(f"{name} must be a whole number >= 1, got {v!r}")
@@ -93,7 +106,7 @@ class Recipe:
                 out.append(f"{name} must be a finite number >= 0, got {v!r}")
         if not finite(self.momentum) or not 0 <= self.momentum < 1:
             out.append(f"momentum must be in [0, 1), got {self.momentum!r}")
-        for name in ("stall_epochs", "plateau_max_epochs", "caffe_gamma"):
+        for name in ("stall_epochs", "plateau_max_epochs") + (("caffe_gamma",) if self.schedule == "caffe" else ()):
             v = getattr(self, name)
             if not finite(v) or v <= 0:
                 out.append(f"{name} must be a finite number > 0, got {v!r}")
@@ -103,7 +116,9 @@ class Recipe:
             out.append(f"seeds must be a non-empty list of whole numbers >= 0, got {list(self.seeds)!r}")
         elif len(set(self.seeds)) != len(self.seeds):
             out.append(f"seeds must not repeat, got {list(self.seeds)!r}")
-        if not self.paper_phases or not all(isinstance(ph, tuple) and len(ph) == 2 and finite(ph[0]) and ph[0] > 0 and finite(ph[1]) and ph[1] >= 0 for ph in self.paper_phases):
+        if self.schedule == "paper" and not (
+            self.paper_phases and all(isinstance(ph, tuple) and len(ph) == 2 and finite(ph[0]) and ph[0] > 0 and finite(ph[1]) and ph[1] >= 0 for ph in self.paper_phases)
+        ):
             out.append(f"paper_phases must be a non-empty list of [epochs > 0, LR factor >= 0], got {self.paper_phases!r}")
         if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
             out.append(f"train_subset must be a whole number >= 1, got {self.train_subset!r}")

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
 from nin_repro import results as R
 from nin_repro.models import (
@@ -23,9 +24,8 @@ from nin_repro.models import (
     config_from_dict,
     conv_local_cifar10,
     count_params,
-    nin_cifar10,
 )
-from nin_repro.recipe import Claim, Recipe, Table, Variant, load_experiment
+from nin_repro.recipe import Claim, Table, Variant, load_experiment
 
 PROV = {"commit": "abc", "device": {"kind": "cpu", "platform": "cpu", "count": 1}, "versions": {}, "date": "d", "hostname": "h"}
 
@@ -188,7 +188,7 @@ def test_claims_are_not_checked_on_smoke_shortened_or_missing_runs():
 
 
 def claim_table(**kw) -> Table:
-    recipe = Recipe(dataset="cifar10", preprocess="gcn_zca", model=nin_cifar10().scaled(0.1))
+    recipe = dataclasses.replace(load_experiment("cifar10").RECIPE, model=nin_cifar10().scaled(0.1))
     keys = ("gap", "fcd", "fc")
     from nin_repro.recipe import PaperRow
 
@@ -334,7 +334,14 @@ def test_cnn_trains_with_the_training_step():
 
     from nin_repro.train import make_optimizer, make_train_steps
 
-    recipe = Recipe(dataset="synthetic", preprocess="standardize", model=conv_local_cifar10("gap", input_hw=(16, 16)).scaled(0.125), batch_size=8, base_lr=0.01)
+    recipe = dataclasses.replace(
+        load_experiment("cifar10").RECIPE,
+        dataset="synthetic",
+        preprocess="standardize",
+        model=conv_local_cifar10("gap", input_hw=(16, 16)).scaled(0.125),
+        batch_size=8,
+        base_lr=0.01,
+    )
     model = build_model(recipe.model, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     before = jax.tree.map(np.asarray, nnx.to_pure_dict(params))

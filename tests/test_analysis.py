@@ -12,6 +12,7 @@ from flax import nnx
 
 from nin_repro import analysis
 from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool
+from nin_repro.recipe import load_experiment
 
 TINY = NINConfig(
     blocks=(BlockSpec(3, (8, 8, 8), init_std=None, pool="max", dropout=0.0), BlockSpec(3, (8, 8, 6), init_std=None, pool="none", dropout=0.0)),
@@ -25,12 +26,11 @@ TINY = NINConfig(
 
 def _loaded(config: NINConfig, seed: int = 0) -> analysis.Loaded:
     from nin_repro.preprocess import fit_preprocessor
-    from nin_repro.recipe import Recipe
 
     model = NIN(config, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     pre = fit_preprocessor("scale01", np.zeros((2, *config.input_hw, 1), np.uint8))
-    recipe = Recipe(dataset="synthetic", preprocess="scale01", model=config, eval_batch_size=7)
+    recipe = dataclasses.replace(load_experiment("cifar10").RECIPE, dataset="synthetic", preprocess="scale01", model=config, eval_batch_size=7)
     return analysis.Loaded(None, {"table": "t", "variant": "v", "seed": 0}, recipe, pre, graphdef, params)
 
 

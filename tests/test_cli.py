@@ -122,8 +122,9 @@ from pathlib import Path
 from tests.test_data import write_cifar10
 from nin_repro.data import load_dataset
 from nin_repro.preprocess import fit_preprocessor
-from nin_repro.recipe import Recipe
-from nin_repro.models import nin_cifar10
+import dataclasses
+from nin_repro.recipe import load_experiment
+from nin_repro.experiments.cifar10 import nin as nin_cifar10
 from nin_repro.train import PreparedData, train_and_evaluate
 
 tmp = Path(TMP)
@@ -132,7 +133,7 @@ ds = load_dataset("cifar10", data_dir=tmp / "data", cache_dir=tmp / "cache", dow
 assert ds.source.startswith("files:"), ds.source
 pre = fit_preprocessor("gcn_zca", ds.x_train)
 data = PreparedData(pre.apply(ds.x_train), ds.y_train, pre.apply(ds.x_test), ds.y_test, 10, ds.source)
-recipe = Recipe(dataset="cifar10", preprocess="gcn_zca", model=nin_cifar10().scaled(0.05), batch_size=8, epochs=1, augment=True)
+recipe = dataclasses.replace(load_experiment("cifar10").RECIPE, model=nin_cifar10().scaled(0.05), batch_size=8, epochs=1, augment=True)
 result = train_and_evaluate(recipe, data, tmp / "run", seed=0)
 assert result.steps == 5, result
 assert not any(m == "tensorflow" or m.startswith("tensorflow.") for m in sys.modules if sys.modules[m] is not None)

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
-from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool, count_params, final_hw, nin_cifar10
+from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool, count_params, final_hw
 
 
 def caffe_pool_reference(x_HW: np.ndarray, kind: str, k: int = 3, s: int = 2) -> np.ndarray:
@@ -104,7 +105,7 @@ def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():
 
 def test_gap_head_needs_one_map_per_class():
     with pytest.raises(ValueError):
-        NINConfig(blocks=(BlockSpec(3, (8, 8, 7)),), num_classes=10)
+        NINConfig(blocks=(BlockSpec(3, (8, 8, 7), init_std=None, pool="none", dropout=0.0),), num_classes=10)
 
 
 @pytest.mark.parametrize("table, params", [("cifar10", 966_986), ("cifar100", 984_356), ("mnist", 349_674)])

@@ -1,6 +1,7 @@
 """Speed: the epoch as one compiled call with nothing moving implicitly between host and device,
 data parallelism over a device mesh, several seeds in one compiled program (vmap)."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -16,11 +17,12 @@ from flax import nnx
 
 import nin_repro.train as train
 from nin_repro.recipe import Recipe
-from tests.test_train import TINY
+from tests.test_train import CIFAR10_RECIPE, TINY
 
 
 def tiny_recipe(**kw) -> Recipe:
-    return Recipe(**{**dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=1, seeds=(0,), eval_batch_size=7, augment=True), **kw})
+    base = dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=1, seeds=(0,), eval_batch_size=7, augment=True, bias_lr_drops=True, ours=())
+    return dataclasses.replace(CIFAR10_RECIPE, **{**base, **kw})
 
 
 def tiny_data(n=64, m=21) -> train.PreparedData:

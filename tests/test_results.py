@@ -6,16 +6,16 @@ import dataclasses
 import json
 
 import pytest
+from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
 from nin_repro import results as R
-from nin_repro.models import nin_cifar10
-from nin_repro.recipe import PaperRow, Recipe, Table, Variant
+from nin_repro.recipe import PaperRow, Table, Variant, load_experiment
 
 PROV = {"commit": "abc123", "device": {"kind": "cpu", "platform": "cpu", "count": 1}, "versions": {"python": "3"}, "date": "2026-01-01T00:00:00+00:00", "hostname": "h"}
 
 
 def make_table() -> Table:
-    recipe = Recipe(dataset="cifar10", preprocess="gcn_zca", model=nin_cifar10().scaled(0.1), ours=("warm-up 5 epochs",))
+    recipe = dataclasses.replace(load_experiment("cifar10").RECIPE, model=nin_cifar10().scaled(0.1), ours=("warm-up 5 epochs",))
     return Table(
         name="cifar10",
         title="Table 1: CIFAR-10 test error",

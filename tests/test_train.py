@@ -11,7 +11,7 @@ from flax import nnx
 from nin_repro.errors import TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
 from nin_repro.models import BlockSpec, NINConfig
-from nin_repro.recipe import Recipe
+from nin_repro.recipe import Recipe, load_experiment
 from nin_repro.train import (
     CROP_PAD,
     PreparedData,
@@ -37,10 +37,13 @@ TINY = NINConfig(
 )
 
 
+# Recipes built by hand in tests start from the CIFAR-10 experiment file's (Recipe has no paper defaults).
+CIFAR10_RECIPE = load_experiment("cifar10").RECIPE
+
+
 def tiny_recipe(**kw) -> Recipe:
-    base = dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=2, seeds=(0,), eval_batch_size=7)
-    base.update(kw)
-    return Recipe(**base)
+    base = dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=2, seeds=(0,), eval_batch_size=7, bias_lr_drops=True, ours=())
+    return dataclasses.replace(CIFAR10_RECIPE, **{**base, **kw})
 
 
 def tiny_data(n=64, m=21, seed=0) -> PreparedData:
