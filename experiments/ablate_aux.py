@@ -62,4 +62,5 @@ DEMO_TABLE = Table(
     target_error_pct=5.0,
     notes=("Demo scale: 4,000 training digits, 12 epochs, one seed unless --seeds; the target error (5 %) is ours.",),
     class_names=DIGIT_CLASSES,
+    scale="demo",
 )

@@ -40,4 +40,5 @@ TABLE = Table(
     ),
     tolerance_pp=0.0,
     class_names=DIGIT_CLASSES,
+    scale="demo",
 )

@@ -53,4 +53,5 @@ TABLE = Table(
     tolerance_pp=0.0,
     notes=("Demo on a 5k subset: the error is not comparable with the paper's MNIST table (0.47 % on the full 60k/10k).",),
     class_names=DIGIT_CLASSES,
+    scale="demo",
 )

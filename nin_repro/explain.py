@@ -330,4 +330,9 @@ def plot(run_dirs: list[Path], out_png: Path) -> Path:
             raise UsageError(f"{d} has no metrics.jsonl: pass run folders such as runs/demo/nin_digits5k/seed_0")
     labels = [run_label(d) for d in run_dirs]
     caption = figures.SMOKE_CAPTION if any(label.endswith("(smoke)") for label in labels) else ""
-    return figures.plot_runs(run_dirs, labels, out_png, caption)
+    png = figures.plot_runs(run_dirs, labels, out_png, caption)
+    # What the figure shows, beside it: the runs (folders, labels, epochs drawn) and where it was made.
+    drawn = [{"run_dir": str(d), "label": label, "epochs": len(figures.read_metrics(d))} for d, label in zip(run_dirs, labels)]
+    what = "training curves of " + "; ".join(labels)
+    atomic.write_json(Path(png).with_suffix(".json"), {"analysis": "curves", "caption": what, "figure": Path(png).name, "runs": drawn, "provenance": provenance()})
+    return png

@@ -285,6 +285,9 @@ class Table:
     # Also report the first epoch at which each run's test error reaches this (%), if set.
     target_error_pct: float | None = None
     smoke: Callable[[Recipe], Recipe] = smoke_recipe  # the --smoke rewrite of every variant's recipe
+    # "paper": a table of the paper (or our ablation) at full scale; "demo": a demo-scale version on
+    # the shipped digits, never a reproduction (the summary marks its rows "demo", not "full").
+    scale: str = "paper"
 
     def variant(self, key: str) -> Variant:
         for v in self.variants:

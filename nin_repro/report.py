@@ -56,6 +56,7 @@ ANALYSIS_TITLES = {
     "cam": "Class activation maps",
     "gap_claims": "GAP vs FC: the claims measured",
     "init-study": "Init study: why the paper's MNIST recipe stalls on real digits",
+    "curves": "Training curves",
 }
 
 
@@ -68,15 +69,19 @@ def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and "analysis" in data:
-            out.append((path, str(data["analysis"]), str(data.get("caption", ""))))
+            # A figure without a page of its own (`plot`) links to the figure itself.
+            page = path.with_name(str(data["figure"])) if isinstance(data.get("figure"), str) else path
+            out.append((page, str(data["analysis"]), str(data.get("caption", ""))))
         elif isinstance(data, dict) and "study" in data:  # init-study: not a table, linked with the analyses
             out.append((path, str(data["study"]), str(data.get("what", ""))))
     return out
 
 
-def _status(v: dict, smoke: bool) -> str:
+def _status(v: dict, smoke: bool, scale: str = "paper") -> str:
     if smoke or (v.get("shortened") or "").startswith("smoke"):
         return "smoke"
+    if scale == "demo":  # a demo-scale table: whatever its length, not a reproduction
+        return "demo"
     return "shortened" if v.get("shortened") else "full"
 
 
@@ -86,7 +91,8 @@ def render_report(results_dir: Path) -> str:
         "# nin-repro results",
         "",
         "Rebuilt by `nin-repro report` from the tables in this folder. Errors in %, final parameters, "
-        "mean ± sample std over seeds. Only full-length rows are reproductions; smoke and shortened rows are marked.",
+        "mean ± sample std over seeds. Only full rows are reproductions; demo (demo-scale model on the shipped digits), "
+        "shortened and smoke rows are marked.",
         "",
         "| Table | Method | Paper | Ours | Δ (pp) | Within tolerance | Run |",
         "|---|---|---|---|---|---|---|",
@@ -103,7 +109,7 @@ def render_report(results_dir: Path) -> str:
             paper = v.get("paper_error")
             delta = v.get("delta")
             within = v.get("within_tolerance")
-            status = _status(v, smoke)
+            status = _status(v, smoke, table.get("scale", "paper"))
             lines.append(
                 "| "
                 + " | ".join(
@@ -124,7 +130,7 @@ def render_report(results_dir: Path) -> str:
     analyses = _load_analyses(results_dir)
     if analyses:
         lines += ["", "## Analyses (why GAP works)", ""]
-        lines += [f"- [{ANALYSIS_TITLES.get(name, name)}]({path.with_suffix('.md').name}): {caption}" for path, name, caption in analyses]
+        lines += [f"- [{ANALYSIS_TITLES.get(name, name)}]({path.name if path.suffix == '.png' else path.with_suffix('.md').name}): {caption}" for path, name, caption in analyses]
     figures = sorted(p.name for p in results_dir.glob("*.png"))
     lines += ["", f"Total wall time: {format_duration(wall)}. Devices: {', '.join(sorted(devices)) or 'n/a'}."]
     if figures:

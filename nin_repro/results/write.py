@@ -55,6 +55,7 @@ def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov:
             "tolerance_pp": table.tolerance_pp,
             "notes": list(table.notes),
             "target_error_pct": table.target_error_pct,
+            "scale": table.scale,
         },
         "paper_rows": [{"method": pr.method, "error": pr.error, "citation": pr.citation, "variant": pr.variant} for pr in table.rows],
         "variants": variants,
