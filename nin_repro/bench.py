@@ -99,6 +99,7 @@ class BenchResult:
     memory_ceiling_img_s: float | None = None
     pct_of_ceiling: float | None = None  # of the lower ceiling
     bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
+    steps_per_call: int = 1  # training steps in one compiled call (a scan), as training runs them
 
 
 def _time(fn, steps: int) -> float:
@@ -111,19 +112,34 @@ def _time(fn, steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, peak_tflops: float | None = None, seeds: int = 1, hbm_gb_s: float | None = None) -> list[BenchResult]:
+def bench_recipe(
+    recipe: Recipe,
+    *,
+    batch_size: int,
+    dtype: str,
+    steps: int,
+    peak_tflops: float | None = None,
+    seeds: int = 1,
+    hbm_gb_s: float | None = None,
+    steps_per_call: int | None = None,
+) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
-    ``seeds=K``: the training step trains K models at once (one vmapped program; parameters and
-    optimizer states stacked, each seed its own key, the data shared)."""
+    The training steps run as training runs them: ``steps_per_call`` steps per compiled call
+    (default ``train.default_chunk_steps(steps)``: all ``steps`` in one scanned call on a GPU/TPU,
+    as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
+    once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
+    data shared)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
-    from nin_repro.train import _program, epoch_permutation, init_model, logits_fn_for, make_train_steps
+    from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps
 
     recipe = dataclasses.replace(recipe, batch_size=batch_size, model=dataclasses.replace(recipe.model, dtype=dtype))
+    per_call = min(steps_per_call or default_chunk_steps(steps), steps)
+    calls = max(1, steps // per_call)
     h, w = recipe.model.input_hw
-    n = batch_size * 4
+    n = batch_size * max(4, per_call)
     key = jax.random.key(0)
     x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
     y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
@@ -136,7 +152,7 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
         stacked_params = [nnx.split(init_model(recipe, s), nnx.Param)[1] for s in range(seeds)]
         state = [jax.tree.map(lambda *a: jnp.stack(a), *((p, tx.init(p)) for p in stacked_params))]
         keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
-    train_steps = make_train_steps(graphdef, tx, recipe, 1, n // batch_size, over_seeds=seeds > 1)
+    train_steps = make_train_steps(graphdef, tx, recipe, per_call, n // batch_size, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
     lr_scale = jnp.float32(recipe.base_lr)
 
@@ -156,12 +172,12 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
     results = []
-    for what, fn, models in (("train", train_once, seeds), ("eval", eval_once, 1)):
+    for what, fn, models, reps, per in (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1)):
         roof = roofline(recipe.model, what, dtype, peak, bandwidth)
         t0 = time.perf_counter()
         jax.block_until_ready(fn())  # compile + first run
         compile_s = time.perf_counter() - t0
-        dt = _time(fn, steps)
+        dt = _time(fn, reps) / per  # per step
         ips = models * batch_size / dt
         tflops = ips * roof.flops / 1e12
         ceiling = roof.ceiling_img_s
@@ -183,6 +199,7 @@ def bench_recipe(recipe: Recipe, *, batch_size: int, dtype: str, steps: int, pea
                 memory_ceiling_img_s=roof.memory_img_s,
                 pct_of_ceiling=100 * ips / ceiling if ceiling else None,
                 bound=roof.bound,
+                steps_per_call=per,
             )
         )
     return results
@@ -193,7 +210,8 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         f"# Benchmark: `{table}` network",
         "",
         f"Device: {prov['device']['kind']} ({prov['device']['platform']}); jax {prov['versions']['jax']}; commit `{prov['commit']}`; {prov['date']}.",
-        "Synthetic data on the device; one compiled training step per call (SGD + dropout as the recipe); "
+        "Synthetic data on the device; the compiled training call that training makes (SGD + dropout as the recipe): "
+        f"{max(r.steps_per_call for r in results)} steps scanned in one call on a GPU/TPU (as an epoch is), one step per call on a CPU; "
         "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
         "models > 1: that many seeds trained by one vmapped step; img/s and TFLOP/s summed over them.",
         "",

@@ -67,3 +67,24 @@ def test_bench_reports_both_ceilings_when_the_device_is_described(tmp_path):
     lower = min(train["compute_ceiling_img_s"], train["memory_ceiling_img_s"])
     assert train["pct_of_ceiling"] == pytest.approx(100 * train["img_per_s"] / lower)
     assert train["bound"] == ("memory" if train["memory_ceiling_img_s"] < train["compute_ceiling_img_s"] else "compute")
+
+
+def test_bench_times_the_scanned_call_that_gpu_training_makes(monkeypatch):
+    # Forced to the GPU/TPU path on this CPU: 6 steps as one scanned call (what an epoch is there),
+    # timed as 6 steps; the default on a CPU is one step per call, as training runs it.
+    import dataclasses
+
+    import nin_repro.train as train
+    from nin_repro.bench import bench_recipe
+    from nin_repro.models import BlockSpec
+
+    recipe = load_experiment("demo").RECIPE
+    blocks = (BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5), BlockSpec(3, (6, 6, 10), init_std=None, pool="none", dropout=0.0))
+    tiny = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, blocks=blocks, input_hw=(8, 8)))
+    made = []
+    make = train.make_train_steps
+    monkeypatch.setattr(train, "make_train_steps", lambda *a, **kw: made.append(a[3]) or make(*a, **kw))
+    scanned, _ = bench_recipe(tiny, batch_size=8, dtype="float32", steps=6, steps_per_call=6)
+    per_step, _ = bench_recipe(tiny, batch_size=8, dtype="float32", steps=6)
+    assert made == [6, 1] and (scanned.steps_per_call, per_step.steps_per_call) == (6, 1)
+    assert scanned.img_per_s > 0 and per_step.img_per_s > 0
