@@ -100,6 +100,7 @@ class BenchResult:
     pct_of_ceiling: float | None = None  # of the lower ceiling
     bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
     steps_per_call: int = 1  # training steps in one compiled call (a scan), as training runs them
+    rng_impl: str = "threefry2x32"  # the random generator (dropout masks, augmentation)
 
 
 def _time(fn, steps: int) -> float:
@@ -122,6 +123,7 @@ def bench_recipe(
     seeds: int = 1,
     hbm_gb_s: float | None = None,
     steps_per_call: int | None = None,
+    rng_impl: str | None = None,
 ) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
@@ -129,18 +131,19 @@ def bench_recipe(
     (default ``train.default_chunk_steps(steps)``: all ``steps`` in one scanned call on a GPU/TPU,
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
-    data shared)."""
+    data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
+    dropout masks cost)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
-    from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps
+    from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps, run_key
 
-    recipe = dataclasses.replace(recipe, batch_size=batch_size, model=dataclasses.replace(recipe.model, dtype=dtype))
+    recipe = dataclasses.replace(recipe, batch_size=batch_size, model=dataclasses.replace(recipe.model, dtype=dtype), rng_impl=rng_impl or recipe.rng_impl)
     per_call = min(steps_per_call or default_chunk_steps(steps), steps)
     calls = max(1, steps // per_call)
     h, w = recipe.model.input_hw
     n = batch_size * max(4, per_call)
-    key = jax.random.key(0)
+    key = run_key(0, 0, recipe.rng_impl)
     x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
     y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
 
@@ -151,7 +154,7 @@ def bench_recipe(
     if seeds > 1:
         stacked_params = [nnx.split(init_model(recipe, s), nnx.Param)[1] for s in range(seeds)]
         state = [jax.tree.map(lambda *a: jnp.stack(a), *((p, tx.init(p)) for p in stacked_params))]
-        keys = jnp.stack([jax.random.key(s) for s in range(seeds)])
+        keys = jnp.stack([run_key(s, 0, recipe.rng_impl) for s in range(seeds)])
     train_steps = make_train_steps(graphdef, tx, recipe, per_call, n // batch_size, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
     lr_scale = jnp.float32(recipe.base_lr)
@@ -200,6 +203,7 @@ def bench_recipe(
                 pct_of_ceiling=100 * ips / ceiling if ceiling else None,
                 bound=roof.bound,
                 steps_per_call=per,
+                rng_impl=recipe.rng_impl,
             )
         )
     return results
@@ -219,9 +223,9 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         f"({TRAIN_ACCESSES} accesses per activation value per training step, {EVAL_ACCESSES} per evaluation; see nin_repro/bench.py); "
         "% of ceiling is of the lower one.",
         "",
-        "| what | dtype | batch | models | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s "
+        "| what | dtype | batch | models | rng | steps/call | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s "
         "| compute ceiling img/s | memory ceiling img/s | % of ceiling (bound) | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def num(x, fmt=",.0f", none="n/a"):
@@ -230,14 +234,15 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
     for r in results:
         pct = num(r.pct_of_peak, ".1f", "n/a (unknown device; pass --peak-tflops)")
         lines.append(
-            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | "
+            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.rng_impl} | {r.steps_per_call} | "
+            f"{r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | "
             f"{r.hbm_gb_s:,.1f} | {num(r.compute_ceiling_img_s)} | {num(r.memory_ceiling_img_s, none='n/a (pass --hbm-gb-s)')} | "
             f"{num(r.pct_of_ceiling, '.1f')} ({r.bound}) | {r.compile_s:.1f} |"
         )
     base = next((r for r in results if r.what == "train"), None)
     if base:
         lines += ["", "Ratios against the first training row (same run):"]
-        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
+        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}, {r.rng_impl}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
     atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
 
@@ -245,7 +250,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 # The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
-COLUMNS = ("what", "dtype", "batch", "models", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
+COLUMNS = ("what", "dtype", "batch", "models", "rng", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
 
 
 def bench_table(
@@ -255,6 +260,7 @@ def bench_table(
     dtypes: list[str],
     steps: int,
     seeds: list[int],
+    rng_impls: list[str] = ("threefry2x32",),
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),
@@ -267,14 +273,20 @@ def bench_table(
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:
         raise UsageError(f"unknown --dtype {unknown[0]!r}: choose fp32 or bf16")
+    from nin_repro.recipe import RNG_IMPLS
+
+    bad_rng = [r for r in rng_impls if r not in RNG_IMPLS]
+    if bad_rng:
+        raise UsageError(f"unknown --rng {bad_rng[0]!r}: choose one of {', '.join(RNG_IMPLS)}")
     recipe = load_experiment(table).TABLE.variants[0].recipe
     results = [
         r
         for d in dtypes
         for b in batch_sizes
         for k in seeds
-        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s)
-        if r.what == "train" or k == seeds[0]  # evaluation does not depend on the number of seeds
+        for rng in rng_impls
+        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s, rng_impl=rng)
+        if r.what == "train" or (k, rng) == (seeds[0], rng_impls[0])  # evaluation depends on neither
     ]
     out = Path(results_dir) / "bench.md"
     prov = provenance()
@@ -295,6 +307,7 @@ def summary_rows(results: list[BenchResult]) -> list[list[str]]:
                 short.get(r.dtype, r.dtype),
                 str(r.batch_size),
                 str(r.models),
+                r.rng_impl,
                 f"{r.img_per_s:,.0f}",
                 f"{r.img_per_s_per_model:,.0f}",
                 f"{r.ms_per_step:.2f}",

@@ -244,6 +244,11 @@ def bench(
     seeds: list[int] = typer.Option(
         [1], "--seeds", help="Repeatable: K models (seeds 0..K-1) trained at once by one vmapped step, e.g. --seeds 1 --seeds 5; img/s is summed over them."
     ),
+    rng: list[str] = typer.Option(
+        ["threefry2x32"],
+        "--rng",
+        help="Repeatable: the random generator of the dropout masks and augmentation (threefry2x32, rbg, unsafe_rbg), e.g. to measure what threefry costs.",
+    ),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -251,7 +256,9 @@ def bench(
 
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
-    results, out, prov = bench_table(table, batch_sizes=batch_size, dtypes=dtype, steps=steps, seeds=seeds, peak_tflops=peak_tflops, hbm_gb_s=hbm_gb_s, results_dir=results_dir)
+    results, out, prov = bench_table(
+        table, batch_sizes=batch_size, dtypes=dtype, steps=steps, seeds=seeds, rng_impls=rng, peak_tflops=peak_tflops, hbm_gb_s=hbm_gb_s, results_dir=results_dir
+    )
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
     for col in COLUMNS:
         view.add_column(col, justify="right")

@@ -17,6 +17,7 @@ from nin_repro.models import ModelConfig
 from nin_repro.registry import load_experiment  # noqa: F401  (where it always was; lives in registry)
 
 SCHEDULES = ("paper", "caffe", "plateau")
+RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +58,10 @@ class Recipe:
     warmup_epochs: float = 0.0  # linear warm-up [ours]; 0 in the paper recipe
     epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
     seeds: tuple[int, ...]
+    # The random-number generator of every key (init, data order, dropout, augmentation). The
+    # default is JAX's threefry; "rbg" / "unsafe_rbg" are faster on GPUs for the ~19M dropout
+    # uniforms of a batch-512 step but give other random streams [ours, a recorded option].
+    rng_impl: str = "threefry2x32"
     eval_batch_size: int = 500
     # Stall checks (nin_repro.health; defaults from `nin-repro init-study`): a seed has stalled when
     # at least one class map is dead (score 0 for every example of the batch) for ``dead_steps``
@@ -93,6 +98,8 @@ class Recipe:
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
             return [f"the {self.schedule} schedule needs {', '.join(missing)}, which this table's experiment file does not give"]
+        if self.rng_impl not in RNG_IMPLS:
+            out.append(f"rng_impl must be one of {', '.join(RNG_IMPLS)}, got {self.rng_impl!r}")
         if self.optimizer not in ("sgd", "adam"):
             out.append(f"optimizer must be sgd or adam, got {self.optimizer!r}")
         ints = ("batch_size", "eval_batch_size", "dead_steps", "attempts", "plateau_patience")

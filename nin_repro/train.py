@@ -301,10 +301,11 @@ def logits_fn_for(graphdef):
 ATTEMPT_SALT = 1000  # attempt a > 0 of a seed: run_key = fold_in(key(seed), 1000 + a)
 
 
-def run_key(seed: int, attempt: int = 0) -> jax.Array:
+def run_key(seed: int, attempt: int = 0, impl: str = "threefry2x32") -> jax.Array:
     """The key of one try of a seed: init = fold_in(run_key, 0), data order fold_in(run_key, 1),
-    step randomness fold_in(run_key, 2). Attempt 0 is key(seed), so a first try is what it always was."""
-    key = jax.random.key(seed)
+    step randomness fold_in(run_key, 2). Attempt 0 is key(seed), so a first try is what it always was.
+    ``impl``: the generator (``Recipe.rng_impl``); another one gives other random streams."""
+    key = jax.random.key(seed, impl=impl)
     return key if attempt == 0 else jax.random.fold_in(key, ATTEMPT_SALT + attempt)
 
 
@@ -314,7 +315,7 @@ def run_key_text(seed: int, attempt: int = 0) -> str:
 
 
 def init_model(recipe: Recipe, seed: int, attempt: int = 0) -> NIN | ConvNet:
-    return build_model(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(run_key(seed, attempt), 0)))
+    return build_model(recipe.model, rngs=nnx.Rngs(params=jax.random.fold_in(run_key(seed, attempt, recipe.rng_impl), 0)))
 
 
 @dataclasses.dataclass
@@ -527,7 +528,7 @@ class _Run:
             states.append((params, tx.init(params)))
         self.mesh = data_mesh(self.recipe.batch_size)
         self.on_mesh = NamedSharding(self.mesh, P())  # the dataset and the training state on every device
-        keys = [run_key(seed, attempt) for seed, attempt in zip(self.seeds, self.attempts)]
+        keys = [run_key(seed, attempt, self.recipe.rng_impl) for seed, attempt in zip(self.seeds, self.attempts)]
         self.x_train, self.y_train, self.keys = jax.device_put((self.data.x_train, self.data.y_train, keys), self.on_mesh)
         self.key = self.join(self.keys)
         self.state = self.join(states)

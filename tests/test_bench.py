@@ -1,5 +1,7 @@
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from nin_repro.cli import main
@@ -88,3 +90,18 @@ def test_bench_times_the_scanned_call_that_gpu_training_makes(monkeypatch):
     per_step, _ = bench_recipe(tiny, batch_size=8, dtype="float32", steps=6)
     assert made == [6, 1] and (scanned.steps_per_call, per_step.steps_per_call) == (6, 1)
     assert scanned.img_per_s > 0 and per_step.img_per_s > 0
+
+
+def test_bench_compares_random_generators_and_the_recipe_records_its_own(tmp_path, capsys):
+    # --rng: the dropout masks' generator is a recorded recipe field; another one gives other streams.
+    from nin_repro.train import init_model
+
+    args = ["bench", "--table", "demo", "--steps", "1", "--batch-size", "8", "--rng", "threefry2x32", "--rng", "rbg", "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert [(r["what"], r["rng_impl"]) for r in rows] == [("train", "threefry2x32"), ("eval", "threefry2x32"), ("train", "rbg")]
+    assert main(["bench", "--table", "demo", "--rng", "mersenne", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown --rng 'mersenne'" in capsys.readouterr().err
+    recipe = load_experiment("demo").RECIPE
+    a, b = (init_model(dataclasses.replace(recipe, rng_impl=impl), 0) for impl in ("threefry2x32", "rbg"))
+    assert not np.allclose(np.asarray(a.blocks[0].conv.kernel[...]), np.asarray(b.blocks[0].conv.kernel[...]))
