@@ -1,7 +1,7 @@
 """The ``nin-repro`` command: one command per paper table, plus the offline demo.
 
 Errors are one line on stderr with the exit code from the README: 0 ok, 1 run failed,
-2 bad usage or bad input. No tracebacks.
+2 bad usage or bad input, 4 run folder in use by another process. No tracebacks.
 """
 
 from __future__ import annotations

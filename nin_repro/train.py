@@ -397,7 +397,9 @@ def train_and_evaluate_seeds(
         # The plateau rule decides each seed's LR drops and its last epoch from its own training
         # accuracy; the seeds would drift apart in length. Run them one at a time.
         raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
-    with Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
+    from nin_repro.runlock import run_folder_lock
+
+    with run_folder_lock([Path(w) for w in workdirs]), Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
         run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
         return run.train(progress, eval_every)
 
