@@ -541,7 +541,20 @@ def _persistent_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app and turns every expected failure into one line + exit code."""
+    from nin_repro.quiet import FilteredStderr
+
     _persistent_compilation_cache()
+    if isinstance(sys.stderr, FilteredStderr):
+        return _main(argv)
+    stderr, sys.stderr = sys.stderr, FilteredStderr(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr.flush()
+        sys.stderr = stderr
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.
@@ -569,12 +582,23 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if not isinstance(e, OSError):
             raise
-        err_console.print(f"[red]error:[/red] {e.strerror or e}: {e.filename or ''} (check the path and its permissions)", highlight=False, soft_wrap=True)
+        import errno
+
+        where = f": {e.filename}" if e.filename else ""
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            hint = "free some space (--workdir, --results-dir, the cache) and run the same command again; a started run resumes from its last checkpoint"
+        else:
+            hint = "check the path and its permissions"
+        err_console.print(f"[red]error:[/red] {e.strerror or e}{where} ({hint})", highlight=False, soft_wrap=True)
         return EXIT_RUN_FAILED
     return 0
 
 
 def entry() -> None:
+    from nin_repro.quiet import FilteredStderr
+
+    # For the whole process: library threads may still print after main() returns.
+    sys.stderr = FilteredStderr(sys.stderr)
     sys.exit(main())
 
 

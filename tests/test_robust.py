@@ -43,3 +43,57 @@ def test_a_second_run_in_a_locked_run_folder_is_refused(tmp_path, capsys):
     # Released when its holder lets go (or dies): the next run takes it.
     with run_folder_lock([seed_dir]):
         pass
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_and_keeps_the_last_good_one(tmp_path, monkeypatch):
+    import errno
+
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from nin_repro.checkpoint import Checkpointer
+    from nin_repro.train import _program, init_model, train_and_evaluate
+
+    recipe = tiny_recipe(epochs=3)
+    real_save, calls = ocp.CheckpointManager.save, []
+
+    def save(self, step, *a, **kw):
+        calls.append(step)
+        if len(calls) == 2:  # as orbax reports a full disk: tensorstore's error wrapping the OSError
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError as e:
+                raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{tmp_path}/x": [OS error: No space left on device]') from e
+        return real_save(self, step, *a, **kw)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(TrainingFailed) as failed:
+        train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0, checkpoint_every_s=0)
+    message = str(failed.value)
+    assert "\n" not in message and failed.value.exit_code == 1
+    assert "No space left on device" in message and "last good checkpoint (step 8) is kept" in message and "--workdir" in message
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+
+    _, params = nnx.split(init_model(recipe, 0), nnx.Param)
+    with Checkpointer(tmp_path, recipe) as ckpt:
+        state, meta = ckpt.restore((params, _program(recipe).tx.init(params)))
+    assert meta["position"]["step"] == 8
+    # ... and the same command, once there is space, resumes from it and finishes.
+    assert train_and_evaluate(recipe, tiny_data(), tmp_path, seed=0, checkpoint_every_s=0).steps == 24
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_stderr_filter_drops_only_the_closed_event_loop_tracebacks():
+    import io
+
+    from nin_repro.quiet import FilteredStderr
+
+    out = io.StringIO()
+    f = FilteredStderr(out)
+    f.write("progress\n")
+    for chunk in ("Traceback (most recent call last):\n", '  File "base_events.py", line 806, in call_soon_threadsafe\n', "RuntimeError: Event loop is closed\n"):
+        f.write(chunk)
+    f.write('Traceback (most recent call last):\n  File "x.py", line 1\nValueError: a real one\n')
+    f.write("error: one line\n")
+    f.flush()
+    assert out.getvalue() == 'progress\nTraceback (most recent call last):\n  File "x.py", line 1\nValueError: a real one\nerror: one line\n'
