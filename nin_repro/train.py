@@ -633,7 +633,15 @@ class _Run:
         for s, seed in enumerate(self.seeds):
             params = self.seed_part(self.state[0], s)
             final = finals[s]
-            save_params(self.workdirs[s] / "params", params)
+            try:
+                save_params(self.workdirs[s] / "params", params)
+            except (OSError, ValueError) as e:  # orbax/tensorstore wrap a full disk in a ValueError
+                from nin_repro.checkpoint import describe_storage_error
+
+                raise TrainingFailed(
+                    f"{self.who}: could not write the final parameters to {self.workdirs[s] / 'params'} ({describe_storage_error(e)}): "
+                    "free space under --workdir (or fix its permissions) and run the same command again (it resumes from the final checkpoint)"
+                ) from None
             watch = self.watches[s]
             results.append(
                 RunResult(
