@@ -247,7 +247,7 @@ def data_download(
     from nin_repro.data import cache, load_dataset
 
     (name,) = _dataset_names(dataset)
-    ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir)
+    ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir, require_cache=True)
     npz, _ = cache.cache_paths(cache_dir or cache.default_cache_dir(), name)
     typer.echo(f"{name}: {len(ds.x_train)} train / {len(ds.x_test)} test images from {ds.source}; cached at {npz}")
 

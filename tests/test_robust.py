@@ -97,3 +97,23 @@ def test_stderr_filter_drops_only_the_closed_event_loop_tracebacks():
     f.write("error: one line\n")
     f.flush()
     assert out.getvalue() == 'progress\nTraceback (most recent call last):\n  File "x.py", line 1\nValueError: a real one\nerror: one line\n'
+
+
+def test_data_download_fails_when_the_cache_cannot_be_written(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from nin_repro.cli import main
+    from nin_repro.data import cache
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path / "data" / "mnist")
+
+    def refuse(cache_dir, ds):
+        raise PermissionError(errno.EACCES, "Permission denied", str(cache_dir))
+
+    monkeypatch.setattr(cache, "save_cache", refuse)
+    code = main(["data", "download", "mnist", "--data-dir", str(tmp_path / "data"), "--cache-dir", str(tmp_path / "cache")])
+    out, err = capsys.readouterr()
+    assert code == 1 and "cached at" not in out
+    line = _one_error_line(err)
+    assert "Permission denied" in line and str(tmp_path / "cache") in line and "--cache-dir" in line

@@ -184,8 +184,12 @@ def load_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     tfds_data_dir: str | os.PathLike[str] | None = None,
+    require_cache: bool = False,
 ) -> Dataset:
     """Load ``name`` from (1) the cache, (2) original files in ``data_dir``, (3) tensorflow-datasets.
+
+    ``require_cache`` (``nin-repro data download``): a cache that cannot be written is an error
+    (NinError, exit 1) instead of a warning.
 
     A dataset read in (2) or (3) is written to the cache (default: :func:`cache.default_cache_dir`).
     ``source`` of the result says which one was used. Raises DataError, one line, if it is nowhere.
@@ -255,6 +259,12 @@ def load_dataset(
             cache.save_cache(cache_path, _validation_as_dataset(ds))
         cache.save_cache(cache_path, ds)
     except OSError as e:
+        if require_cache:
+            from nin_repro.errors import NinError
+
+            raise NinError(
+                f"could not write the dataset cache in {cache_path} ({e.strerror or e}); nothing was cached: pass a writable --cache-dir (or set NIN_REPRO_CACHE) and run it again"
+            ) from None
         _warn_cache_not_written(cache_path, e)
     return ds
 
