@@ -71,6 +71,8 @@ def _run_table(name: str, **kw) -> None:
     if dry_run:
         _print_plan(table, opts)
         return
+    if not opts.smoke:
+        _preflight(table, opts)  # no data and no internet: say so now, not after the estimate below
     if _on_cpu() and not opts.smoke and _training_images(table, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
@@ -87,6 +89,14 @@ def _run_table(name: str, **kw) -> None:
             f"{'; '.join(stalled)} stalled on every attempt; the table shows the seeds that finished. "
             "More tries, each from a fresh initialisation: the same command with --set attempts=5; why seeds stall: nin-repro init-study"
         )
+
+
+def _preflight(table, opts) -> None:
+    from nin_repro.data import preflight
+    from nin_repro.reproduce import apply_options
+
+    for dataset in dict.fromkeys(apply_options(v.recipe, opts)[0].dataset for v in table.variants):
+        preflight(dataset, data_dir=opts.data_dir, cache_dir=opts.cache_dir, download=opts.download, tfds_data_dir=opts.tfds_data_dir)
 
 
 def _on_cpu() -> bool:

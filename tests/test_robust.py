@@ -117,3 +117,60 @@ def test_data_download_fails_when_the_cache_cannot_be_written(tmp_path, monkeypa
     assert code == 1 and "cached at" not in out
     line = _one_error_line(err)
     assert "Permission denied" in line and str(tmp_path / "cache") in line and "--cache-dir" in line
+
+
+def _no_tfds(monkeypatch, tmp_path):
+    from nin_repro.data import tfds_source
+
+    def never(*a, **kw):
+        raise AssertionError("tensorflow-datasets must not be called without a network")
+
+    monkeypatch.setattr(tfds_source, "load_tfds", never)
+    monkeypatch.setattr(tfds_source, "load_tfds_splits", never)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # nothing prepared there
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_no_network_and_no_data_fails_fast_in_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+    import socket
+    import time
+
+    from nin_repro.cli import main
+
+    _no_tfds(monkeypatch, tmp_path)
+
+    def offline(address, timeout=None, *a, **kw):
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    from nin_repro.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "_connect", tfds_source._socket_connect)  # the real check, on an offline socket
+    monkeypatch.setattr(socket, "create_connection", offline)
+    t0 = time.monotonic()
+    code = main(["data", "download", "cifar10", "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and time.monotonic() - t0 < 10
+    line = _one_error_line(capsys.readouterr().err)
+    for words in ("www.cs.toronto.edu:443", "Network is unreachable", "--data-dir", "cifar-10-batches-py", "nin-repro data download cifar10", str(tmp_path / "cache")):
+        assert words in line, words
+    # The table command says the same before its time estimate (which trains for a few steps).
+    code = main(["cifar10", "--epochs", "1", "--workdir", str(tmp_path / "w"), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 2 and "nin-repro data download cifar10" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_download_host_that_never_answers_times_out(tmp_path, monkeypatch):
+    import threading
+
+    from nin_repro.data import load_dataset, tfds_source
+    from nin_repro.errors import DataError
+
+    _no_tfds(monkeypatch, tmp_path)
+    release = threading.Event()
+    monkeypatch.setattr(tfds_source, "_connect", lambda host, port, timeout: release.wait(30))
+    monkeypatch.setattr(tfds_source, "NETWORK_TIMEOUT_S", 0.3)
+    try:
+        with pytest.raises(DataError, match=r"storage.googleapis.com:443 \(no answer within 0.3 s\).*--data-dir"):
+            load_dataset("mnist", cache_dir=tmp_path / "cache", download=True)
+    finally:
+        release.set()

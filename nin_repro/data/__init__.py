@@ -229,6 +229,8 @@ def load_dataset(
 
         looked_in = f"--data-dir {data_path}" if data_path is not None else "no --data-dir given"
         put = f"put {readers.expected_files(name)} in {'--data-dir ' + str(data_path) if data_path else 'a folder passed as --data-dir'}"
+        if download:
+            _check_downloadable(name, data_path, cache_path, tfds_data_dir)
         try:
             if name == "svhn":
                 splits = tfds_source.load_tfds_splits(name, readers.SVHN_SPLITS, tfds_data_dir=tfds_data_dir, download=download)
@@ -267,6 +269,49 @@ def load_dataset(
             ) from None
         _warn_cache_not_written(cache_path, e)
     return ds
+
+
+def _check_downloadable(name: str, data_path: Path | None, cache_path: Path, tfds_data_dir) -> None:
+    """Raise DataError, one line, if ``name`` would have to be downloaded and the download host
+    cannot be reached: without internet tfds retries for minutes; this says so in seconds."""
+    from nin_repro.data import cache, readers, tfds_source
+
+    if tfds_source.tfds_prepared(name, tfds_data_dir):
+        return
+    why = tfds_source.unreachable(tfds_source.DOWNLOAD_URLS[name])
+    if why is None:
+        return
+    npz, sidecar = cache.cache_paths(cache_path, name)
+    where = f"--data-dir {data_path}" if data_path is not None else "a folder passed as --data-dir"
+    raise DataError(
+        f"{DATASETS[name].title} is not cached ({npz}){f' nor in --data-dir {data_path}' if data_path else ''}, and it cannot be downloaded: no connection to {why}. "
+        f"Without internet: put {readers.expected_files(name)} in {where}; or run `nin-repro data download {name}` on a machine with internet "
+        f"and copy {npz.name} and {sidecar.name} into {cache_path} (or the folder given as --cache-dir)"
+    )
+
+
+def preflight(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    tfds_data_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Fail fast, before any long step, when :func:`load_dataset` could only fail: ``name`` is not
+    cached, not in ``data_dir``, and the download host is unreachable. Reads no data."""
+    from nin_repro.data import cache, readers
+
+    if name not in DATASETS:
+        return  # load_dataset reports it
+    data_path = Path(data_dir).expanduser() if data_dir is not None else None
+    cache_path = Path(cache_dir).expanduser() if cache_dir is not None else cache.default_cache_dir()
+    if cache.cache_paths(cache_path, name)[0].is_file():
+        return
+    if data_path is not None and (not data_path.is_dir() or readers.find_original_folder(name, data_path) is not None):
+        return  # load_dataset reads the files, or says what is wrong with --data-dir
+    if download:
+        _check_downloadable(name, data_path, cache_path, tfds_data_dir)
 
 
 def _svhn_dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]], info: DatasetInfo, source: str) -> Dataset:
