@@ -363,14 +363,14 @@ def eval_run(
     download: bool = Download,
 ) -> None:
     """Re-evaluate a saved run's final parameters on its test set with its saved preprocessing."""
-    from nin_repro.reproduce import Options, load_run, load_table_data, reevaluate
+    from nin_repro.reproduce import Options, load_run, load_table_data, recorded_test_error, reevaluate
 
     if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
         raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
     record, recipe, _ = load_run(run_dir)
+    recorded = recorded_test_error(record, run_dir)  # checked before the data and the parameters are read
     ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
     error = reevaluate(run_dir, ds.x_test, ds.y_test)
-    recorded = record["result"]["test_error"]
     same = "equals" if error == recorded else "DIFFERS FROM"
     from nin_repro import atomic
     from nin_repro.results import provenance

@@ -552,14 +552,24 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     path = Path(run_dir) / "run.json"
     try:
         record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON object expected, got {type(record).__name__}")
         r = dict(record["recipe"])
+        _require_fields(r, Recipe, "recipe")
         m = r.pop("model")
         tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
         r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
-        recipe = Recipe(model=config_from_dict(m), **r)
+        model = config_from_dict(m)
+        _require_fields(dict(m), type(model), "recipe.model")
+        recipe = Recipe(model=model, **r)
         pre_path = record["preprocess"]["path"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UsageError(f"{path} is not a readable run record ({type(e).__name__}: {e}); run the table command again to rewrite it") from None
+        if not isinstance(pre_path, str):
+            raise TypeError(f"preprocess.path must be a path, got {pre_path!r}")
+        if not isinstance(record.get("smoke", False), bool):
+            raise TypeError(f"smoke must be true or false, got {record['smoke']!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UsageError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise UsageError(f"{path} is not a readable run record ({' '.join(what.split())}); run the table command again to rewrite it") from None
     expected = record["preprocess"].get("sha256")
     if expected and Path(pre_path).is_file() and sha256_file(Path(pre_path)) != expected:
         raise UsageError(
@@ -568,6 +578,26 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
         )
     pre = Preprocessor.load(pre_path)
     return record, recipe, pre
+
+
+def _require_fields(d: dict, cls, what: str) -> None:
+    """Every field of dataclass ``cls`` is in ``d``: a record's missing field must not become the
+    default silently (the run would be re-evaluated as something it was not)."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+    if missing:
+        raise KeyError(", ".join(f"{what}.{name}" for name in missing))
+
+
+def recorded_test_error(record: dict, run_dir: Path) -> float:
+    """run.json's ``result.test_error``, a fraction in [0, 1], or a one-line UsageError."""
+    try:
+        value = record["result"]["test_error"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise TypeError(f"result.test_error must be a fraction in [0, 1], got {value!r}")
+    except (KeyError, TypeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise UsageError(f"{Path(run_dir) / 'run.json'} is not a readable run record ({what}); run the table command again to rewrite it") from None
+    return float(value)
 
 
 def reevaluate(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 from nin_repro.errors import TrainingFailed
@@ -174,3 +178,57 @@ def test_a_download_host_that_never_answers_times_out(tmp_path, monkeypatch):
             load_dataset("mnist", cache_dir=tmp_path / "cache", download=True)
     finally:
         release.set()
+
+
+def _fake_run(tmp_path: Path) -> Path:
+    """A run folder whose run.json is complete and valid (params/ present but empty: the
+    refusals below must come before the parameters or the data are read)."""
+    import numpy as np
+
+    from nin_repro.data.cache import sha256_file
+    from nin_repro.preprocess import fit_preprocessor
+
+    run = tmp_path / "runs" / "demo" / "nin" / "seed_0"
+    (run / "params").mkdir(parents=True)
+    pre = fit_preprocessor("scale01", np.zeros((4, 8, 8, 1), np.uint8))
+    pre_path = tmp_path / "runs" / "demo" / "preprocess.npz"
+    pre.save(pre_path)
+    record = {
+        "recipe": dataclasses.asdict(tiny_recipe(dataset="digits5k")),
+        "preprocess": {"path": str(pre_path), "sha256": sha256_file(pre_path)},
+        "result": {"test_error": 0.25},
+        "smoke": False,
+    }
+    (run / "run.json").write_text(json.dumps(record))
+    return run
+
+
+def _damage(run: Path, change) -> None:
+    record = json.loads((run / "run.json").read_text())
+    change(record)
+    (run / "run.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.pop("result"),
+        lambda r: r["result"].update(test_error="abc"),
+        lambda r: r["result"].update(test_error=None),
+        lambda r: r["recipe"].update(batch_size="x"),
+        lambda r: r["recipe"].pop("base_lr"),
+        lambda r: r["recipe"]["model"]["blocks"][0].update(widths=5),
+        lambda r: r["recipe"].update(surprise=1),
+        lambda r: r.update(preprocess="p.npz"),
+        lambda r: r.update(smoke="no"),
+    ],
+    ids=["no-result", "error-text", "error-null", "batch-text", "no-base-lr", "widths-int", "unknown-field", "preprocess-str", "smoke-str"],
+)
+def test_eval_of_a_damaged_run_json_is_one_line(tmp_path, capsys, change):
+    from nin_repro.cli import main
+
+    run = _fake_run(tmp_path)
+    _damage(run, change)
+    code = main(["eval", str(run)])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and str(run / "run.json") in line, line
