@@ -497,9 +497,20 @@ def plot(
     out: Path = typer.Option(Path("results/curves.png"), "--out", help="Where the PNG is written."),
 ) -> None:
     """Training loss, test error and learning rate per epoch of saved runs, on one figure."""
-    from nin_repro import explain
+    import warnings
 
-    png = explain.plot(run_dirs, out)
+    from nin_repro import explain
+    from nin_repro.figures import MetricsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricsWarning)
+        png = explain.plot(run_dirs, out)
+    # Each file is read more than once (check, then draw): one warning per distinct message.
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MetricsWarning)):
+        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    for w in caught:
+        if not issubclass(w.category, MetricsWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     console.print(f"[green]wrote[/green] {png}")
 
 

@@ -232,3 +232,38 @@ def test_eval_of_a_damaged_run_json_is_one_line(tmp_path, capsys, change):
     code = main(["eval", str(run)])
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and str(run / "run.json") in line, line
+
+
+def _metrics_run(tmp_path: Path, lines: list[str]) -> Path:
+    run = tmp_path / "runs" / "t" / "v" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in lines))
+    return run
+
+
+GOOD = [json.dumps({"epoch": e, "step": 8 * e, "lr": 0.1, "train_loss": 1.0 / e, "train_error": 0.5 / e, "test_error": 0.6 / e, "test_loss": 1.1 / e}) for e in (1, 2, 3)]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [GOOD[2][:17], GOOD[2].replace('"train_loss": 0.3333333333333333', '"train_loss": "abc"'), GOOD[2].replace('"epoch": 3', '"epoch": "x"'), "[1, 2]"],
+    ids=["cut-off", "text-loss", "text-epoch", "not-an-object"],
+)
+def test_plot_skips_a_damaged_metrics_line_with_a_one_line_warning(tmp_path, capsys, bad):
+    from nin_repro.cli import main
+
+    run = _metrics_run(tmp_path, [*GOOD[:2], bad])
+    code = main(["plot", str(run), "--out", str(tmp_path / "curves.png")])
+    err = capsys.readouterr().err
+    assert code == 0 and (tmp_path / "curves.png").is_file(), err
+    line = _one_error_line(err)
+    assert line.startswith("warning:") and str(run / "metrics.jsonl") in line and "line 3" in line
+
+
+def test_plot_of_metrics_with_no_usable_line_is_one_line(tmp_path, capsys):
+    from nin_repro.cli import main
+
+    run = _metrics_run(tmp_path, ["{", "nonsense"])
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no usable epoch" in err and "Traceback" not in err and not (tmp_path / "curves.png").exists()
