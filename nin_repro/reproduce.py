@@ -21,7 +21,7 @@ import numpy as np
 from nin_repro import atomic
 from nin_repro.data import DATASETS, Dataset, load_dataset
 from nin_repro.data.cache import sha256_file
-from nin_repro.errors import UsageError
+from nin_repro.errors import DataError, UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant
@@ -250,6 +250,8 @@ def load_table_data(recipe: Recipe, opts: Options) -> Dataset:
 
 def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData, Path]:
     """Fit the preprocessing on the training images, apply it to both splits, save it."""
+    if not len(ds.x_train) or not len(ds.x_test):
+        raise DataError(f"{ds.name} ({ds.source}) has {len(ds.x_train)} training and {len(ds.x_test)} test images: a table needs both")
     pre = fit_preprocessor(recipe.preprocess, ds.x_train)
     path = table_dir / f"preprocess_{ds.name}_{recipe.preprocess}.npz"
     pre.save(path)

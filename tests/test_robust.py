@@ -267,3 +267,16 @@ def test_plot_of_metrics_with_no_usable_line_is_one_line(tmp_path, capsys):
     assert main(["plot", str(run), "--out", str(tmp_path / "curves.png")]) == 2
     err = capsys.readouterr().err
     assert "no usable epoch" in err and "Traceback" not in err and not (tmp_path / "curves.png").exists()
+
+
+@pytest.mark.parametrize("split", ["test", "train"])
+def test_mnist_files_with_no_images_in_a_split_are_refused_before_training(tmp_path, split):
+    from nin_repro.data import load_dataset
+    from nin_repro.errors import DataError
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path / "data" / "mnist", **({"n_test": 0} if split == "test" else {"n_train": 0}))
+    with pytest.raises(DataError, match=f"0 {split} images") as err:
+        load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", download=False)
+    assert "\n" not in str(err.value) and str(tmp_path / "data" / "mnist") in str(err.value) and err.value.exit_code == 2
+    assert not (tmp_path / "cache" / "mnist.npz").exists()  # never cached as if usable

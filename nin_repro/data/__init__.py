@@ -212,6 +212,7 @@ def load_dataset(
 
     cached = cache.load_cache(cache_path, name)
     if cached is not None:
+        _require_images(cached)
         return _with_cached_validation(cached, cache_path) if name == "svhn" else cached
 
     ds = None
@@ -255,6 +256,7 @@ def load_dataset(
             ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=source)
 
     validate_dataset(ds)
+    _require_images(ds)
     try:
         if ds.x_val is not None:
             # Written first: a cached dataset without its validation entry is the rarer failure.
@@ -269,6 +271,15 @@ def load_dataset(
             ) from None
         _warn_cache_not_written(cache_path, e)
     return ds
+
+
+def _require_images(ds: Dataset) -> None:
+    """A table trains on the training split and reports the test error: neither may be empty
+    (an empty test split used to fail with ZeroDivisionError after the whole training)."""
+    source = ds.source.partition(":")[2] or ds.source
+    for split, x in (("train", ds.x_train), ("test", ds.x_test)):
+        if len(x) == 0:
+            raise DataError(f"{ds.name} from {source} has 0 {split} images: the original files are incomplete; re-download them (or delete the cache file to rebuild it)")
 
 
 def _check_downloadable(name: str, data_path: Path | None, cache_path: Path, tfds_data_dir) -> None:
