@@ -264,28 +264,27 @@ def data_download(
 
 @data_app.command("verify")
 def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Optional[Path] = CacheDir) -> None:
-    """Check cached datasets against their recorded sha256; exit 1 if any is damaged."""
-    import json
-
+    """Check cached datasets against their recorded sha256; exit 1 if any is damaged, incomplete or unreadable."""
     from nin_repro.data import cache
 
     cdir = cache_dir or cache.default_cache_dir()
-    bad = []
+    bad: dict[str, list[tuple[str, str]]] = {}
     for name in _dataset_names(dataset):
-        npz, meta_path = cache.cache_paths(cdir, name)
-        if not npz.is_file():
+        npz, _ = cache.cache_paths(cdir, name)
+        state, detail = cache.inspect_cache(cdir, name)
+        if state == "not cached":
             typer.echo(f"{name}: not cached")
             continue
-        try:
-            recorded = json.loads(meta_path.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            recorded = None
-        ok = recorded is not None and cache.sha256_file(npz) == recorded
-        typer.echo(f"{name}: {'ok' if ok else 'checksum mismatch'} ({npz})")
-        if not ok:
-            bad.append(name)
+        typer.echo(f"{name}: {state} ({npz}{'; ' + detail if detail else ''})")
+        if state != "ok":
+            bad.setdefault(state, []).append((name, detail))
+    if "unreadable" in bad:
+        name, detail = bad["unreadable"][0]
+        raise NinError(f"unreadable cache for {', '.join(n for n, _ in bad['unreadable'])} ({detail}): check the file permissions (or pass a --cache-dir of your own)")
     if bad:
-        raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
+        state, [(name, detail), *_] = next(iter(bad.items()))
+        names = ", ".join(n for entries in bad.values() for n, _ in entries)
+        raise NinError(f"{state} cache for {names} ({detail}): run `nin-repro data download {name}` to rebuild it")
 
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -507,7 +506,7 @@ def plot(
         png = explain.plot(run_dirs, out)
     # Each file is read more than once (check, then draw): one warning per distinct message.
     for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MetricsWarning)):
-        err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+        _one_line_warning(message, MetricsWarning, "", 0)
     for w in caught:
         if not issubclass(w.category, MetricsWarning):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
@@ -575,7 +574,26 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr = stderr
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a damaged cache being rebuilt, a cache that could not be written ...) as one line,
+    without Python's file:line and source line."""
+    from rich.markup import escape
+
+    text = " ".join(str(message).split())
+    err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True, markup=True)
+
+
 def _main(argv: list[str] | None) -> int:
+    import warnings
+
+    showwarning, warnings.showwarning = warnings.showwarning, _one_line_warning
+    try:
+        return _run_app(argv)
+    finally:
+        warnings.showwarning = showwarning
+
+
+def _run_app(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.

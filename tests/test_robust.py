@@ -280,3 +280,70 @@ def test_mnist_files_with_no_images_in_a_split_are_refused_before_training(tmp_p
         load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", download=False)
     assert "\n" not in str(err.value) and str(tmp_path / "data" / "mnist") in str(err.value) and err.value.exit_code == 2
     assert not (tmp_path / "cache" / "mnist.npz").exists()  # never cached as if usable
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask(tmp_path, umask):
+    import os
+
+    from nin_repro import atomic
+
+    old = os.umask(umask)
+    try:
+        atomic.write_text(tmp_path / "f.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _cached_mnist(tmp_path: Path) -> Path:
+    from nin_repro.data import load_dataset
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path / "data" / "mnist")
+    load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=tmp_path / "cache", download=False)
+    assert (tmp_path / "cache" / "mnist.npz").is_file()
+    return tmp_path / "cache"
+
+
+def test_verify_says_unreadable_not_damaged_for_a_cache_it_may_not_read(tmp_path, monkeypatch, capsys):
+    from nin_repro.cli import main
+    from nin_repro.data import cache
+
+    cdir = _cached_mnist(tmp_path)
+    real = cache.sha256_file
+
+    def no_permission(path):
+        if Path(path).suffix == ".npz":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(cache, "sha256_file", no_permission)
+    assert main(["data", "verify", "mnist", "--cache-dir", str(cdir)]) == 1
+    out, err = capsys.readouterr()
+    assert "unreadable" in out and "mismatch" not in out and "damaged" not in out
+    line = _one_error_line(err)
+    assert "unreadable" in line and "Permission denied" in line and "damaged" not in line
+    # load_cache says the same, and leaves the file alone
+    with pytest.warns(cache.BadCacheWarning, match="unreadable"):
+        assert cache.load_cache(cdir, "mnist") is None
+    assert (cdir / "mnist.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["verify", "download"])
+def test_a_fifo_as_the_cache_sidecar_does_not_hang(tmp_path, capsys, command):
+    import os
+
+    from nin_repro.cli import main
+
+    cdir = _cached_mnist(tmp_path)
+    (cdir / "mnist.json").unlink()
+    os.mkfifo(cdir / "mnist.json")
+    args = ["data", command, "mnist", "--cache-dir", str(cdir)] + (["--data-dir", str(tmp_path / "data")] if command == "download" else [])
+    code = main(args)  # used to block forever, opening the FIFO
+    out, err = capsys.readouterr()
+    if command == "verify":
+        assert code == 1 and "not a regular file" in _one_error_line(err)
+    else:  # rebuilt from --data-dir, the FIFO replaced by a real sidecar, with a one-line warning
+        assert code == 0 and "cached at" in out and (cdir / "mnist.json").is_file()
+        assert "not a regular file" in err and "Traceback" not in err
