@@ -347,3 +347,26 @@ def test_a_fifo_as_the_cache_sidecar_does_not_hang(tmp_path, capsys, command):
     else:  # rebuilt from --data-dir, the FIFO replaced by a real sidecar, with a one-line warning
         assert code == 0 and "cached at" in out and (cdir / "mnist.json").is_file()
         assert "not a regular file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["loop", "dangling", "file"])
+def test_a_broken_dataset_folder_in_data_dir_is_one_line_not_a_download(tmp_path, monkeypatch, capsys, kind):
+    import os
+
+    from nin_repro.cli import main
+    from nin_repro.data import tfds_source
+
+    _no_tfds(monkeypatch, tmp_path)
+    monkeypatch.setattr(tfds_source, "unreachable", lambda url, timeout=None: pytest.fail("must not try the network"))
+    data = tmp_path / "data"
+    data.mkdir()
+    folder = data / "cifar-10-batches-py"
+    if kind == "loop":
+        os.symlink(folder, folder)
+    elif kind == "dangling":
+        os.symlink(tmp_path / "nowhere", folder)
+    else:
+        folder.write_text("x")
+    code = main(["data", "download", "cifar10", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")])
+    line = _one_error_line(capsys.readouterr().err)
+    assert code == 2 and str(folder) in line and "cifar-10-python.tar.gz" in line, line
