@@ -241,7 +241,7 @@ def data_where(dataset: Optional[str] = typer.Argument(None), data_dir: Optional
     for name in _dataset_names(dataset):
         npz, _ = cache.cache_paths(cdir, name)
         typer.echo(f"{name}:")
-        typer.echo(f"  1. cache          {npz} ({'present' if npz.is_file() else 'absent'})")
+        typer.echo(f"  1. cache          {npz} ({cache.presence(cdir, name)})")
         typer.echo(f"  2. original files {readers.expected_files(name)} in {data_dir or '--data-dir (not given)'}")
         typer.echo("  3. tensorflow-datasets download into $TFDS_DATA_DIR or ~/tensorflow_datasets (needs the 'download' extra)")
 

@@ -370,3 +370,40 @@ def test_a_broken_dataset_folder_in_data_dir_is_one_line_not_a_download(tmp_path
     code = main(["data", "download", "cifar10", "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache")])
     line = _one_error_line(capsys.readouterr().err)
     assert code == 2 and str(folder) in line and "cifar-10-python.tar.gz" in line, line
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["first-download", "re-download"])
+def test_a_download_interrupted_between_npz_and_sidecar_is_never_taken_as_complete(tmp_path, monkeypatch, capsys, earlier):
+    from nin_repro import atomic
+    from nin_repro.cli import main
+    from nin_repro.data import cache, load_dataset
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path / "data" / "mnist")
+    cdir = tmp_path / "cache"
+    if earlier:  # a complete pair from before, being rebuilt
+        load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=cdir, download=False)
+        (cdir / "mnist.npz").unlink()  # forces the rebuild; the old sidecar stays
+    real = atomic.write_text
+
+    def interrupted(path, text):
+        if Path(path).suffix == ".json":
+            raise KeyboardInterrupt  # Ctrl-C after the npz, before its sidecar
+        return real(path, text)
+
+    monkeypatch.setattr(atomic, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=cdir, download=False)
+    monkeypatch.setattr(atomic, "write_text", real)
+    assert (cdir / "mnist.npz").is_file() and not (cdir / "mnist.json").exists()
+
+    with pytest.warns(cache.BadCacheWarning, match="incomplete"):
+        assert cache.load_cache(cdir, "mnist") is None
+    assert main(["data", "where", "mnist", "--cache-dir", str(cdir)]) == 0
+    where = capsys.readouterr().out
+    assert "present" not in where and "incomplete" in where
+    assert main(["data", "verify", "mnist", "--cache-dir", str(cdir)]) == 1
+    assert "incomplete" in _one_error_line(capsys.readouterr().err)
+    # The next load rebuilds it from the files, complete.
+    load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=cdir, download=False)
+    assert cache.inspect_cache(cdir, "mnist") == ("ok", "")

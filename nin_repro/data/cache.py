@@ -68,6 +68,9 @@ def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
     npz_path, json_path = cache_paths(cache_dir, ds.name)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(ds, k) for k in _ARRAYS}
+    # The sidecar is the pair's commit mark, written last: an old one goes first, so an interrupted
+    # rewrite leaves an npz without a sidecar ("incomplete"), never a new npz beside an old sidecar.
+    json_path.unlink(missing_ok=True)
     # Uncompressed: loading 180 MB of CIFAR is faster than inflating it, and disk is cheap here.
     atomic.write_with(npz_path, lambda f: np.savez(f, **arrays))
     meta = {
@@ -115,6 +118,16 @@ def read_sidecar(json_path: Path) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
         raise ValueError("sidecar is not a nin-repro cache description")
     return meta
+
+
+def presence(cache_dir: str | Path, name: str) -> str:
+    """Cheap (no hashing): "present", "absent", or "incomplete ..." for an npz without its sidecar."""
+    npz_path, json_path = cache_paths(cache_dir, name)
+    if not npz_path.is_file():
+        return "absent"
+    if not json_path.is_file():
+        return f"incomplete: no {json_path.name} beside it, an interrupted write; `nin-repro data download {name}` rebuilds it"
+    return "present"
 
 
 def inspect_cache(cache_dir: str | Path, name: str) -> tuple[str, str]:
