@@ -598,7 +598,7 @@ def _run_app(argv: list[str] | None) -> int:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.
         if code == 130:
-            err_console.print("[red]interrupted[/red]: stopped before the run finished; run the same command again (a started run resumes)")
+            err_console.print("[red]interrupted[/red]: stopped before the run finished; run the same command again (a started run resumes)", soft_wrap=True)
             return 130
         if isinstance(code, int) and code:
             return code
@@ -606,7 +606,7 @@ def _run_app(argv: list[str] | None) -> int:
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: nothing was written for the unfinished run")
+        err_console.print("[red]interrupted[/red]: nothing was written for the unfinished run", soft_wrap=True)
         return 130
     except Exception as e:
         # Click's usage errors (Typer vendors click in recent versions, so match by interface).

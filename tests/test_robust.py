@@ -407,3 +407,15 @@ def test_a_download_interrupted_between_npz_and_sidecar_is_never_taken_as_comple
     # The next load rebuilds it from the files, complete.
     load_dataset("mnist", data_dir=tmp_path / "data", cache_dir=cdir, download=False)
     assert cache.inspect_cache(cdir, "mnist") == ("ok", "")
+
+
+def test_an_interrupt_before_training_is_one_line(tmp_path, monkeypatch, capsys):
+    import nin_repro.reproduce as rep
+    from nin_repro.cli import main
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rep, "reproduce", interrupted)
+    assert main(["mnist", "--smoke", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]) == 130
+    assert "interrupted" in _one_error_line(capsys.readouterr().err)
