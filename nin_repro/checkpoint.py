@@ -15,12 +15,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from nin_repro.errors import TrainingFailed
 
 
 def recipe_fingerprint(recipe) -> str:
@@ -61,13 +65,35 @@ class Checkpointer:
                 self._old_handlers[sig] = signal.signal(sig, request_stop)
             except ValueError:  # not the main thread: leave signals alone
                 pass
+        self._quiet = _QuietBackgroundErrors().__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         for sig, handler in self._old_handlers.items():
             signal.signal(sig, handler)
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            try:
+                self.manager.wait_until_finished()  # a background save that failed raises here
+            finally:
+                self.manager.close()
+        except Exception as e:
+            # Our own message wins, and one that says a checkpoint was saved must not stand.
+            if exc is None or type(exc).__name__ == "Interrupted":
+                raise self.storage_error(e) from None
+        finally:
+            self._quiet.__exit__()
+
+    def storage_error(self, e: BaseException) -> TrainingFailed:
+        """One line for a checkpoint that could not be written (full disk, permissions, ...)."""
+        try:
+            last = self.manager.latest_step()
+        except Exception:
+            last = None
+        kept = f"the last good checkpoint (step {last}) is kept" if last is not None else "no earlier checkpoint of this run exists"
+        return TrainingFailed(
+            f"could not write a checkpoint in {self.dir} ({describe_storage_error(e)}); {kept}: free space under --workdir (or fix its permissions) "
+            "and run the same command again to resume"
+        )
 
     def restore(self, template_state) -> tuple[Any, dict] | None:
         step = self.manager.latest_step()
@@ -91,6 +117,64 @@ class Checkpointer:
             return False
         # Orbax copies the arrays to the host before save() returns, so the donated state can
         # be updated by the next step while the files are written in the background.
-        self.manager.save(step, args=self._ocp.args.Composite(state=self._ocp.args.StandardSave(state), meta=self._ocp.args.JsonSave(meta)))
+        try:
+            # Also raises what an earlier background save hit (orbax waits for it first).
+            self.manager.save(step, args=self._ocp.args.Composite(state=self._ocp.args.StandardSave(state), meta=self._ocp.args.JsonSave(meta)))
+        except Exception as e:
+            raise self.storage_error(e) from None
         self._last = time.monotonic()
         return True
+
+
+def describe_storage_error(e: BaseException) -> str:
+    """A short reason for a failed write: the OSError in the chain (orbax and tensorstore wrap it,
+    e.g. ``ValueError('RESOURCE_EXHAUSTED: ...')`` from ``OSError(ENOSPC)``), else the first line."""
+    seen, cause = set(), e
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(str(e).split())
+    if "RESOURCE_EXHAUSTED" in text or "No space left" in text:
+        return "No space left on device"
+    if "PERMISSION_DENIED" in text or "Permission denied" in text:
+        return "Permission denied"
+    return f"{type(e).__name__}: {text[:150]}"
+
+
+class _QuietBackgroundErrors:
+    """While a run checkpoints, orbax's background threads log every failed write (absl ERROR
+    records with tracebacks, asyncio 'exception was never retrieved', 'Event loop is closed'
+    printed through sys.excepthook): hundreds of lines for one full disk. The failure itself is
+    raised by save()/wait and reported in one line, so these copies are dropped."""
+
+    def __enter__(self) -> "_QuietBackgroundErrors":
+        self._filter = _DropOrbaxErrors()
+        for name in ("absl", "asyncio"):
+            logging.getLogger(name).addFilter(self._filter)
+        self._hook = sys.excepthook
+        hook = self._hook
+
+        def excepthook(tp, value, tb):
+            if isinstance(value, RuntimeError) and "Event loop is closed" in str(value):
+                return
+            hook(tp, value, tb)
+
+        sys.excepthook = excepthook
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in ("absl", "asyncio"):
+            logging.getLogger(name).removeFilter(self._filter)
+        if sys.excepthook is not self._hook:
+            sys.excepthook = self._hook
+
+
+class _DropOrbaxErrors(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        if record.name == "asyncio":
+            return "exception was never retrieved" not in record.getMessage()
+        return "orbax" not in (record.pathname or "")

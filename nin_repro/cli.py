@@ -1,7 +1,7 @@
 """The ``nin-repro`` command: one command per paper table, plus the offline demo.
 
 Errors are one line on stderr with the exit code from the README: 0 ok, 1 run failed,
-2 bad usage or bad input. No tracebacks.
+2 bad usage or bad input, 4 run folder in use by another process. No tracebacks.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data f
 def _run_table(name: str, **kw) -> None:
     from nin_repro.progress import RichProgress
     from nin_repro.recipe import load_experiment
-    from nin_repro.reproduce import Options, on_cpu, reproduce, stalled_seeds, training_images
+    from nin_repro.reproduce import Options, on_cpu, preflight, reproduce, stalled_seeds, training_images
 
     dry_run = kw.pop("dry_run", False)
     module = load_experiment(name.replace("-", "_"))
@@ -72,6 +72,8 @@ def _run_table(name: str, **kw) -> None:
     if dry_run:
         _print_plan(table, opts)
         return
+    if not opts.smoke:
+        preflight(table, opts)  # no data and no internet: say so now, not after the estimate below
     if on_cpu() and not opts.smoke and training_images(table, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
@@ -208,27 +210,24 @@ def data_download(
     from nin_repro.data.locate import dataset_names
 
     (name,) = dataset_names(dataset)
-    ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir)
+    ds = load_dataset(name, data_dir=data_dir, cache_dir=cache_dir, download=True, tfds_data_dir=tfds_data_dir, require_cache=True)
     npz, _ = cache.cache_paths(cache_dir or cache.default_cache_dir(), name)
     typer.echo(f"{name}: {len(ds.x_train)} train / {len(ds.x_test)} test images from {ds.source}; cached at {npz}")
 
 
 @data_app.command("verify")
 def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Optional[Path] = CacheDir) -> None:
-    """Check cached datasets against their recorded sha256; exit 1 if any is damaged."""
-    from nin_repro.data.locate import dataset_names, verify_cache
+    """Check cached datasets against their recorded sha256; exit 1 if any is damaged, incomplete or unreadable."""
+    from nin_repro.data.locate import cache_problem, dataset_names, verify_cache
 
-    bad = []
+    states = {}
     for name in dataset_names(dataset):
-        npz, ok = verify_cache(name, cache_dir)
-        if ok is None:
-            typer.echo(f"{name}: not cached")
-            continue
-        typer.echo(f"{name}: {'ok' if ok else 'checksum mismatch'} ({npz})")
-        if not ok:
-            bad.append(name)
-    if bad:
-        raise NinError(f"damaged cache for {', '.join(bad)}: run `nin-repro data download {bad[0]}` to rebuild it")
+        npz, state, detail = verify_cache(name, cache_dir)
+        typer.echo(f"{name}: not cached" if state == "not cached" else f"{name}: {state} ({npz}{'; ' + detail if detail else ''})")
+        states[name] = (state, detail)
+    problem = cache_problem(states)
+    if problem:
+        raise NinError(problem)
 
 
 @app.command()
@@ -399,9 +398,20 @@ def plot(
     out: Path = typer.Option(Path("results/curves.png"), "--out", help="Where the PNG is written."),
 ) -> None:
     """Training loss, test error and learning rate per epoch of saved runs, on one figure."""
-    from nin_repro import explain
+    import warnings
 
-    png = explain.plot(run_dirs, out)
+    from nin_repro import explain
+    from nin_repro.figures import MetricsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricsWarning)
+        png = explain.plot(run_dirs, out)
+    # Each file is read more than once (check, then draw): one warning per distinct message.
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, MetricsWarning)):
+        _one_line_warning(message, MetricsWarning, "", 0)
+    for w in caught:
+        if not issubclass(w.category, MetricsWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     console.print(f"[green]wrote[/green] {png}")
 
 
@@ -453,12 +463,44 @@ def _persistent_compilation_cache() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the Typer app and turns every expected failure into one line + exit code."""
+    from nin_repro.quiet import FilteredStderr
+
     _persistent_compilation_cache()
+    if isinstance(sys.stderr, FilteredStderr):
+        return _main(argv)
+    stderr, sys.stderr = sys.stderr, FilteredStderr(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stderr.flush()
+        sys.stderr = stderr
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (a damaged cache being rebuilt, a cache that could not be written ...) as one line,
+    without Python's file:line and source line."""
+    from rich.markup import escape
+
+    text = " ".join(str(message).split())
+    err_console.print(f"[yellow]warning:[/yellow] {escape(text)}", highlight=False, soft_wrap=True, markup=True)
+
+
+def _main(argv: list[str] | None) -> int:
+    import warnings
+
+    showwarning, warnings.showwarning = warnings.showwarning, _one_line_warning
+    try:
+        return _run_app(argv)
+    finally:
+        warnings.showwarning = showwarning
+
+
+def _run_app(argv: list[str] | None) -> int:
     try:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.
         if code == 130:
-            err_console.print("[red]interrupted[/red]: stopped before the run finished; run the same command again (a started run resumes)")
+            err_console.print("[red]interrupted[/red]: stopped before the run finished; run the same command again (a started run resumes)", soft_wrap=True)
             return 130
         if isinstance(code, int) and code:
             return code
@@ -466,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         return e.exit_code
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: nothing was written for the unfinished run")
+        err_console.print("[red]interrupted[/red]: nothing was written for the unfinished run", soft_wrap=True)
         return 130
     except Exception as e:
         # Click's usage errors (Typer vendors click in recent versions, so match by interface).
@@ -481,12 +523,23 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if not isinstance(e, OSError):
             raise
-        err_console.print(f"[red]error:[/red] {e.strerror or e}: {e.filename or ''} (check the path and its permissions)", highlight=False, soft_wrap=True)
+        import errno
+
+        where = f": {e.filename}" if e.filename else ""
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            hint = "free some space (--workdir, --results-dir, the cache) and run the same command again; a started run resumes from its last checkpoint"
+        else:
+            hint = "check the path and its permissions"
+        err_console.print(f"[red]error:[/red] {e.strerror or e}{where} ({hint})", highlight=False, soft_wrap=True)
         return EXIT_RUN_FAILED
     return 0
 
 
 def entry() -> None:
+    from nin_repro.quiet import FilteredStderr
+
+    # For the whole process: library threads may still print after main() returns.
+    sys.stderr = FilteredStderr(sys.stderr)
     sys.exit(main())
 
 

@@ -5,6 +5,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_STALLED = 3
+EXIT_BUSY = 4
 
 
 class NinError(Exception):
@@ -35,3 +36,9 @@ class SeedsStalled(NinError):
     """The table was written, but some seed stalled on every attempt (its row says which)."""
 
     exit_code = EXIT_STALLED
+
+
+class RunFolderBusy(NinError):
+    """Another process is training in the same run folder (its lock file is held)."""
+
+    exit_code = EXIT_BUSY

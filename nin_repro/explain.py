@@ -328,6 +328,9 @@ def plot(run_dirs: list[Path], out_png: Path) -> Path:
     for d in run_dirs:
         if not (Path(d) / "metrics.jsonl").is_file():
             raise UsageError(f"{d} has no metrics.jsonl: pass run folders such as runs/demo/nin_digits5k/seed_0")
+    for d in run_dirs:
+        if not figures.read_metrics(d):
+            raise UsageError(f"{Path(d) / 'metrics.jsonl'} has no usable epoch record (empty or damaged): nothing to plot")
     labels = [run_label(d) for d in run_dirs]
     caption = figures.SMOKE_CAPTION if any(label.endswith("(smoke)") for label in labels) else ""
     png = figures.plot_runs(run_dirs, labels, out_png, caption)

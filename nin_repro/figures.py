@@ -29,15 +29,53 @@ def figure_filename(table_name: str) -> str:
     return f"{table_name}.png"
 
 
+class MetricsWarning(UserWarning):
+    """Lines of a metrics.jsonl that are not epoch records (cut off, non-numeric) were skipped."""
+
+
+# Fields of an epoch record that must be numbers when present (None: not evaluated that epoch).
+_NUMERIC = ("step", "lr", "train_loss", "train_error", "test_error", "test_loss", "wall_s")
+
+
+def _bad_record(record) -> str | None:
+    """Why a parsed line is not an epoch record, or None if it is one."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    epoch = record.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or not math.isfinite(epoch):
+        return f"epoch is {epoch!r}"
+    for field in _NUMERIC:
+        value = record.get(field)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return f"{field} is {value!r}"
+    return None
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of a run folder's metrics.jsonl."""
+    """The per-epoch records of a run folder's metrics.jsonl. Lines that are not epoch records (a
+    line cut off by a crash, a non-numeric value) are skipped with one MetricsWarning per file."""
+    import warnings
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics.jsonl in {run_dir}")
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            records.append(json.loads(line))
+    records, skipped = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            why = "not JSON (cut off?)"
+        else:
+            why = _bad_record(record)
+        if why is None:
+            records.append(record)
+        else:
+            skipped.append(f"line {number}: {why}")
+    if skipped:
+        more = f" and {len(skipped) - 1} more" if len(skipped) > 1 else ""
+        warnings.warn(f"skipped {len(skipped)} damaged line(s) of {path} ({skipped[0][:120]}{more})", MetricsWarning, stacklevel=2)
     return records
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from nin_repro import atomic
 from nin_repro.data import DATASETS, Dataset, load_dataset
 from nin_repro.data.cache import sha256_file
-from nin_repro.errors import UsageError
+from nin_repro.errors import DataError, UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.provenance import provenance
@@ -227,6 +227,8 @@ def load_table_data(recipe: Recipe, opts: Options) -> Dataset:
 
 def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData, Path]:
     """Fit the preprocessing on the training images, apply it to both splits, save it."""
+    if not len(ds.x_train) or not len(ds.x_test):
+        raise DataError(f"{ds.name} ({ds.source}) has {len(ds.x_train)} training and {len(ds.x_test)} test images: a table needs both")
     pre = fit_preprocessor(recipe.preprocess, ds.x_train)
     path = table_dir / f"preprocess_{ds.name}_{recipe.preprocess}.npz"
     pre.save(path)
@@ -539,6 +541,15 @@ def plan(table: Table, opts: Options, steps: int = 3) -> list[Plan]:
     return plans
 
 
+def preflight(table: Table, opts: Options) -> None:
+    """Before anything slow: every dataset the table needs is cached, in --data-dir, or can be
+    downloaded (no data and no internet fails here in one line, within seconds)."""
+    from nin_repro.data import preflight as preflight_dataset
+
+    for dataset in dict.fromkeys(apply_options(v.recipe, opts, table.smoke)[0].dataset for v in table.variants):
+        preflight_dataset(dataset, data_dir=opts.data_dir, cache_dir=opts.cache_dir, download=opts.download, tfds_data_dir=opts.tfds_data_dir)
+
+
 def on_cpu() -> bool:
     import jax
 
@@ -578,14 +589,24 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
     path = Path(run_dir) / "run.json"
     try:
         record = json.loads(path.read_text())
+        if not isinstance(record, dict):
+            raise TypeError(f"a JSON object expected, got {type(record).__name__}")
         r = dict(record["recipe"])
+        _require_fields(r, Recipe, "recipe")
         m = r.pop("model")
         tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
         r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
-        recipe = Recipe(model=config_from_dict(m), **r)
+        model = config_from_dict(m)
+        _require_fields(dict(m), type(model), "recipe.model")
+        recipe = Recipe(model=model, **r)
         pre_path = record["preprocess"]["path"]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise UsageError(f"{path} is not a readable run record ({type(e).__name__}: {e}); run the table command again to rewrite it") from None
+        if not isinstance(pre_path, str):
+            raise TypeError(f"preprocess.path must be a path, got {pre_path!r}")
+        if not isinstance(record.get("smoke", False), bool):
+            raise TypeError(f"smoke must be true or false, got {record['smoke']!r}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UsageError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+        raise UsageError(f"{path} is not a readable run record ({' '.join(what.split())}); run the table command again to rewrite it") from None
     expected = record["preprocess"].get("sha256")
     if expected and Path(pre_path).is_file() and sha256_file(Path(pre_path)) != expected:
         raise UsageError(
@@ -594,6 +615,26 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
         )
     pre = Preprocessor.load(pre_path)
     return record, recipe, pre
+
+
+def _require_fields(d: dict, cls, what: str) -> None:
+    """Every field of dataclass ``cls`` is in ``d``: a record's missing field must not become the
+    default silently (the run would be re-evaluated as something it was not)."""
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in d]
+    if missing:
+        raise KeyError(", ".join(f"{what}.{name}" for name in missing))
+
+
+def recorded_test_error(record: dict, run_dir: Path) -> float:
+    """run.json's ``result.test_error``, a fraction in [0, 1], or a one-line UsageError."""
+    try:
+        value = record["result"]["test_error"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise TypeError(f"result.test_error must be a fraction in [0, 1], got {value!r}")
+    except (KeyError, TypeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise UsageError(f"{Path(run_dir) / 'run.json'} is not a readable run record ({what}); run the table command again to rewrite it") from None
+    return float(value)
 
 
 def reevaluate(run_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> float:
@@ -629,9 +670,9 @@ def check_run(run_dir: Path, *, data_dir: Path | None = None, cache_dir: Path | 
     if not (run_dir / "run.json").is_file() or not (run_dir / "params").is_dir():
         raise UsageError(f"{run_dir} is not a finished run folder (needs run.json and params/)")
     record, recipe, _ = load_run(run_dir)
+    recorded = recorded_test_error(record, run_dir)  # checked before the data and the parameters are read
     ds = load_table_data(recipe, Options(smoke=bool(record.get("smoke")), data_dir=data_dir, cache_dir=cache_dir, download=download))
     error = reevaluate(run_dir, ds.x_test, ds.y_test)
-    recorded = record["result"]["test_error"]
     atomic.write_json(
         run_dir / "eval.json",
         {"test_error": error, "recorded_test_error": recorded, "equal": error == recorded, "num_test": len(ds.x_test), "data_source": ds.source, "provenance": provenance()},

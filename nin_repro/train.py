@@ -25,6 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from nin_repro import atomic
 from nin_repro.errors import NinError, TrainingFailed, UsageError
 from nin_repro.evaluate import EvalSet, evaluate, evaluate_stacked, make_eval_fn, stacked_eval_fn
 from nin_repro.health import StallWatch
@@ -410,7 +411,9 @@ def train_and_evaluate_seeds(
         # The plateau rule decides each seed's LR drops and its last epoch from its own training
         # accuracy; the seeds would drift apart in length. Run them one at a time.
         raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
-    with Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
+    from nin_repro.runlock import run_folder_lock
+
+    with run_folder_lock([Path(w) for w in workdirs]), Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
         run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
         return run.train(progress, eval_every)
 
@@ -537,8 +540,9 @@ class _Run:
     def restore_or_start(self) -> RunPosition:
         resumed = self.ckpt.restore(self.state)
         if resumed is None:
-            for path in self.metrics_paths:
-                path.write_text("")
+            # A fresh start leaves an earlier metrics.jsonl alone until this run has a finished,
+            # finite epoch to put in its place (a run that fails at once must not erase it).
+            self.history = [[] for _ in self.metrics_paths]
             self.state = jax.device_put(self.state, self.on_mesh)
             return RunPosition.start(self.K)
         self.state, meta = resumed
@@ -548,9 +552,9 @@ class _Run:
             watch.__dict__.update(saved)
         if self.plateau:
             self.plateau.__dict__.update(meta["plateau"])
-        for path in self.metrics_paths:
-            kept = path.read_text().splitlines()[: position.epoch] if path.exists() else []
-            path.write_text("".join(line + "\n" for line in kept))
+        # The epochs the checkpoint covers; later lines (written after it) are dropped when the
+        # next epoch is written, by an atomic rewrite of the whole file.
+        self.history = [path.read_text().splitlines()[: position.epoch] if path.exists() else [] for path in self.metrics_paths]
         return position
 
     def halted(self) -> bool:
@@ -670,8 +674,10 @@ class _Run:
             }
             if evals:
                 record.update(test_error=evals[s].error, test_loss=evals[s].loss)
-            with self.metrics_paths[s].open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            # The whole history, rewritten atomically: a reader (or a crash) never sees half a line,
+            # and the file is only replaced once an epoch has finished with a finite loss.
+            self.history[s].append(json.dumps(record))
+            atomic.write_text(self.metrics_paths[s], "".join(line + "\n" for line in self.history[s]))
             if self.progress:
                 self.progress.epoch_end(record if self.K == 1 else {**record, "seed": seed})
         pos.epoch, pos.pos, pos.epoch_seen = epoch + 1, 0, 0
@@ -706,7 +712,15 @@ class _Run:
         for s, seed in enumerate(self.seeds):
             params = self.seed_part(self.state[0], s)
             final = finals[s]
-            save_params(self.workdirs[s] / "params", params)
+            try:
+                save_params(self.workdirs[s] / "params", params)
+            except (OSError, ValueError) as e:  # orbax/tensorstore wrap a full disk in a ValueError
+                from nin_repro.checkpoint import describe_storage_error
+
+                raise TrainingFailed(
+                    f"{self.who}: could not write the final parameters to {self.workdirs[s] / 'params'} ({describe_storage_error(e)}): "
+                    "free space under --workdir (or fix its permissions) and run the same command again (it resumes from the final checkpoint)"
+                ) from None
             watch = self.watches[s]
             results.append(
                 RunResult(

@@ -31,3 +31,12 @@ def smoke_cifar10(tmp_path_factory):
     assert code == 0
     table = json.loads((results / "smoke" / "cifar10.json").read_text())
     return {"root": root, "results": results, "runs": runs, "table": table}
+
+
+@pytest.fixture(autouse=True)
+def _download_hosts_reachable(monkeypatch):
+    """Hermetic: the check that a download host answers (nin_repro.data.tfds_source.unreachable)
+    succeeds without touching the network; tests of the offline path replace it."""
+    from nin_repro.data import tfds_source
+
+    monkeypatch.setattr(tfds_source, "_connect", lambda host, port, timeout: None)

@@ -184,8 +184,12 @@ def load_dataset(
     cache_dir: str | os.PathLike[str] | None = None,
     download: bool = True,
     tfds_data_dir: str | os.PathLike[str] | None = None,
+    require_cache: bool = False,
 ) -> Dataset:
     """Load ``name`` from (1) the cache, (2) original files in ``data_dir``, (3) tensorflow-datasets.
+
+    ``require_cache`` (``nin-repro data download``): a cache that cannot be written is an error
+    (NinError, exit 1) instead of a warning.
 
     A dataset read in (2) or (3) is written to the cache (default: :func:`cache.default_cache_dir`).
     ``source`` of the result says which one was used. Raises DataError, one line, if it is nowhere.
@@ -208,6 +212,7 @@ def load_dataset(
 
     cached = cache.load_cache(cache_path, name)
     if cached is not None:
+        _require_images(cached)
         return _with_cached_validation(cached, cache_path) if name == "svhn" else cached
 
     ds = None
@@ -225,6 +230,8 @@ def load_dataset(
 
         looked_in = f"--data-dir {data_path}" if data_path is not None else "no --data-dir given"
         put = f"put {readers.expected_files(name)} in {'--data-dir ' + str(data_path) if data_path else 'a folder passed as --data-dir'}"
+        if download:
+            _check_downloadable(name, data_path, cache_path, tfds_data_dir)
         try:
             if name == "svhn":
                 splits = tfds_source.load_tfds_splits(name, readers.SVHN_SPLITS, tfds_data_dir=tfds_data_dir, download=download)
@@ -249,14 +256,73 @@ def load_dataset(
             ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=source)
 
     validate_dataset(ds)
+    _require_images(ds)
     try:
         if ds.x_val is not None:
             # Written first: a cached dataset without its validation entry is the rarer failure.
             cache.save_cache(cache_path, _validation_as_dataset(ds))
         cache.save_cache(cache_path, ds)
     except OSError as e:
+        if require_cache:
+            from nin_repro.errors import NinError
+
+            raise NinError(
+                f"could not write the dataset cache in {cache_path} ({e.strerror or e}); nothing was cached: pass a writable --cache-dir (or set NIN_REPRO_CACHE) and run it again"
+            ) from None
         _warn_cache_not_written(cache_path, e)
     return ds
+
+
+def _require_images(ds: Dataset) -> None:
+    """A table trains on the training split and reports the test error: neither may be empty
+    (an empty test split used to fail with ZeroDivisionError after the whole training)."""
+    source = ds.source.partition(":")[2] or ds.source
+    for split, x in (("train", ds.x_train), ("test", ds.x_test)):
+        if len(x) == 0:
+            raise DataError(f"{ds.name} from {source} has 0 {split} images: the original files are incomplete; re-download them (or delete the cache file to rebuild it)")
+
+
+def _check_downloadable(name: str, data_path: Path | None, cache_path: Path, tfds_data_dir) -> None:
+    """Raise DataError, one line, if ``name`` would have to be downloaded and the download host
+    cannot be reached: without internet tfds retries for minutes; this says so in seconds."""
+    from nin_repro.data import cache, readers, tfds_source
+
+    if tfds_source.tfds_prepared(name, tfds_data_dir):
+        return
+    why = tfds_source.unreachable(tfds_source.DOWNLOAD_URLS[name])
+    if why is None:
+        return
+    npz, sidecar = cache.cache_paths(cache_path, name)
+    where = f"--data-dir {data_path}" if data_path is not None else "a folder passed as --data-dir"
+    raise DataError(
+        f"{DATASETS[name].title} is not cached ({npz}){f' nor in --data-dir {data_path}' if data_path else ''}, and it cannot be downloaded: no connection to {why}. "
+        f"Without internet: put {readers.expected_files(name)} in {where}; or run `nin-repro data download {name}` on a machine with internet "
+        f"and copy {npz.name} and {sidecar.name} into {cache_path} (or the folder given as --cache-dir)"
+    )
+
+
+def preflight(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    tfds_data_dir: str | os.PathLike[str] | None = None,
+) -> None:
+    """Fail fast, before any long step, when :func:`load_dataset` could only fail: ``name`` is not
+    cached, not in ``data_dir``, and the download host is unreachable. Reads no data."""
+    from nin_repro.data import cache, readers
+
+    if name not in DATASETS:
+        return  # load_dataset reports it
+    data_path = Path(data_dir).expanduser() if data_dir is not None else None
+    cache_path = Path(cache_dir).expanduser() if cache_dir is not None else cache.default_cache_dir()
+    if cache.cache_paths(cache_path, name)[0].is_file():
+        return
+    if data_path is not None and (not data_path.is_dir() or readers.find_original_folder(name, data_path) is not None):
+        return  # load_dataset reads the files, or says what is wrong with --data-dir
+    if download:
+        _check_downloadable(name, data_path, cache_path, tfds_data_dir)
 
 
 def _svhn_dataset(splits: dict[str, tuple[np.ndarray, np.ndarray]], info: DatasetInfo, source: str) -> Dataset:

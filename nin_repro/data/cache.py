@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import json
 import os
+import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -67,6 +68,9 @@ def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
     npz_path, json_path = cache_paths(cache_dir, ds.name)
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {k: getattr(ds, k) for k in _ARRAYS}
+    # The sidecar is the pair's commit mark, written last: an old one goes first, so an interrupted
+    # rewrite leaves an npz without a sidecar ("incomplete"), never a new npz beside an old sidecar.
+    json_path.unlink(missing_ok=True)
     # Uncompressed: loading 180 MB of CIFAR is faster than inflating it, and disk is cheap here.
     atomic.write_with(npz_path, lambda f: np.savez(f, **arrays))
     meta = {
@@ -83,7 +87,7 @@ def save_cache(cache_dir: str | Path, ds: Dataset) -> Path:
     return npz_path
 
 
-def _bad_cache(npz_path: Path, why: str, *, ours: bool) -> None:
+def _bad_cache(npz_path: Path, why: str, *, ours: bool, state: str = "unusable") -> None:
     """Warn in one line and, if the npz is known to be ours, remove it so the warning does not repeat."""
     why = " ".join(why.split())  # keep the warning on one line
     action = "removed it; rebuilding" if ours else "ignoring it; rebuilding"
@@ -92,7 +96,70 @@ def _bad_cache(npz_path: Path, why: str, *, ours: bool) -> None:
             npz_path.unlink(missing_ok=True)
         except OSError:
             action = "ignoring it (could not remove it); rebuilding"
-    warnings.warn(f"dataset cache {npz_path} is unusable ({why}); {action}", BadCacheWarning, stacklevel=3)
+    warnings.warn(f"dataset cache {npz_path} is {state} ({why}); {action}", BadCacheWarning, stacklevel=3)
+
+
+class NotRegularFile(OSError):
+    """A cache path that is a FIFO, a device, a folder ...: opening it could block forever."""
+
+
+def _regular(path: Path) -> Path:
+    """``path`` if it is a regular file (after symlinks); NotRegularFile otherwise, FileNotFoundError
+    if it is missing. Checked before opening: a FIFO would block the open (and the command) forever."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise NotRegularFile(f"{path} is not a regular file")
+    return path
+
+
+def read_sidecar(json_path: Path) -> dict:
+    """The parsed sidecar. Raises FileNotFoundError, NotRegularFile, another OSError (unreadable)
+    or ValueError (not a nin-repro cache description)."""
+    meta = json.loads(_regular(json_path).read_text())
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        raise ValueError("sidecar is not a nin-repro cache description")
+    return meta
+
+
+def presence(cache_dir: str | Path, name: str) -> str:
+    """Cheap (no hashing): "present", "absent", or "incomplete ..." for an npz without its sidecar."""
+    npz_path, json_path = cache_paths(cache_dir, name)
+    if not npz_path.is_file():
+        return "absent"
+    if not json_path.is_file():
+        return f"incomplete: no {json_path.name} beside it, an interrupted write; `nin-repro data download {name}` rebuilds it"
+    return "present"
+
+
+def inspect_cache(cache_dir: str | Path, name: str) -> tuple[str, str]:
+    """(state, detail) of the cache entry ``name`` without loading it: "not cached", "ok",
+    "incomplete" (an npz without its sidecar: an interrupted write), "unreadable" (permissions),
+    "not a regular file", "damaged" (checksum or sidecar wrong)."""
+    npz_path, json_path = cache_paths(cache_dir, name)
+    if not os.path.lexists(npz_path):
+        return "not cached", ""
+    for path in (npz_path, json_path):
+        try:
+            _regular(path)
+        except FileNotFoundError:
+            return ("incomplete", f"no {json_path.name} beside it: an interrupted write") if path == json_path else ("damaged", "a broken symbolic link")
+        except NotRegularFile as e:
+            return "not a regular file", str(e)
+        except OSError as e:
+            return "unreadable", f"{path}: {e.strerror or e}"
+    try:
+        meta = read_sidecar(json_path)
+        expected = meta["sha256"]
+    except NotRegularFile as e:
+        return "not a regular file", str(e)
+    except OSError as e:
+        return "unreadable", f"{json_path}: {e.strerror or e}"
+    except (ValueError, KeyError, TypeError) as e:
+        return "damaged", f"{json_path.name}: {type(e).__name__}: {e}"
+    try:
+        actual = sha256_file(npz_path)
+    except OSError as e:
+        return "unreadable", f"{npz_path}: {e.strerror or e}"
+    return ("ok", "") if actual == expected else ("damaged", "checksum mismatch")
 
 
 def load_cache(cache_dir: str | Path, name: str) -> Dataset | None:
@@ -101,19 +168,27 @@ def load_cache(cache_dir: str | Path, name: str) -> Dataset | None:
     if not npz_path.is_file():
         return None
     try:
-        meta = json.loads(json_path.read_text())
-        ours = isinstance(meta, dict) and meta.get("format") == CACHE_FORMAT
-        if not ours:
-            raise ValueError("sidecar is not a nin-repro cache description")
+        meta = read_sidecar(json_path)
         expected_sha, num_classes, class_names = meta["sha256"], int(meta["num_classes"]), tuple(meta["class_names"])
-    except (OSError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
+    except FileNotFoundError:
+        # An npz without its sidecar: a write interrupted between the two (save_cache writes the
+        # sidecar last), or not ours. Never taken as complete; the rebuild overwrites it.
+        _bad_cache(npz_path, f"no {json_path.name} beside it: an interrupted write", ours=False, state="incomplete")
+        return None
+    except NotRegularFile as e:
+        _bad_cache(npz_path, str(e), ours=False)
+        return None
+    except OSError as e:
+        _bad_cache(npz_path, f"{json_path}: {e.strerror or e}; check its permissions", ours=False, state="unreadable")
+        return None
+    except (ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
         # Without our sidecar the npz may not be ours: leave it, the rebuild overwrites it.
         _bad_cache(npz_path, f"sidecar {json_path.name}: {type(e).__name__}: {e}", ours=False)
         return None
     try:
         actual_sha = sha256_file(npz_path)
     except OSError as e:
-        _bad_cache(npz_path, f"cannot read: {e}", ours=False)
+        _bad_cache(npz_path, f"{e.strerror or e}; check its permissions", ours=False, state="unreadable")
         return None
     if actual_sha != expected_sha:
         _bad_cache(npz_path, "sha256 does not match its .json", ours=True)

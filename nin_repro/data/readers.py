@@ -109,11 +109,34 @@ def find_original_folder(name: str, data_dir: Path) -> Path | None:
         if name in _MARKER_FILES:
             # No folder of its own in the original distribution: look for a marker file.
             marker = folder / _MARKER_FILES[name]
-            if marker.is_file() or marker.with_name(marker.name + ".gz").is_file():
-                return folder
-        elif folder.is_dir():
+            for candidate in (marker, marker.with_name(marker.name + ".gz")):
+                if _usable(candidate, name, want_dir=False):
+                    return folder
+        elif _usable(folder, name, want_dir=True):
             return folder
     return None
+
+
+def _usable(path: Path, name: str, *, want_dir: bool) -> bool:
+    """Whether ``path`` is there as a folder (``want_dir``) or a file. Something of that name that
+    cannot be used (a symbolic link loop or one that leads nowhere, a file for a folder) is a
+    DataError: the user put it there, so falling through to a download would hide the problem."""
+    import errno
+    import os
+
+    if not os.path.lexists(path):
+        return False
+    try:
+        is_dir = os.path.isdir(path)
+        os.stat(path)  # raises on a loop (ELOOP) or a link to nothing (ENOENT)
+    except OSError as e:
+        why = "a symbolic link loop" if e.errno == errno.ELOOP else f"a symbolic link that leads nowhere ({e.strerror})" if path.is_symlink() else e.strerror
+        raise DataError(f"{path}: {why}; put {expected_files(name)} there") from None
+    if want_dir and not is_dir:
+        raise DataError(f"{path} is not a folder; put {expected_files(name)} there")
+    if not want_dir and is_dir:
+        raise DataError(f"{path} is a folder, not a file; put {expected_files(name)} there")
+    return True
 
 
 def read_original(name: str, folder: Path) -> Arrays:

@@ -50,6 +50,70 @@ TFDS_BUILDERS: dict[str, TfdsBuilder] = {
 }
 
 
+# Where tfds downloads each dataset from (its builders' URLs): checked before a download, so a
+# machine without internet fails in seconds instead of minutes of urllib3/tfds retries.
+DOWNLOAD_URLS: dict[str, str] = {
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+    "mnist": "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "svhn": "http://ufldl.stanford.edu/housenumbers/",
+}
+NETWORK_TIMEOUT_S = 5.0
+
+
+def tfds_prepared(name: str, tfds_data_dir: str | os.PathLike[str] | None) -> bool:
+    """Whether tfds has ``name`` prepared already (then no download, and no network, is needed)."""
+    from pathlib import Path
+
+    try:
+        root = Path(tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or Path.home() / "tensorflow_datasets").expanduser()
+        return any((root / TFDS_BUILDERS[name].builder).glob("*/dataset_info.json"))
+    except (OSError, RuntimeError, KeyError):
+        return False
+
+
+def _socket_connect(host: str, port: int, timeout: float) -> None:
+    import socket
+
+    socket.create_connection((host, port), timeout=timeout).close()
+
+
+_connect = _socket_connect  # the tests replace it: they never touch the network
+
+
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None if a TCP connection to ``url``'s host (or the proxy for it) opens within ``timeout``
+    seconds, else ``host:port`` and why. Name resolution counts towards the timeout."""
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    timeout = NETWORK_TIMEOUT_S if timeout is None else timeout
+    target = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host, port = target.hostname or "", target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            _connect(host, port, timeout)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 (reported below)
+            outcome.append(e)
+
+    thread = threading.Thread(target=attempt, daemon=True, name="nin-repro-network-check")
+    thread.start()
+    thread.join(timeout)
+    if not outcome:
+        return f"{host}:{port} (no answer within {timeout:g} s)"
+    if outcome[0] is not None:
+        e = outcome[0]
+        return f"{host}:{port} ({getattr(e, 'strerror', None) or type(e).__name__ + ': ' + _one_line(e, 80)})"
+    return None
+
+
 class TfdsUnavailable(DataError):
     """tensorflow-datasets, TensorFlow, or a package their preparation needs is not installed."""
 
