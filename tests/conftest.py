@@ -31,3 +31,34 @@ def smoke_cifar10(tmp_path_factory):
     assert code == 0
     table = json.loads((results / "smoke" / "cifar10.json").read_text())
     return {"root": root, "results": results, "runs": runs, "table": table}
+
+
+def record_figures(mp: pytest.MonkeyPatch) -> list:
+    """Every matplotlib Figure saved from now on (nin_repro.figures draws on Figure objects and
+    saves them once), in order, so a test can check what is drawn and not only that a PNG exists."""
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+
+    def recording_savefig(self, *a, **kw):
+        figures.append(self)
+        return savefig(self, *a, **kw)
+
+    mp.setattr(Figure, "savefig", recording_savefig)
+    return figures
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures saved during the test (see record_figures)."""
+    return record_figures(monkeypatch)
+
+
+def panels(fig) -> dict[tuple[int, int], object]:
+    """A figure's grid panels by (row, column); colour bars and other free axes left out."""
+    out = {}
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is not None:
+            out[(spec.rowspan.start, spec.colspan.start)] = ax
+    return out
