@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from tests.figures_drawn import record_figures
+
 # One persistent XLA compilation cache for the whole session (and the subprocesses tests start):
 # many tests compile the same small programs; measured 480 s -> 416 s for the suite on 2 cores.
 # Set before jax is imported; a fresh folder, so nothing carries over between sessions.
@@ -33,32 +35,7 @@ def smoke_cifar10(tmp_path_factory):
     return {"root": root, "results": results, "runs": runs, "table": table}
 
 
-def record_figures(mp: pytest.MonkeyPatch) -> list:
-    """Every matplotlib Figure saved from now on (nin_repro.figures draws on Figure objects and
-    saves them once), in order, so a test can check what is drawn and not only that a PNG exists."""
-    from matplotlib.figure import Figure
-
-    figures, savefig = [], Figure.savefig
-
-    def recording_savefig(self, *a, **kw):
-        figures.append(self)
-        return savefig(self, *a, **kw)
-
-    mp.setattr(Figure, "savefig", recording_savefig)
-    return figures
-
-
 @pytest.fixture
 def drawn(monkeypatch) -> list:
     """The figures saved during the test (see record_figures)."""
     return record_figures(monkeypatch)
-
-
-def panels(fig) -> dict[tuple[int, int], object]:
-    """A figure's grid panels by (row, column); colour bars and other free axes left out."""
-    out = {}
-    for ax in fig.axes:
-        spec = ax.get_subplotspec()
-        if spec is not None:
-            out[(spec.rowspan.start, spec.colspan.start)] = ax
-    return out

@@ -12,7 +12,7 @@ import pytest
 
 from nin_repro.cli import main
 from nin_repro.recipe import load_experiment
-from tests.conftest import panels, record_figures
+from tests.figures_drawn import panels, record_figures
 
 SHORT = ["--epochs", "0.25"]  # models trained on demand: 15 steps on the demo digits
 
