@@ -96,12 +96,13 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsy
     args = ["mnist", "--smoke", "--epochs", "1", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")]
     stop = StopAt(12, lambda: os.kill(os.getpid(), signal.SIGTERM))
     monkeypatch.setattr(nin_repro.progress, "RichProgress", lambda console: stop)
+    handler = signal.getsignal(signal.SIGTERM)
     assert main(args) == 130
     err = capsys.readouterr().err
     assert "stopped by SIGTERM at step 12" in err and "run the same command again to resume" in err and "Traceback" not in err
     assert stop.steps[-1] == 12  # it stopped at once, after the step in progress
     assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run gave the handler back
+    assert signal.getsignal(signal.SIGTERM) is handler  # the run gave the handler back
 
     again = StopAt()
     monkeypatch.setattr(nin_repro.progress, "RichProgress", lambda console: again)
