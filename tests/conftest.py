@@ -10,6 +10,8 @@ import tempfile
 
 import pytest
 
+from tests.figures_drawn import record_figures
+
 # One persistent XLA compilation cache for the whole session (and the subprocesses tests start):
 # many tests compile the same small programs; measured 480 s -> 416 s for the suite on 2 cores.
 # Set before jax is imported; a fresh folder, so nothing carries over between sessions.
@@ -40,3 +42,9 @@ def _download_hosts_reachable(monkeypatch):
     from nin_repro.data import tfds_source
 
     monkeypatch.setattr(tfds_source, "_connect", lambda host, port, timeout: None)
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The figures saved during the test (see record_figures)."""
+    return record_figures(monkeypatch)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -14,11 +16,11 @@ from flax import nnx
 from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
 from nin_repro import results as R
+from nin_repro.figures import SMOKE_CAPTION
 from nin_repro.models import (
     NIN,
     ConvNet,
     ConvNetConfig,
-    ConvSpec,
     LocallyConnected2D,
     build_model,
     config_from_dict,
@@ -109,11 +111,13 @@ def test_cnn_config_rules_and_round_trip():
         conv_local_cifar10("gap", local_features=16)
     with pytest.raises(ValueError, match="unknown head"):
         conv_local_cifar10("gap_dense")
-    small = conv_local_cifar10("fc").scaled(0.25)
-    assert [c.features for c in small.convs] == [16, 16, 16] and small.local_features == 4
-    assert conv_local_cifar10("gap").scaled(0.25).local_features == 10
-    assert conv_local_cifar10("fc").hidden_widths() == (64, 64, 64)
-    assert nin_cifar10().hidden_widths() == (192, 160, 96, 192, 192, 192, 192, 192)
+    # A quarter-width model as built: 64 -> 16 maps per conv, the local layer 16 -> 4 maps; the GAP
+    # variant's local layer keeps one map per class.
+    small = nnx.eval_shape(lambda: build_model(conv_local_cifar10("fc").scaled(0.25), rngs=nnx.Rngs(0)))
+    assert [c.kernel.shape[-1] for c in small.convs] == [16, 16, 16] and small.dense.kernel.shape == (8 * 8 * 4, 10)
+    small_gap = nnx.eval_shape(lambda: build_model(conv_local_cifar10("gap").scaled(0.25), rngs=nnx.Rngs(0)))
+    maps = jax.eval_shape(lambda: build_model(conv_local_cifar10("gap").scaled(0.25), rngs=nnx.Rngs(0)).class_maps(jnp.zeros((1, 32, 32, 3))))
+    assert small_gap.dense is None and maps.shape == (1, 8, 8, 10)
     he = conv_local_cifar10("fc", init_std=0.01).with_he_init()
     assert he.init_std is None and he.final_relu is False
     assert conv_local_cifar10("fc").forward_macs() == 32 * 32 * 75 * 64 + 16 * 16 * 1600 * 64 + 8 * 8 * 576 * 64 + 8 * 8 * 576 * 16 + 8 * 8 * 16 * 10
@@ -244,7 +248,7 @@ def fake_run(folder, train, test):
     return folder
 
 
-def test_plot_error_curves_writes_a_png(tmp_path):
+def test_plot_error_curves_draws_each_labels_mean_curves(tmp_path, drawn):
     from nin_repro.figures import plot_error_curves, read_metrics
 
     a = fake_run(tmp_path / "a", [0.9, 0.6, 0.4], [0.9, 0.7, 0.5])
@@ -252,20 +256,38 @@ def test_plot_error_curves_writes_a_png(tmp_path):
     b2 = fake_run(tmp_path / "b2", [0.8, 0.4, 0.1], [0.85, 0.7, 0.65])
     out = plot_error_curves({"with dropout": a, "without dropout": [b, b2]}, tmp_path / "fig" / "curves.png", "Fig. 3", "untrained smoke model — not evidence")
     data = out.read_bytes()
-    assert out == tmp_path / "fig" / "curves.png" and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert out == tmp_path / "fig" / "curves.png" and data[:8] == b"\x89PNG\r\n\x1a\n"
+    # What is drawn, in %: a's curves; b and b2 averaged epoch by epoch: test (0.9+0.85)/2 = 87.5,
+    # (0.75+0.7)/2 = 72.5, (0.6+0.65)/2 = 62.5; training 85, 45, 15. Solid test, dashed training, one colour per label.
+    (fig,) = drawn
+    (ax,) = fig.axes
+    curves = {line.get_label(): (line.get_linestyle(), line.get_color(), list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines}
+    assert curves == {
+        "with dropout: test error": ("-", "C0", [1, 2, 3], pytest.approx([90.0, 70.0, 50.0])),
+        "with dropout: training error": ("--", "C0", [1, 2, 3], pytest.approx([90.0, 60.0, 40.0])),
+        "without dropout: test error (mean of 2 runs)": ("-", "C1", [1, 2, 3], pytest.approx([87.5, 72.5, 62.5])),
+        "without dropout: training error (mean of 2 runs)": ("--", "C1", [1, 2, 3], pytest.approx([85.0, 45.0, 15.0])),
+    }
+    assert ax.get_title() == "Fig. 3" and ax.get_ylabel() == "error (%)"
+    assert [t.get_text() for t in fig.texts] == ["untrained smoke model — not evidence"]
     assert [p.name for p in out.parent.iterdir()] == ["curves.png"]  # written atomically, nothing left over
     assert read_metrics(a)[2]["test_error"] == 0.5
     with pytest.raises(FileNotFoundError):
         plot_error_curves({"x": tmp_path / "missing"}, tmp_path / "x.png", "t")
 
 
-def test_table_figure_is_drawn_next_to_the_markdown(tmp_path):
+def test_table_figure_is_drawn_next_to_the_markdown(tmp_path, drawn):
     runs = {k: fake_run(tmp_path / "runs" / k, [0.9, 0.5], [0.9, 0.6]) for k in ("drop", "nodrop")}
     table = claim_table(name="ablate-y", claims=(REDUCTION,), rows=(), variants=(), figure="error_curves")
     res = [dataclasses.replace(vr(k, [e], shortened="smoke: tiny"), run_dirs=(str(runs[k]),)) for k, e in (("drop", 10.0), ("nodrop", 14.0))]
     md_path, json_path = R.write_table(table, res, tmp_path / "results", smoke=True, prov=PROV)
     png = md_path.parent / "ablate-y.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
+    (fig,) = drawn  # each variant's run, under its method's name, in %
+    (ax,) = fig.axes
+    curves = {line.get_label(): list(line.get_ydata()) for line in ax.lines}
+    assert curves == {f"{r.method}: {what} error": v for r in res for what, v in (("test", [90.0, 60.0]), ("training", [90.0, 50.0]))}
+    assert ax.get_title() == table.title and [t.get_text() for t in fig.texts] == [SMOKE_CAPTION]
     md = md_path.read_text()
     assert "![Table 5: GAP vs FC](ablate-y.png)" in md and "not evidence" in md
     assert "Dropout reduces test error by > 20 % relative: n/a (smoke)" in md
@@ -281,24 +303,56 @@ def test_table_figure_is_drawn_next_to_the_markdown(tmp_path):
 # --------------------------------------------------------------------------- the experiment tables
 
 
+def _paper_notes_rows(title: str) -> list[tuple[str, float]]:
+    """(method, error) of one bullet of docs/paper-notes.md, the transcription of the paper, in order."""
+    notes = (Path(__file__).resolve().parents[1] / "docs" / "paper-notes.md").read_text()
+    start = notes.index(f"- **{title}**")
+    text = " ".join(notes[start : notes.index("\n- ", start + 1)].split())
+    rows = [re.match(r"\s*\**(.+?)(?: \[\d+\])? (\d+\.\d+)\**", item) for item in text.split(":", 1)[1].split(" · ")]
+    return [(m[1], float(m[2])) for m in rows]
+
+
+@pytest.mark.parametrize(
+    "name, title",
+    [("cifar10", "Table 1, CIFAR-10"), ("cifar100", "Table 2, CIFAR-100"), ("svhn", "Table 3, SVHN"), ("mnist", "Table 4, MNIST")],
+)
+def test_paper_rows_are_the_paper_notes_rows(name, title):
+    """Each table's paper rows, in order, are the ones docs/paper-notes.md transcribes from the
+    paper (our own extra rows, marked "(not the paper's recipe)", aside)."""
+    rows = [(r.method, r.error) for r in load_experiment(name).TABLE.rows if "not the paper's recipe" not in r.method]
+    assert rows == _paper_notes_rows(title)
+
+
 def test_ablate_gap_table():
     table = load_experiment("ablate_gap").TABLE
     assert table.name == "ablate-gap"
     paper = {r.variant: r.error for r in table.rows}
-    assert paper == {"nin_fc": 11.59, "nin_fc_dropout": 10.88, "nin_gap": 10.41, "cnn_fc": 17.56, "cnn_fc_dropout": 15.99, "cnn_gap": 16.46}
+    # Table 5 (NIN: FC, FC + dropout, GAP) then Section 4.6 (the CNN: FC, FC + dropout, GAP), as the notes transcribe them.
+    notes = [e for _, e in _paper_notes_rows("Table 5, GAP vs FC on CIFAR-10") + _paper_notes_rows("Section 4.6, a conventional CNN on CIFAR-10")]
+    assert [paper[k] for k in ("nin_fc", "nin_fc_dropout", "nin_gap", "cnn_fc", "cnn_fc_dropout", "cnn_gap")] == notes
     assert "not re-run by the authors" in table.paper_row("cnn_fc_dropout").citation
     assert {v.key for v in table.variants} == set(paper)
     cifar10 = load_experiment("cifar10").RECIPE
     assert table.variant("nin_gap").recipe == cifar10
-    heads = {v.key: v.recipe.model.head for v in table.variants}
-    assert heads == {"nin_fc": "fc", "nin_fc_dropout": "fc_dropout", "nin_gap": "gap", "cnn_fc": "fc", "cnn_fc_dropout": "fc_dropout", "cnn_gap": "gap"}
+    # Each variant's network, as built, has the head its name says: a dense layer on the flattened
+    # maps (with dropout before it for "_dropout"), or none (GAP of one map per class).
+    x = jnp.zeros((1, 32, 32, 3))
+    for v in table.variants:
+        model = nnx.eval_shape(lambda: build_model(v.recipe.model, rngs=nnx.Rngs(0)))
+        maps = jax.eval_shape(lambda: build_model(v.recipe.model, rngs=nnx.Rngs(0)).class_maps(x)).shape
+        if v.key.endswith("_gap"):
+            assert model.dense is None and maps[-1] == 10, v.key
+        else:
+            assert model.dense.kernel.shape == (maps[1] * maps[2] * maps[3], 10), v.key
+            assert model.head_dropout.rate == (0.5 if v.key.endswith("_dropout") else 0.0), v.key
     # The NIN body is Table 1's everywhere; only the head differs.
     for key in ("nin_fc", "nin_fc_dropout"):
         assert table.variant(key).recipe.model.blocks == cifar10.model.blocks
     # The three CNN rows share their sizes; only the local layer's maps (16 -> 10) and the head differ.
     cnn = [table.variant(k).recipe.model for k in ("cnn_fc", "cnn_fc_dropout", "cnn_gap")]
     assert all(isinstance(m, ConvNetConfig) for m in cnn)
-    assert cnn[0].convs == cnn[1].convs == cnn[2].convs == (ConvSpec(5, 64, "max"), ConvSpec(5, 64, "max"), ConvSpec(3, 64, "none"))
+    # The paper: "three convolutional layers and one locally connected layer" of 16 maps (10 for GAP).
+    assert cnn[0].convs == cnn[1].convs == cnn[2].convs and len(cnn[0].convs) == 3
     assert [m.local_features for m in cnn] == [16, 16, 10] and len({m.local_kernel for m in cnn}) == 1
     assert all(any("[ours]" in o or "CNN sizes" in o for o in table.variant(k).recipe.ours) for k in ("cnn_fc", "cnn_gap"))
     keys = {v.key for v in table.variants}

@@ -113,24 +113,45 @@ def test_shift_moves_pixels_and_fills_zero():
     np.testing.assert_array_equal(analysis.shift(x, 0, 0), x)
 
 
+def _predict(run: analysis.Loaded, x: np.ndarray) -> np.ndarray:
+    """The model's classes, computed directly (not through analysis.error)."""
+    return np.asarray(run.model(jnp.asarray(x))).argmax(-1)
+
+
+def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """out[y, x] = in[y - dy, x - dx], 0 where that falls outside: zero-pad, then crop."""
+    h, w = x.shape[1:3]
+    p, q = abs(dy), abs(dx)
+    padded = np.pad(x, ((0, 0), (p, p), (q, q), (0, 0)))
+    return padded[:, p - dy : p - dy + h, q - dx : q - dx + w]
+
+
 def test_size_sweep_runs_gap_at_every_size_and_reports_none_for_fc():
     gap = _loaded(TINY)
     fc = _loaded(dataclasses.replace(TINY, head="fc"))
     x = np.random.default_rng(2).normal(size=(9, 12, 12, 1)).astype(np.float32)
-    y = np.arange(9) % 4
+    y = _predict(gap, x)  # labels = the GAP model's own answers at the training size: error 0 there
     g = analysis.size_sweep(gap, x, y, (8, 12, 16))
     f = analysis.size_sweep(fc, x, y, (8, 12, 16))
-    assert all(0.0 <= g[s] <= 1.0 for s in (8, 12, 16))
-    assert f[8] is None and f[16] is None and 0.0 <= f[12] <= 1.0
+    assert g[12] == 0.0
+    for s in (8, 16):
+        resized = np.asarray(jax.image.resize(jnp.asarray(x), (9, s, s, 1), "bilinear"))
+        assert g[s] == np.mean(_predict(gap, resized) != y)
+    assert f[8] is None and f[16] is None and f[12] == np.mean(_predict(fc, x) != y)
     assert analysis.head_params(gap) == 6 * 4 + 4 and analysis.head_params(fc) == 6 * 6 * 6 * 4 + 4
 
 
-def test_translation_sweep_zero_shift_is_the_plain_error():
+def test_translation_sweep_averages_the_four_directions():
     run = _loaded(TINY)
-    x = np.random.default_rng(3).normal(size=(11, 12, 12, 1)).astype(np.float32)
-    y = np.arange(11) % 4
+    x = np.zeros((11, 12, 12, 1), np.float32)
+    x[:, :2] = 3 * np.random.default_rng(3).normal(size=(11, 2, 12, 1))  # ink in the top two rows only: shifts change the answers
+    y = _predict(run, x)
     t = analysis.translation_sweep(run, x, y, 2)
-    assert sorted(t) == [0, 1, 2] and t[0] == analysis.error(run, x, y)
+    assert sorted(t) == [0, 1, 2] and t[0] == 0.0
+    for k in (1, 2):
+        by_hand = np.mean([np.mean(_predict(run, _shifted(x, k * dy, k * dx)) != y) for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))])
+        assert t[k] == pytest.approx(by_hand, abs=1e-12)
+    assert t[1] > 0.0 and t[2] > 0.0  # the shifts do change answers, so the comparison above means something
 
 
 def test_percentile_mask_keeps_the_top_tenth_of_each_image():
@@ -139,6 +160,22 @@ def test_percentile_mask_keeps_the_top_tenth_of_each_image():
     frac = (kept > 0).reshape(2, -1).mean(1)
     np.testing.assert_allclose(frac, 0.10, atol=0.002)
     assert np.all(kept[kept > 0] == maps[kept > 0])
+    # The right pixels: each image's 100 largest of its 1000 values (over all its maps together).
+    for i in range(2):
+        top = np.sort(maps[i].ravel())[-100:]
+        np.testing.assert_array_equal(np.sort(kept[i][kept[i] > 0]), top)
+
+
+def test_percentile_mask_on_a_hand_built_image():
+    """20 values 1..20 in two maps of one image: the top 10 % are 19 and 20, wherever they are;
+    the other image's own threshold does not depend on the first's."""
+    maps = np.zeros((2, 2, 5, 2), np.float32)
+    maps[0] = np.arange(1, 21, dtype=np.float32).reshape(2, 5, 2)[::-1]
+    maps[1] = 100.0 + np.arange(20, dtype=np.float32).reshape(2, 5, 2)
+    kept = analysis.percentile_mask(maps, 0.10)
+    assert sorted(kept[0][kept[0] > 0].tolist()) == [19.0, 20.0]
+    assert np.argwhere(kept[0] > 0).tolist() == [[0, 4, 0], [0, 4, 1]]  # where 19 and 20 are
+    assert sorted(kept[1][kept[1] > 0].tolist()) == [118.0, 119.0]
 
 
 def test_strongest_map_agreement_counts_peak_vs_mean():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from nin_repro.cli import main
+from nin_repro.models import BlockSpec
 from nin_repro.recipe import load_experiment
 
 
@@ -21,8 +22,7 @@ def test_bench_command_writes_numbers(tmp_path, capsys):
     rows = {r["what"]: r for r in data["results"]}
     assert set(rows) == {"train", "eval"}
     for r in rows.values():
-        assert r["img_per_s"] > 0 and r["steps"] == 2 and r["batch_size"] == 16
-        assert r["pct_of_peak"] == pytest.approx(100 * r["tflops"] / 1.0)
+        assert r["img_per_s"] > 0 and r["steps"] == 2 and r["batch_size"] == 16 and r["pct_of_peak"] > 0
     assert "img/s" in (tmp_path / "bench.md").read_text()
 
 
@@ -31,21 +31,39 @@ def test_bench_rejects_unknown_dtype(capsys):
     assert "unknown --dtype" in capsys.readouterr().err
 
 
-def test_bench_seeds_times_one_vmapped_step_over_k_models(tmp_path):
+ONE_BLOCK = dict(blocks=(BlockSpec(3, (4, 4, 10), init_std=None, pool="none", dropout=0.0),), in_channels=1, input_hw=(8, 8), num_classes=10, head="gap")
+
+
+def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeypatch):
+    """One mlpconv block on 8x8x1 images: a 3x3 conv 1 -> 4, 1x1 4 -> 4, 1x1 4 -> 10, no pool, GAP.
+    MACs per image: 64 positions x (9*1*4 + 4*4 + 4*10 = 92) = 5,888; FLOPs: 11,776 forward,
+    35,328 training (3 x). Activations: 64 input + 64 x 18 = 1,216 values, float32: 19,456 bytes per
+    training image (4 accesses), 9,728 per evaluated one (2). Two seeds in one vmapped step, batch
+    16, each call timed at 20 ms; the device described as 1e-4 TFLOP/s and 0.05 GB/s:
+    - train: 2 x 16 / 0.02 s = 1,600 img/s in all, 800 per model; 1,600 x 35,328 = 5.65248e-5 TFLOP/s
+      = 56.5248 % of peak; ceilings: compute 1e8 / 35,328 = 2,830.6 img/s, memory 5e7 / 19,456
+      = 2,569.9 img/s -> memory-bound, 62.2592 % of it; HBM traffic 1,600 x 19,456 = 0.0311296 GB/s.
+    - eval (one model): 800 img/s; 800 x 11,776 = 9.4208e-6 TFLOP/s = 9.4208 %; memory ceiling
+      5e7 / 9,728 = 5,139.8 img/s (compute 8,491.8) -> memory-bound, 15.5648 %."""
     import dataclasses
 
-    from nin_repro.bench import bench_recipe, write_bench
-    from nin_repro.models import BlockSpec
+    from nin_repro import bench
+    from nin_repro.models import NINConfig
 
-    recipe = load_experiment("demo").RECIPE
-    blocks = (BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5), BlockSpec(3, (6, 6, 10), init_std=None, pool="none", dropout=0.0))
-    tiny = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, blocks=blocks, input_hw=(8, 8)))
-    train, evaluate = bench_recipe(tiny, batch_size=8, dtype="float32", steps=1, seeds=2)
+    recipe = dataclasses.replace(load_experiment("demo").RECIPE, model=NINConfig(**ONE_BLOCK))
+    assert recipe.model.forward_macs() == 5_888 and recipe.model.activation_elements() == 1_216
+    monkeypatch.setattr(bench, "_time", lambda fn, steps: 0.02)  # the compiled step still runs once (compile + first call)
+    train, evaluate = bench.bench_recipe(recipe, batch_size=16, dtype="float32", steps=1, peak_tflops=1e-4, seeds=2, hbm_gb_s=0.05)
     assert (train.models, evaluate.models) == (2, 1)
-    assert train.img_per_s == pytest.approx(2 * train.img_per_s_per_model) and train.img_per_s > 0
+    assert train.img_per_s == pytest.approx(1600) and train.img_per_s_per_model == pytest.approx(800) and train.ms_per_step == pytest.approx(20)
+    assert train.tflops == pytest.approx(5.65248e-5) and train.pct_of_peak == pytest.approx(56.5248)
+    assert train.compute_ceiling_img_s == pytest.approx(2830.6, abs=0.1) and train.memory_ceiling_img_s == pytest.approx(2569.9, abs=0.1)
+    assert train.bound == "memory" and train.pct_of_ceiling == pytest.approx(62.2592) and train.hbm_gb_s == pytest.approx(0.0311296)
+    assert evaluate.img_per_s == pytest.approx(800) and evaluate.tflops == pytest.approx(9.4208e-6) and evaluate.pct_of_peak == pytest.approx(9.4208)
+    assert evaluate.bound == "memory" and evaluate.pct_of_ceiling == pytest.approx(15.5648)
     prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
-    write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
-    assert "| train | float32 | 8 | 2 |" in (tmp_path / "bench.md").read_text()
+    bench.write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
+    assert "| train | float32 | 16 | 2 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
 
 
 def test_the_cifar10_roofline_from_layer_shapes():

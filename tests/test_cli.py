@@ -17,9 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_smoke_table_has_every_paper_row(smoke_cifar10):
     table = smoke_cifar10["table"]
     paper = {r["method"]: r["error"] for r in table["paper_rows"]}
-    assert paper == {r.method: r.error for r in load_experiment("cifar10").TABLE.rows}
-    assert paper["NIN + Dropout"] == 10.41 and paper["NIN + Dropout + Data Augmentation"] == 8.81
-    assert paper["Stochastic Pooling"] == 15.13 and paper["DropConnect + 12 networks + Data Augmentation"] == 9.32
+    assert paper == {r.method: r.error for r in load_experiment("cifar10").TABLE.rows}  # the numbers themselves: test_ablations, against docs/paper-notes.md
     md = (smoke_cifar10["results"] / "smoke" / "cifar10.md").read_text()
     for method, err in paper.items():
         assert method in md and f"{err:.2f}" in md
@@ -35,9 +33,10 @@ def test_smoke_rows_are_marked_and_learn(smoke_cifar10):
     for v in variants.values():
         assert v["shortened"].startswith("smoke")
         assert v["within_tolerance"] is None  # a smoke number is never a reproduction
-    # Chance is 90 %. The row without augmentation learns the synthetic classes clearly.
+    # Chance is 90 %: on the 500 test images a model at chance scores 90 +- 1.3 % (binomial); both
+    # rows learn the synthetic classes clearly (measured: 9.2 % and 19.6 %).
     assert variants["nin_dropout"]["mean"] < 50.0
-    assert variants["nin_dropout_aug"]["mean"] < 88.0
+    assert variants["nin_dropout_aug"]["mean"] < 50.0
     # Smoke output never lands in the real results folder.
     assert not (smoke_cifar10["results"] / "cifar10.md").exists()
 
@@ -193,13 +192,13 @@ def test_eval_command_reproduces_the_recorded_error(smoke_cifar10, capsys):
     assert main(["eval", str(smoke_cifar10["root"])]) == 2
 
 
-def test_ablation_commands_write_tables_claims_and_figure(tmp_path):
+def test_ablation_commands_write_tables_claims_and_figure(tmp_path, drawn):
     # One epoch each: this checks the tables, claims and figure, not learning (the other smoke tests do).
     results = tmp_path / "results"
     for name in ("ablate-dropout", "ablate-gap"):
         assert main([name, "--smoke", "--epochs", "1", "--results-dir", str(results), "--workdir", str(tmp_path / "runs")]) == 0
     gap = json.loads((results / "smoke" / "ablate-gap.json").read_text())
-    assert {r["error"] for r in gap["paper_rows"]} == {11.59, 10.88, 10.41, 17.56, 15.99, 16.46}
+    assert [r["error"] for r in gap["paper_rows"]] == [r.error for r in load_experiment("ablate_gap").TABLE.rows]
     assert len(gap["variants"]) == 6 and gap["claims"]
     assert all("smoke" in c["status"] for c in gap["claims"])
     md = (results / "smoke" / "ablate-gap.md").read_text()
@@ -207,7 +206,11 @@ def test_ablation_commands_write_tables_claims_and_figure(tmp_path):
     drop = json.loads((results / "smoke" / "ablate-dropout.json").read_text())
     assert len(drop["variants"]) == 2 and drop["claims"]
     png = results / "smoke" / "ablate-dropout.png"
-    assert png.is_file() and png.stat().st_size > 1000
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # The figure: each variant's test error at its one epoch is the error its row reports (the same final evaluation).
+    (fig,) = [f for f in drawn if f.axes[0].get_title() == drop["table"]["title"]]
+    tests = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in fig.axes[0].lines if line.get_linestyle() == "-"}
+    assert tests == {f"{v['method']}: test error": ([1], [pytest.approx(v["errors_pct"][0])]) for v in drop["variants"]}
     assert "ablate-dropout.png" in (results / "smoke" / "README.md").read_text()
 
 

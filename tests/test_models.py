@@ -88,9 +88,23 @@ def test_fc_head_adds_the_flattened_parameters():
     assert fc - gap == 8 * 8 * 10 * 10 + 10
 
 
-def test_caffe_zoo_variant_uses_average_pool2():
-    cfg = nin_cifar10(pool2="avg")
-    assert [b.pool for b in cfg.blocks] == ["max", "avg", "none"]
+def test_caffe_zoo_variant_average_pools_after_the_second_block():
+    """The model built with pool2="avg" computes max pool, average pool, no pool: its logits equal
+    the three blocks' convolutions followed by the reference Caffe pools written out above."""
+    model = NIN(nin_cifar10(pool2="avg").scaled(0.1), rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
+
+    def convs(block, h):
+        return np.asarray(nnx.relu(block.cccp_b(nnx.relu(block.cccp_a(nnx.relu(block.conv(jnp.asarray(h))))))))
+
+    def pool(h, kind):
+        return np.stack([caffe_pool_reference(h[0, :, :, c], kind) for c in range(h.shape[-1])], -1)[None].astype(np.float32)
+
+    h = pool(convs(model.blocks[0], x), "max")
+    h = pool(convs(model.blocks[1], h), "avg")
+    np.testing.assert_allclose(model(x), convs(model.blocks[2], h).mean(axis=(1, 2)), rtol=1e-4, atol=1e-6)
+    as_published = NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0))  # the same weights, max pool2
+    assert not np.allclose(as_published(x), model(x), rtol=1e-3)
 
 
 def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():

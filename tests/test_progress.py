@@ -55,5 +55,6 @@ def test_terminal_mode_runs():
     assert "seed 0" in out and "epoch 3/3" in out and "test err 47.2%" in out
 
 
-def test_null_progress():
+def test_null_progress_shows_nothing(capfd):
     drive(NullProgress())
+    assert capfd.readouterr() == ("", "")

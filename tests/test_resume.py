@@ -1,21 +1,21 @@
-"""A run killed mid-way resumes from its last checkpoint and ends exactly where an
-uninterrupted run ends."""
+"""A run stopped mid-way resumes from its last checkpoint and ends exactly where an
+uninterrupted run ends. The stops happen in process, from a Progress hook at a chosen step (as in
+test_parallel), so the tests are deterministic: no subprocess raced with polling."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from nin_repro import reproduce as rep
+from nin_repro.recipe import PaperRow, Table, Variant
+from tests.test_parallel import _serve_tiny_data, tiny_recipe
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cmd(root: Path) -> list[str]:
-    return [sys.executable, "-m", "nin_repro", "mnist", "--smoke", "--checkpoint-every", "0", "--results-dir", str(root / "results"), "--workdir", str(root / "runs")]
 
 
 def _env():
@@ -24,65 +24,92 @@ def _env():
     return env
 
 
-def _run(root: Path) -> dict:
-    proc = subprocess.run(_cmd(root), capture_output=True, text=True, timeout=300, env=_env(), cwd=root)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads((root / "results" / "smoke" / "mnist.json").read_text())
+class Crash(Exception):
+    """Stands in for SIGKILL: the run dies at once, without the checkpoint a signal would get."""
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+class StopAt:
+    """A Progress that records what it is told and, at training step ``step``, calls ``action``."""
+
+    def __init__(self, step: int | None = None, action=None):
+        self.step, self.action, self.starts, self.steps = step, action, [], []
+
+    def start(self, total_steps, description):
+        self.starts.append(description)
+
+    def update(self, step, **kw):
+        self.steps.append(step)
+        if step == self.step:
+            self.action()
+
+    def epoch_end(self, record): ...
+    def close(self): ...
+
+
+def _crash():
+    raise Crash
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint_and_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    """3 epochs of 8 steps, a checkpoint at every epoch boundary; the run dies at step 20 (in
+    epoch 3). Running it again restarts from step 16 (the last checkpoint), not from 0, and ends
+    with the uninterrupted run's losses, steps and test error."""
+    _serve_tiny_data(monkeypatch)
+    table = Table("tiny", "Tiny", "test", (PaperRow("NIN", 10.0, "", variant="nin"),), (Variant("nin", "NIN", tiny_recipe(epochs=3)),), tolerance_pp=1.0)
+
+    def opts(root: Path) -> rep.Options:
+        return rep.Options(results_dir=root / "results", workdir=root / "runs", checkpoint_every_min=0)
+
     killed = tmp_path / "killed"
-    killed.mkdir()
-    proc = subprocess.Popen(_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=killed)
-    ckpt_root = killed / "runs" / "smoke" / "mnist" / "nin_dropout" / "seed_0" / "checkpoints"
-    deadline = time.time() + 240
-    try:
-        # Wait for a finished mid-run checkpoint (orbax renames its temporary folder when done).
-        while time.time() < deadline:
-            steps = [p for p in ckpt_root.glob("*/*") if p.name.isdigit()] if ckpt_root.exists() else []
-            if len(steps) >= 1 and max(int(p.name) for p in steps) >= 2 * 24:
-                break
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no mid-run checkpoint appeared")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert not (killed / "results" / "smoke" / "mnist.json").exists()  # no result from a killed run
+    with pytest.raises(Crash):
+        rep.reproduce(table, opts(killed), StopAt(20, _crash))
+    assert not (killed / "results" / "tiny.json").exists()  # no result from a killed run
+    run = killed / "runs" / "tiny" / "nin" / "seed_0"
+    saved = sorted(int(p.name) for p in run.glob("checkpoints/*/*") if p.name.isdigit())
+    assert saved and max(saved) == 16, saved  # the last epoch boundary before the crash
+    assert [m["epoch"] for m in _metrics(run)] == [1, 2]  # epoch 3 never ended
 
-    resumed = _run(killed)
-    fresh_root = tmp_path / "fresh"
-    fresh_root.mkdir()
-    fresh = _run(fresh_root)
-    assert len(resumed["variants"]) == len(fresh["variants"]) == 2  # the recipe as published, and ours
-    for r, f in zip(resumed["variants"], fresh["variants"]):
-        assert r["steps"] == f["steps"]
-        assert r["errors_pct"] == f["errors_pct"]
-
-    def metrics(root):
-        return [json.loads(line) for line in (root / "runs/smoke/mnist/nin_dropout/seed_0/metrics.jsonl").read_text().splitlines()]
-
-    mr, mf = metrics(killed), metrics(fresh_root)
-    assert [m["epoch"] for m in mr] == [m["epoch"] for m in mf]
+    again = StopAt()
+    _, resumed_js = rep.reproduce(table, opts(killed), again)
+    assert again.starts == ["seed 0 (resumed at step 16)"] and again.steps == list(range(17, 25))
+    _, fresh_js = rep.reproduce(table, opts(tmp_path / "fresh"))
+    (r,), (f,) = (json.loads(p.read_text())["variants"] for p in (resumed_js, fresh_js))
+    assert r["steps"] == f["steps"] == 24
+    assert r["errors_pct"] == f["errors_pct"]
+    mr, mf = _metrics(run), _metrics(tmp_path / "fresh" / "runs" / "tiny" / "nin" / "seed_0")
+    assert [m["epoch"] for m in mr] == [m["epoch"] for m in mf] == [1, 2, 3]
     assert [m["train_loss"] for m in mr] == [m["train_loss"] for m in mf]
+    assert [m.get("test_error") for m in mr] == [m.get("test_error") for m in mf]
 
 
-def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path):
-    proc = subprocess.Popen(_cmd(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
-    metrics = tmp_path / "runs" / "smoke" / "mnist" / "nin_dropout" / "seed_0" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 1):
-        assert proc.poll() is None
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "stopped by SIGTERM" in err and "run the same command again to resume" in err and "Traceback" not in err
+def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """SIGTERM at step 12 of `nin-repro mnist --smoke --epochs 1` (in process): exit code 130, one
+    line saying how to resume, a checkpoint at step 12, no table; the same command again resumes
+    there and finishes."""
+    import nin_repro.progress
+    from nin_repro.cli import main
+
+    args = ["mnist", "--smoke", "--epochs", "1", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")]
+    stop = StopAt(12, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(nin_repro.progress, "RichProgress", lambda console: stop)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM at step 12" in err and "run the same command again to resume" in err and "Traceback" not in err
+    assert stop.steps[-1] == 12  # it stopped at once, after the step in progress
     assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
-    assert _run(tmp_path)["variants"][0]["steps"] == 8 * 24
+    assert signal.getsignal(signal.SIGTERM) is handler  # the run gave the handler back
+
+    again = StopAt()
+    monkeypatch.setattr(nin_repro.progress, "RichProgress", lambda console: again)
+    assert main(args) == 0
+    assert again.starts[0].endswith("(resumed at step 12)") and again.steps[:1] == [13]
+    variants = json.loads((tmp_path / "results" / "smoke" / "mnist.json").read_text())["variants"]
+    assert [v["steps"] for v in variants] == [24, 24]
 
 
 def test_two_tables_writing_one_results_folder_at_once(tmp_path):

@@ -57,33 +57,36 @@ def tiny_data(n=64, m=21, seed=0) -> PreparedData:
 
 
 def test_optimizer_is_caffes_update():
-    """Two steps against Caffe's SGDSolver written out by hand: history = m*history +
-    lr*mult*(grad + decay_mult*wd*w); w -= history (with biases 2x LR and no decay, the
-    classifier layer 0.1x)."""
+    """Two steps of Caffe's SGDSolver worked out by hand: history = m*history + lr*mult*(grad +
+    decay_mult*wd*w); w -= history; biases 2x LR and no decay, the classifier layer (cccp6) 0.1x.
+    Every parameter starts at 1, every gradient is 0.5; m = 0.9, wd = 0.01, LR 0.1 then 0.01 (the
+    momentum keeps the first step's velocity across the LR drop):
+    - weight:            h1 = 0.1*(0.5 + 0.01)  = 0.051,  w1 = 0.949;
+                         h2 = 0.9*0.051 + 0.01*(0.5 + 0.01*0.949) = 0.0509949,  w2 = 0.8980051
+    - bias:              h1 = 0.1*2*0.5 = 0.1,  w1 = 0.9;  h2 = 0.09 + 0.01*2*0.5 = 0.1,  w2 = 0.8
+    - classifier weight: h1 = 0.01*0.51 = 0.0051,  w1 = 0.9949;
+                         h2 = 0.9*0.0051 + 0.001*(0.5 + 0.01*0.9949) = 0.005099949,  w2 = 0.989800051
+    - classifier bias:   h1 = 0.1*0.2*0.5 = 0.01,  w1 = 0.99;  h2 = 0.009 + 0.01*0.2*0.5 = 0.01,  w2 = 0.98"""
     recipe = tiny_recipe(base_lr=0.1, weight_decay=1e-2, momentum=0.9)
     model = init_model(recipe, 0)
     _, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(recipe, params, model.classifier_path())
+    params = jax.tree.map(jnp.ones_like, params)
     state = tx.init(params)
-    flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.5, params)
-    history = {k: np.zeros_like(v) for k, v in flat.items()}
-    w = dict(flat)
-    for lr in (0.1, 0.01):  # an LR drop between the steps: momentum keeps the old LR's velocity
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    for lr in (0.1, 0.01):
         state.hyperparams["learning_rate"] = jnp.float32(lr)
         state.hyperparams["bias_learning_rate"] = jnp.float32(lr)
         updates, state = tx.update(grads, state, params)
         params = jax.tree.map(lambda p, u: p + u, params, updates)
-        for k in w:
-            bias = "bias" in k
-            classifier = "[1]" in k and "cccp_b" in k  # blocks[1].cccp_b, the last 1x1 conv
-            mult = (2.0 if bias else 1.0) * (0.1 if classifier else 1.0)
-            decay = 0.0 if bias else 1e-2
-            history[k] = 0.9 * history[k] + lr * mult * (0.5 + decay * w[k])
-            w[k] = w[k] - history[k]
-    got = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
-    for k in w:
-        np.testing.assert_allclose(got[k], w[k], rtol=1e-5, atol=1e-7, err_msg=k)
+    # (classifier layer?, bias?) -> w2 above; the classifier is blocks[1].cccp_b, the last 1x1 conv.
+    expected = {(False, False): 0.8980051, (False, True): 0.8, (True, False): 0.989800051, (True, True): 0.98}
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    assert len(leaves) == 12  # 2 blocks x 3 convs x (kernel, bias)
+    for path, leaf in leaves:
+        name = tuple(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+        want = expected[name[:3] == ("blocks", "1", "cccp_b"), "bias" in name]
+        np.testing.assert_allclose(np.asarray(leaf), want, rtol=2e-6, err_msg=str(name))
 
 
 def test_classifier_layer_is_the_last_cccp():
