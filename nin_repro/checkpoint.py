@@ -96,15 +96,34 @@ class Checkpointer:
         )
 
     def restore(self, template_state) -> tuple[Any, dict] | None:
-        step = self.manager.latest_step()
-        if step is None:
+        """The latest checkpoint that restores whole; a damaged one (unreadable metadata or arrays)
+        is skipped with a warning for the one before it. None: no checkpoint (a fresh start)."""
+        import warnings
+
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
             return None
         abstract = jax.tree.map(self._ocp.utils.to_shape_dtype_struct, template_state)
-        restored = self.manager.restore(
-            step,
-            args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract), meta=self._ocp.args.JsonRestore()),
-        )
-        return restored["state"], dict(restored["meta"])
+        problems = []
+        for step in steps:
+            try:
+                restored = self.manager.restore(
+                    step,
+                    args=self._ocp.args.Composite(state=self._ocp.args.StandardRestore(abstract), meta=self._ocp.args.JsonRestore()),
+                )
+                meta = dict(restored["meta"])
+                if not isinstance(meta.get("position"), dict):
+                    raise ValueError("its metadata has no position")
+            except Exception as e:  # orbax / tensorstore / json errors alike: the checkpoint is not whole
+                problems.append(f"step {step}: {describe_storage_error(e)}")
+                continue
+            if problems:
+                # Removed, so that the resumed run can save those steps again.
+                for bad in steps[: steps.index(step)]:
+                    self.manager.delete(bad)
+                warnings.warn(f"damaged checkpoint(s) in {self.dir} removed ({'; '.join(problems)}); resuming from step {step}", stacklevel=2)
+            return restored["state"], meta
+        raise TrainingFailed(f"every checkpoint in {self.dir} is damaged ({'; '.join(problems)}): delete that folder to start the run afresh, or restore it from a copy")
 
     def due(self) -> bool:
         """Whether an unforced save would write now (``every_s`` since the last one)."""

@@ -40,8 +40,9 @@ def _load_tables(results_dir: Path) -> list[tuple[Path, dict]]:
     for path in sorted(results_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # not ours or being replaced; the table's own file says what it is
+        except (OSError, ValueError) as e:  # our writes are atomic: a file cut short was damaged afterwards
+            print(f"warning: {path} skipped in the summary: not readable JSON ({' '.join(str(e).split())})", file=sys.stderr)
+            continue
         if isinstance(data, dict) and "table" in data and "variants" in data:
             problem = table_problem(data)
             if problem:

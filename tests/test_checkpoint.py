@@ -156,3 +156,15 @@ def test_the_metadata_is_plain_json_on_disk(tmp_path, states):
     with Checkpointer(tmp_path, recipe, every_s=0) as ckpt:
         ckpt.save(19, one, {"seed": 3, "position": POSITION}, force=True)
     assert json.loads((ckpt.dir / "19" / "meta" / "metadata").read_text()) == {"seed": 3, "position": POSITION}
+
+
+def test_every_checkpoint_damaged_is_one_line_not_a_traceback(tmp_path, states):
+    from nin_repro.errors import TrainingFailed
+
+    recipe, _, one, _, fresh = states
+    with Checkpointer(tmp_path, recipe, every_s=0) as ckpt:
+        ckpt.save(8, one, {"position": {"step": 8}}, force=True)
+    (ckpt.dir / "8" / "meta" / "metadata").write_text('{"position": {"st')
+    with pytest.raises(TrainingFailed, match=r"every checkpoint in .* is damaged \(step 8: .*\): delete that folder to start the run afresh"):
+        with Checkpointer(tmp_path, recipe) as again:
+            again.restore(fresh)

@@ -183,6 +183,12 @@ def test_plot_draws_several_runs_and_rejects_a_folder_without_metrics(demo_scale
         np.testing.assert_allclose(loss_line.get_ydata(), [m["train_loss"] for m in metrics])
         np.testing.assert_allclose(err_line.get_ydata(), [100 * m["test_error"] for m in metrics if m.get("test_error") is not None])
         np.testing.assert_array_equal(err_line.get_xdata(), [m["epoch"] for m in metrics if m.get("test_error") is not None])
+    # Beside the figure, what it shows: the runs, their labels and the epochs drawn.
+    record = json.loads((tmp_path / "curves.json").read_text())
+    assert record["analysis"] == "curves" and record["figure"] == "curves.png" and "commit" in record["provenance"]
+    assert [(r["run_dir"], r["label"], r["epochs"]) for r in record["runs"]] == [
+        (str(a / v / "seed_0"), f"analysis/{v} seed 0", len((a / v / "seed_0" / "metrics.jsonl").read_text().splitlines())) for v in ("gap", "fc")
+    ]
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()

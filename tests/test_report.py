@@ -91,3 +91,17 @@ def test_damaged_jsons_are_skipped_and_the_other_tables_still_summarised(tmp_pat
     err = capsys.readouterr().err
     assert f"warning: {tmp_path / 'svhn.json'} skipped in the summary: a variant's 'errors_pct' is missing or mistyped" in err
     assert "notes.json" not in err
+    assert f"warning: {tmp_path / 'half-written.json'} skipped in the summary: not readable JSON" in err
+
+
+def test_a_demo_scale_table_is_marked_demo_never_full(tmp_path):
+    # A full-length run of a demo-scale table (scale "demo") is not a reproduction: status "demo".
+    demo = {"table": {"name": "demo", "title": "Demo", "scale": "demo"}, "variants": [variant("NIN on 5k digits", [3.0], None, None, None, epochs=12, planned=12)]}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    [row] = rows(render_report(tmp_path))
+    assert row[-1] == "demo, 12/12 epochs, 1 seed(s)" and "Only full rows are reproductions; demo" in render_report(tmp_path)
+
+
+def test_a_plot_record_is_listed_with_the_analyses_and_links_its_figure(tmp_path):
+    (tmp_path / "curves.json").write_text(json.dumps({"analysis": "curves", "caption": "training curves of demo/nin seed 0", "figure": "curves.png"}))
+    assert "- [Training curves](curves.png): training curves of demo/nin seed 0" in render_report(tmp_path)

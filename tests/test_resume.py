@@ -88,8 +88,8 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_checkpoint_and_equals_an_u
 
 def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     """SIGTERM at step 12 of `nin-repro mnist --smoke --epochs 1` (in process): exit code 130, one
-    line saying how to resume, a checkpoint at step 12, no table; the same command again resumes
-    there and finishes."""
+    line saying how to resume, a checkpoint after the step in flight (13: one chunk is always queued
+    ahead), no table; the same command again resumes there and finishes."""
     import nin_repro.progress
     from nin_repro.cli import main
 
@@ -99,15 +99,15 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsy
     handler = signal.getsignal(signal.SIGTERM)
     assert main(args) == 130
     err = capsys.readouterr().err
-    assert "stopped by SIGTERM at step 12" in err and "run the same command again to resume" in err and "Traceback" not in err
-    assert stop.steps[-1] == 12  # it stopped at once, after the step in progress
+    assert "stopped by SIGTERM at step 13" in err and "run the same command again to resume" in err and "Traceback" not in err
+    assert stop.steps[-1] == 13  # it stopped at once, after the step already queued
     assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
     assert signal.getsignal(signal.SIGTERM) is handler  # the run gave the handler back
 
     again = StopAt()
     monkeypatch.setattr(nin_repro.progress, "RichProgress", lambda console: again)
     assert main(args) == 0
-    assert again.starts[0].endswith("(resumed at step 12)") and again.steps[:1] == [13]
+    assert again.starts[0].endswith("(resumed at step 13)") and again.steps[:1] == [14]
     variants = json.loads((tmp_path / "results" / "smoke" / "mnist.json").read_text())["variants"]
     assert [v["steps"] for v in variants] == [24, 24]
 
