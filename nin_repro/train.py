@@ -495,8 +495,9 @@ class _Run:
     def train(self, progress: Progress | None, eval_every: int) -> list[RunResult]:
         """Chunks of compiled steps, one kept in flight: chunk c + 1 (and the epoch's evaluation)
         is queued on the device before chunk c's metrics are read, so the device does not idle
-        while the host logs, checks health and writes metrics. A stall, a stop signal or the
-        plateau rule therefore acts after the chunk in flight (on a GPU, one epoch)."""
+        while the host logs, checks health and writes metrics. A stall or a stop signal therefore
+        acts after the chunk in flight (on a GPU, one epoch); the plateau rule and a checkpoint wait
+        for their epoch's metrics before the next epoch is queued."""
         for workdir in self.workdirs:
             workdir.mkdir(parents=True, exist_ok=True)
         self.init_states()
