@@ -101,6 +101,7 @@ class BenchResult:
     bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
     steps_per_call: int = 1  # training steps in one compiled call (a scan), as training runs them
     rng_impl: str = "threefry2x32"  # the random generator (dropout masks, augmentation)
+    pool_grad: str = "xla"  # the max pools' gradient
 
 
 def _time(fn, steps: int) -> float:
@@ -124,6 +125,7 @@ def bench_recipe(
     hbm_gb_s: float | None = None,
     steps_per_call: int | None = None,
     rng_impl: str | None = None,
+    pool_grad: str | None = None,
 ) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
@@ -132,13 +134,14 @@ def bench_recipe(
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
-    dropout masks cost)."""
+    dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
     from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps, run_key
 
-    recipe = dataclasses.replace(recipe, batch_size=batch_size, model=dataclasses.replace(recipe.model, dtype=dtype), rng_impl=rng_impl or recipe.rng_impl)
+    model = dataclasses.replace(recipe.model, dtype=dtype, **({"pool_grad": pool_grad} if pool_grad else {}))
+    recipe = dataclasses.replace(recipe, batch_size=batch_size, model=model, rng_impl=rng_impl or recipe.rng_impl)
     per_call = min(steps_per_call or default_chunk_steps(steps), steps)
     calls = max(1, steps // per_call)
     h, w = recipe.model.input_hw
@@ -204,6 +207,7 @@ def bench_recipe(
                 bound=roof.bound,
                 steps_per_call=per,
                 rng_impl=recipe.rng_impl,
+                pool_grad=getattr(recipe.model, "pool_grad", "xla"),
             )
         )
     return results
@@ -223,9 +227,9 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         f"({TRAIN_ACCESSES} accesses per activation value per training step, {EVAL_ACCESSES} per evaluation; see nin_repro/bench.py); "
         "% of ceiling is of the lower one.",
         "",
-        "| what | dtype | batch | models | rng | steps/call | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s "
+        "| what | dtype | batch | models | rng | pool grad | steps/call | img/s | img/s per model | ms/step | TFLOP/s | % of peak | HBM GB/s "
         "| compute ceiling img/s | memory ceiling img/s | % of ceiling (bound) | compile (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def num(x, fmt=",.0f", none="n/a"):
@@ -234,7 +238,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
     for r in results:
         pct = num(r.pct_of_peak, ".1f", "n/a (unknown device; pass --peak-tflops)")
         lines.append(
-            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.rng_impl} | {r.steps_per_call} | "
+            f"| {r.what} | {r.dtype} | {r.batch_size} | {r.models} | {r.rng_impl} | {r.pool_grad} | {r.steps_per_call} | "
             f"{r.img_per_s:,.0f} | {r.img_per_s_per_model:,.0f} | {r.ms_per_step:.2f} | {r.tflops:.3f} | {pct} | "
             f"{r.hbm_gb_s:,.1f} | {num(r.compute_ceiling_img_s)} | {num(r.memory_ceiling_img_s, none='n/a (pass --hbm-gb-s)')} | "
             f"{num(r.pct_of_ceiling, '.1f')} ({r.bound}) | {r.compile_s:.1f} |"
@@ -242,7 +246,10 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
     base = next((r for r in results if r.what == "train"), None)
     if base:
         lines += ["", "Ratios against the first training row (same run):"]
-        lines += [f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}, {r.rng_impl}: {r.img_per_s / base.img_per_s:.2f}x" for r in results]
+        lines += [
+            f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}, {r.rng_impl}, pool grad {r.pool_grad}: {r.img_per_s / base.img_per_s:.2f}x"
+            for r in results
+        ]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
     atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
 
@@ -250,7 +257,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 # The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
-COLUMNS = ("what", "dtype", "batch", "models", "rng", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
+COLUMNS = ("what", "dtype", "batch", "models", "rng", "pool grad", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
 
 
 def bench_table(
@@ -261,6 +268,7 @@ def bench_table(
     steps: int,
     seeds: list[int],
     rng_impls: list[str] = ("threefry2x32",),
+    pool_grads: list[str] = ("xla",),
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),
@@ -278,6 +286,11 @@ def bench_table(
     bad_rng = [r for r in rng_impls if r not in RNG_IMPLS]
     if bad_rng:
         raise UsageError(f"unknown --rng {bad_rng[0]!r}: choose one of {', '.join(RNG_IMPLS)}")
+    from nin_repro.models import POOL_GRADS
+
+    bad_pool = [p for p in pool_grads if p not in POOL_GRADS]
+    if bad_pool:
+        raise UsageError(f"unknown --pool-grad {bad_pool[0]!r}: choose one of {', '.join(POOL_GRADS)}")
     recipe = load_experiment(table).TABLE.variants[0].recipe
     results = [
         r
@@ -285,8 +298,9 @@ def bench_table(
         for b in batch_sizes
         for k in seeds
         for rng in rng_impls
-        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s, rng_impl=rng)
-        if r.what == "train" or (k, rng) == (seeds[0], rng_impls[0])  # evaluation depends on neither
+        for pool in pool_grads
+        for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s, rng_impl=rng, pool_grad=pool)
+        if r.what == "train" or (k, rng, pool) == (seeds[0], rng_impls[0], pool_grads[0])  # evaluation depends on none of them
     ]
     out = Path(results_dir) / "bench.md"
     prov = provenance()
@@ -308,6 +322,7 @@ def summary_rows(results: list[BenchResult]) -> list[list[str]]:
                 str(r.batch_size),
                 str(r.models),
                 r.rng_impl,
+                r.pool_grad,
                 f"{r.img_per_s:,.0f}",
                 f"{r.img_per_s_per_model:,.0f}",
                 f"{r.ms_per_step:.2f}",

@@ -248,6 +248,9 @@ def bench(
         "--rng",
         help="Repeatable: the random generator of the dropout masks and augmentation (threefry2x32, rbg, unsafe_rbg), e.g. to measure what threefry costs.",
     ),
+    pool_grad: list[str] = typer.Option(
+        ["xla"], "--pool-grad", help="Repeatable: the max pools' gradient, xla (select_and_scatter) or mask (no atomics), e.g. --pool-grad xla --pool-grad mask."
+    ),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -256,7 +259,16 @@ def bench(
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
     results, out, prov = bench_table(
-        table, batch_sizes=batch_size, dtypes=dtype, steps=steps, seeds=seeds, rng_impls=rng, peak_tflops=peak_tflops, hbm_gb_s=hbm_gb_s, results_dir=results_dir
+        table,
+        batch_sizes=batch_size,
+        dtypes=dtype,
+        steps=steps,
+        seeds=seeds,
+        rng_impls=rng,
+        pool_grads=pool_grad,
+        peak_tflops=peak_tflops,
+        hbm_gb_s=hbm_gb_s,
+        results_dir=results_dir,
     )
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
     for col in COLUMNS:

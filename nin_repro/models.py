@@ -11,6 +11,7 @@ builds either network from its config; ``config_from_dict`` reads either back fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal
 
@@ -51,6 +52,9 @@ class NINConfig:
     head_init_std: float = 0.05  # the Dense layer of fc / gap_dense heads [ours]
     # Compute dtype for convs (parameters stay float32).
     dtype: str = "float32"
+    # The max pools' gradient: "xla" (select_and_scatter) or "mask" (masks and padded adds, no
+    # atomics on a GPU; the same values). A speed option [ours]; `bench --pool-grad` compares them.
+    pool_grad: str = "xla"
     # Auxiliary classifier as in GoogLeNet [ours, `ablate-aux`]: a 1x1 conv to one map per class
     # + GAP after block ``aux_after`` (0-based); its loss, weighted ``aux_weight``, is added during
     # training only; inference never uses it.
@@ -63,6 +67,8 @@ class NINConfig:
                 raise ValueError(f"a dropout rate must be in [0, 1), got {rate!r}")
         if self.aux_after is not None and not 0 <= self.aux_after < len(self.blocks) - 1:
             raise ValueError(f"aux_after must name a block before the last (0..{len(self.blocks) - 2}), got {self.aux_after}")
+        if self.pool_grad not in POOL_GRADS:
+            raise ValueError(f"unknown pool_grad {self.pool_grad!r}; choose one of {', '.join(POOL_GRADS)}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
         if self.head == "gap" and self.blocks[-1].widths[-1] != self.num_classes:
@@ -123,14 +129,21 @@ def caffe_pool_padding(size: int, window: int = 3, stride: int = 2) -> tuple[int
     return 0, max(0, (out - 1) * stride + window - size)
 
 
-def caffe_pool(x_BHWC: jax.Array, kind: Pool, window: int = 3, stride: int = 2) -> jax.Array:
+POOL_GRADS = ("xla", "mask")
+
+
+def caffe_pool(x_BHWC: jax.Array, kind: Pool, window: int = 3, stride: int = 2, grad: str = "xla") -> jax.Array:
     """Max or average pooling with Caffe's ceil-mode alignment. The average divides by the
-    number of in-bounds cells (Caffe clips the window at the border)."""
+    number of in-bounds cells (Caffe clips the window at the border). ``grad="mask"``: the max
+    pool's gradient from masks and padded adds (``max_pool_mask_grad``) instead of XLA's
+    select_and_scatter (atomics on a GPU); the same values, first maximum of a window wins."""
     if kind == "none":
         return x_BHWC
     pads = ((0, 0), caffe_pool_padding(x_BHWC.shape[1], window, stride), caffe_pool_padding(x_BHWC.shape[2], window, stride), (0, 0))
     dims, strides = (1, window, window, 1), (1, stride, stride, 1)
     if kind == "max":
+        if grad == "mask":
+            return max_pool_mask_grad(x_BHWC, window, stride, pads)
         return jax.lax.reduce_window(x_BHWC, -jnp.inf, jax.lax.max, dims, strides, pads)
     summed = jax.lax.reduce_window(x_BHWC, 0.0, jax.lax.add, dims, strides, pads)
     ones = jnp.ones((1, *x_BHWC.shape[1:3], 1), x_BHWC.dtype)
@@ -138,19 +151,55 @@ def caffe_pool(x_BHWC: jax.Array, kind: Pool, window: int = 3, stride: int = 2) 
     return summed / counts
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def max_pool_mask_grad(x_BHWC: jax.Array, window: int, stride: int, pads: tuple) -> jax.Array:
+    """Max pooling (``pads`` as for reduce_window) whose gradient is built from one mask per window
+    offset and strided (interior-padded) adds: no scatter. Each output's gradient goes to the first
+    maximum of its window in row-major order, as XLA's select_and_scatter (``ge``) picks it."""
+    return jax.lax.reduce_window(x_BHWC, -jnp.inf, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1), pads)
+
+
+def _max_pool_fwd(x_BHWC, window, stride, pads):
+    y_BHWC = max_pool_mask_grad(x_BHWC, window, stride, pads)
+    return y_BHWC, (x_BHWC, y_BHWC)
+
+
+def _max_pool_bwd(window, stride, pads, residuals, g_BHWC):
+    x_BHWC, y_BHWC = residuals
+    xp = jnp.pad(x_BHWC, pads, constant_values=-jnp.inf)
+    b, ho, wo, c = y_BHWC.shape
+    hp, wp = xp.shape[1:3]
+    span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+    taken = jnp.zeros(y_BHWC.shape, bool)
+    dxp = jnp.zeros(xp.shape, g_BHWC.dtype)
+    zero = jnp.zeros((), g_BHWC.dtype)
+    for di in range(window):
+        for dj in range(window):
+            patch = jax.lax.slice(xp, (0, di, dj, 0), (b, di + span_h, dj + span_w, c), (1, stride, stride, 1))
+            hit = (patch == y_BHWC) & ~taken  # the first maximum of each window only
+            taken = taken | hit
+            spread = ((0, 0, 0), (di, hp - di - span_h, stride - 1), (dj, wp - dj - span_w, stride - 1), (0, 0, 0))
+            dxp = dxp + jax.lax.pad(jnp.where(hit, g_BHWC, zero), zero, spread)
+    (h0, _), (w0, _) = pads[1], pads[2]
+    return (dxp[:, h0 : h0 + x_BHWC.shape[1], w0 : w0 + x_BHWC.shape[2], :],)
+
+
+max_pool_mask_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def _kernel_init(std: float | None):
     return nnx.initializers.he_normal() if std is None else nnx.initializers.normal(std)
 
 
 class MLPConv(nnx.Module):
-    def __init__(self, in_channels: int, spec: BlockSpec, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, spec: BlockSpec, dtype, *, rngs: nnx.Rngs, pool_grad: str = "xla"):
         stds = spec.init_std or (None, None, None)
         w0, w1, w2 = spec.widths
         pad = spec.kernel // 2  # "same" size, as every original config (pad 2 for 5x5, 1 for 3x3)
         self.conv = nnx.Conv(in_channels, w0, (spec.kernel, spec.kernel), padding=pad, kernel_init=_kernel_init(stds[0]), dtype=dtype, rngs=rngs)
         self.cccp_a = nnx.Conv(w0, w1, (1, 1), kernel_init=_kernel_init(stds[1]), dtype=dtype, rngs=rngs)
         self.cccp_b = nnx.Conv(w1, w2, (1, 1), kernel_init=_kernel_init(stds[2]), dtype=dtype, rngs=rngs)
-        self.pool = spec.pool
+        self.pool, self.pool_grad = spec.pool, pool_grad
         self.dropout = nnx.Dropout(spec.dropout)
 
     def __call__(self, x_BHWC: jax.Array, *, final_relu: bool, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
@@ -158,7 +207,7 @@ class MLPConv(nnx.Module):
         x_BHWC = nnx.relu(self.cccp_a(x_BHWC))
         x_BHWC = self.cccp_b(x_BHWC)
         x_BHWC = nnx.relu(x_BHWC) if final_relu else x_BHWC
-        x_BHWC = caffe_pool(x_BHWC, self.pool)
+        x_BHWC = caffe_pool(x_BHWC, self.pool, grad=self.pool_grad)
         if self.dropout.rate > 0:
             x_BHWC = self.dropout(x_BHWC, deterministic=not train, rngs=rngs)
         return x_BHWC
@@ -173,7 +222,7 @@ class NIN(nnx.Module):
         dtype = jnp.dtype(config.dtype)
         blocks, channels = [], config.in_channels
         for spec in config.blocks:
-            blocks.append(MLPConv(channels, spec, dtype, rngs=rngs))
+            blocks.append(MLPConv(channels, spec, dtype, rngs=rngs, pool_grad=config.pool_grad))
             channels = spec.widths[-1]
         self.blocks = nnx.List(blocks)
         self.aux = nnx.data(None)

@@ -63,7 +63,7 @@ def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeyp
     assert evaluate.bound == "memory" and evaluate.pct_of_ceiling == pytest.approx(15.5648)
     prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
     bench.write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
-    assert "| train | float32 | 16 | 2 | threefry2x32 | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
+    assert "| train | float32 | 16 | 2 | threefry2x32 | xla | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
 
 
 def test_the_cifar10_roofline_from_layer_shapes():
@@ -114,12 +114,20 @@ def test_bench_compares_random_generators_and_the_recipe_records_its_own(tmp_pat
     # --rng: the dropout masks' generator is a recorded recipe field; another one gives other streams.
     from nin_repro.train import init_model
 
-    args = ["bench", "--table", "demo", "--steps", "1", "--batch-size", "8", "--rng", "threefry2x32", "--rng", "rbg", "--results-dir", str(tmp_path)]
-    assert main(args) == 0
+    args = ["bench", "--table", "demo", "--steps", "1", "--batch-size", "8", "--rng", "threefry2x32", "--rng", "rbg", "--pool-grad", "xla", "--pool-grad", "mask"]
+    assert main([*args, "--results-dir", str(tmp_path)]) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
-    assert [(r["what"], r["rng_impl"]) for r in rows] == [("train", "threefry2x32"), ("eval", "threefry2x32"), ("train", "rbg")]
+    assert [(r["what"], r["rng_impl"], r["pool_grad"]) for r in rows] == [
+        ("train", "threefry2x32", "xla"),
+        ("eval", "threefry2x32", "xla"),
+        ("train", "threefry2x32", "mask"),
+        ("train", "rbg", "xla"),
+        ("train", "rbg", "mask"),
+    ]
     assert main(["bench", "--table", "demo", "--rng", "mersenne", "--results-dir", str(tmp_path)]) == 2
     assert "unknown --rng 'mersenne'" in capsys.readouterr().err
+    assert main(["bench", "--table", "demo", "--pool-grad", "fast", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown --pool-grad 'fast'" in capsys.readouterr().err
     recipe = load_experiment("demo").RECIPE
     a, b = (init_model(dataclasses.replace(recipe, rng_impl=impl), 0) for impl in ("threefry2x32", "rbg"))
     assert not np.allclose(np.asarray(a.blocks[0].conv.kernel[...]), np.asarray(b.blocks[0].conv.kernel[...]))

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import jax
@@ -138,3 +139,37 @@ def test_cifar100_init_follows_the_authors_config():
     assert abs(float(model.blocks[0].conv.kernel[...].std()) - 0.001) < 1e-4
     assert abs(float(model.blocks[0].cccp_a.kernel[...].std()) - 0.01) < 1e-3
     assert abs(float(model.blocks[2].cccp_b.kernel[...].std()) - 0.05) < 5e-3
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_the_mask_gradient_of_max_pooling_equals_xlas(ties):
+    # Caffe-aligned 3x3/2 pools on odd and even sizes (the last window hangs over the edge); with
+    # ties (small integers) the first maximum of a window gets the gradient, as select_and_scatter does.
+    from nin_repro.models import caffe_pool
+
+    for hw in ((8, 8), (7, 9)):
+        key_x, key_g = jax.random.split(jax.random.key(hw[1]))
+        x = jax.random.normal(key_x, (2, *hw, 3))
+        if ties:
+            x = jnp.round(2 * x)
+        g = jax.random.normal(key_g, caffe_pool(x, "max").shape)
+        y_xla, vjp_xla = jax.vjp(lambda x: caffe_pool(x, "max"), x)
+        y_mask, vjp_mask = jax.vjp(lambda x: caffe_pool(x, "max", grad="mask"), x)
+        np.testing.assert_array_equal(y_mask, y_xla)
+        dx_mask, dx_xla = np.asarray(vjp_mask(g)[0]), np.asarray(vjp_xla(g)[0])
+        np.testing.assert_array_equal(dx_mask != 0, dx_xla != 0)  # the same input gets each window's gradient
+        np.testing.assert_allclose(dx_mask, dx_xla, rtol=1e-6, atol=1e-7)  # overlapping windows: sums in another order
+        assert np.count_nonzero(dx_mask) > 0
+
+
+def test_a_network_with_the_mask_pool_gradient_trains_the_same():
+    cfg = nin_cifar10().scaled(0.1)
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+
+    def grads(config):
+        graphdef, params = nnx.split(NIN(config, rngs=nnx.Rngs(0)), nnx.Param)
+        return jax.grad(lambda p: nnx.merge(graphdef, p)(x, train=False).sum())(params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads(dataclasses.replace(cfg, pool_grad="mask")), grads(cfg))
+    with pytest.raises(ValueError, match="unknown pool_grad"):
+        dataclasses.replace(cfg, pool_grad="fast")
