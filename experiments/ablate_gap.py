@@ -22,7 +22,7 @@ by the authors; we run all three rows.
 import dataclasses
 
 from nin_repro.data import CIFAR10_CLASSES
-from nin_repro.models import conv_local_cifar10
+from nin_repro.models import ConvNetConfig, ConvSpec
 from nin_repro.recipe import Claim, PaperRow, Table, Variant
 
 from .cifar10 import RECIPE
@@ -30,6 +30,20 @@ from .cifar10 import RECIPE
 # The command `nin-repro ablate-gap` (nin_repro.recipe.table_commands reads these two without importing the file).
 COMMAND_HELP = "Table 5 and Sec. 4.6: GAP vs FC (+ dropout) heads on the NIN body and on a conventional CNN, CIFAR-10."
 COMMAND_ORDER = 5
+
+
+def cnn(head: str = "fc", **overrides) -> ConvNetConfig:
+    """Our sizes for the Sec. 4.6 CNN [ours], in the cuda-convnet conv-local CIFAR-10 lineage
+    (``layers-conv-local-*``): conv 5x5 64 -> max pool 3/2 -> conv 5x5 64 -> max pool 3/2 ->
+    conv 3x3 64 -> locally connected 3x3 (16 maps; 10 for the GAP head) at 8x8 -> head; ReLU after
+    the local layer, He-normal init, FC init N(0, 0.01), dropout 0.5 for "fc_dropout"; no response
+    normalization."""
+    convs = (ConvSpec(5, 64, "max"), ConvSpec(5, 64, "max"), ConvSpec(3, 64, "none"))
+    local = overrides.pop("local_features", overrides.get("num_classes", 10) if head == "gap" else 16)
+    fields = dict(convs=convs, local_kernel=3, local_features=local, in_channels=3, input_hw=(32, 32), num_classes=10, head=head)
+    fields.update(head_dropout=0.5, final_relu=True, init_std=None, head_init_std=0.01)
+    return ConvNetConfig(**{**fields, **overrides})
+
 
 NIN_FC = dataclasses.replace(
     RECIPE,
@@ -55,11 +69,11 @@ _CNN_OURS = (
     "CNN training: the NIN recipe's data (GCN + ZCA), batch 128, SGD momentum 0.9, weight decay 1e-4, biases 2x LR, "
     "200 + 30 + 30 epochs, but base LR 0.01 and no 0.1x multiplier on the classifier",
 ) + RECIPE.ours[:2]  # data order and inverted dropout, as for NIN
-CNN_FC = dataclasses.replace(RECIPE, model=conv_local_cifar10("fc"), base_lr=0.01, classifier_lr_mult=1.0, ours=_CNN_OURS)
-CNN_FC_DROPOUT = dataclasses.replace(CNN_FC, model=conv_local_cifar10("fc_dropout"), ours=_CNN_OURS + ("dropout 0.5 on the local layer's output, before the FC layer",))
+CNN_FC = dataclasses.replace(RECIPE, model=cnn("fc"), base_lr=0.01, classifier_lr_mult=1.0, ours=_CNN_OURS)
+CNN_FC_DROPOUT = dataclasses.replace(CNN_FC, model=cnn("fc_dropout"), ours=_CNN_OURS + ("dropout 0.5 on the local layer's output, before the FC layer",))
 CNN_GAP = dataclasses.replace(
     CNN_FC,
-    model=conv_local_cifar10("gap"),
+    model=cnn("gap"),
     ours=_CNN_OURS + ("GAP: the local layer's 10 maps (after ReLU, as cccp6 in NIN) averaged over 8x8 are the class scores",),
 )
 

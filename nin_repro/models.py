@@ -362,7 +362,7 @@ class ConvSpec:
 class ConvNetConfig:
     """The paper's Sec. 4.6 conventional CNN: conv layers, then one locally connected layer whose maps
     go to an FC layer (optionally after dropout) or, with ``head="gap"``, one map per class averaged
-    (GAP). The sizes are ours (docs/paper-notes.md, "Paper tables" (Section 4.6), §8); see ``conv_local_cifar10``."""
+    (GAP). The sizes are ours (docs/paper-notes.md, "Paper tables" (Section 4.6), §8); they are written in ``experiments/ablate_gap.py`` (``cnn``)."""
 
     convs: tuple[ConvSpec, ...]
     local_kernel: int = 3
@@ -434,16 +434,6 @@ class ConvNetConfig:
             if c.pool != "none":
                 h, w = math.ceil((h - 3) / 2) + 1, math.ceil((w - 3) / 2) + 1
         return h, w
-
-
-def conv_local_cifar10(head: str = "fc", **overrides) -> ConvNetConfig:
-    """Our sizes for the Sec. 4.6 CNN, in the cuda-convnet conv-local CIFAR-10 lineage
-    (``layers-conv-local-*``): conv 5x5 64 -> max pool 3/2 -> conv 5x5 64 -> max pool 3/2 ->
-    conv 3x3 64 -> locally connected 3x3 (16 maps; 10 for the GAP head) at 8x8 -> head.
-    No response normalization."""
-    convs = (ConvSpec(5, 64, "max"), ConvSpec(5, 64, "max"), ConvSpec(3, 64, "none"))
-    local = overrides.pop("local_features", overrides.get("num_classes", 10) if head == "gap" else 16)
-    return ConvNetConfig(convs=convs, local_features=local, head=head, **overrides)
 
 
 class ConvNet(nnx.Module):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from nin_repro.experiments.ablate_gap import cnn as conv_local_cifar10
 from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
 from nin_repro import results as R
@@ -24,7 +25,6 @@ from nin_repro.models import (
     LocallyConnected2D,
     build_model,
     config_from_dict,
-    conv_local_cifar10,
     count_params,
 )
 from nin_repro.recipe import Claim, Table, Variant, load_experiment
