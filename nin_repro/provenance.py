@@ -23,7 +23,9 @@ def _commit() -> str:
     head = _git(["rev-parse", "HEAD"], repo)
     if not head:
         return "unknown"
-    status = _git(["status", "--porcelain", "--untracked-files=no"], repo)
+    # Only changes to the code count: the results folder is what the commands themselves write, so
+    # a second command after a first one would otherwise be marked dirty by the first one's output.
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"], repo)
     if status is None:
         return f"{head}-unknown-state"
     return f"{head}-dirty" if status else head

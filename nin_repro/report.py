@@ -71,7 +71,8 @@ def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
             continue
         if isinstance(data, dict) and "analysis" in data:
             # A figure without a page of its own (`plot`) links to the figure itself.
-            page = path.with_name(str(data["figure"])) if isinstance(data.get("figure"), str) else path
+            has_page = path.with_suffix(".md").is_file() or not isinstance(data.get("figure"), str)
+            page = path if has_page else path.with_name(str(data["figure"]))
             out.append((page, str(data["analysis"]), str(data.get("caption", ""))))
         elif isinstance(data, dict) and "study" in data:  # init-study: not a table, linked with the analyses
             out.append((path, str(data["study"]), str(data.get("what", ""))))

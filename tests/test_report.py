@@ -105,3 +105,7 @@ def test_a_demo_scale_table_is_marked_demo_never_full(tmp_path):
 def test_a_plot_record_is_listed_with_the_analyses_and_links_its_figure(tmp_path):
     (tmp_path / "curves.json").write_text(json.dumps({"analysis": "curves", "caption": "training curves of demo/nin seed 0", "figure": "curves.png"}))
     assert "- [Training curves](curves.png): training curves of demo/nin seed 0" in render_report(tmp_path)
+    # An analysis with a page of its own links the page, not its figure.
+    (tmp_path / "cam.json").write_text(json.dumps({"analysis": "cam", "caption": "demo model", "figure": "cam.png"}))
+    (tmp_path / "cam.md").write_text("# CAM\n")
+    assert "- [Class activation maps](cam.md): demo model" in render_report(tmp_path)

@@ -228,3 +228,26 @@ def test_report_skips_a_damaged_table_json_with_a_warning(tmp_path, capsys, reco
     assert main(["report", "--results-dir", str(tmp_path)]) == 0
     assert "stray.json skipped in the summary" in capsys.readouterr().err
     assert "no table has been run yet" in (tmp_path / "README.md").read_text()
+
+
+def test_provenance_is_dirty_for_code_changes_not_for_results_the_commands_wrote(tmp_path, monkeypatch):
+    # `make analysis-demo` runs several commands: the first one's results/ must not mark the next dirty.
+    import subprocess
+
+    from nin_repro import provenance as P
+
+    (tmp_path / "nin_repro").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "nin_repro" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "demo.md").write_text("old\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=tmp_path, check=True)
+    monkeypatch.setattr(P, "__file__", str(tmp_path / "nin_repro" / "provenance.py"))
+    head = P._commit()
+    assert len(head) == 40
+    (tmp_path / "results" / "demo.md").write_text("new\n")
+    assert P._commit() == head
+    (tmp_path / "nin_repro" / "code.py").write_text("x = 2\n")
+    assert P._commit() == head + "-dirty"
