@@ -40,8 +40,8 @@ analysis-demo:
 	$(NIN) figure4 --run runs/demo/nin_digits5k/seed_0
 	$(NIN) cam
 	$(NIN) gap-claims
-	$(NIN) ablate-aux --demo
-	$(NIN) ablate-precision --demo
+	$(NIN) ablate-aux --demo --seeds 3
+	$(NIN) ablate-precision --demo --seeds 3
 	$(NIN) plot runs/analysis/gap/seed_0 runs/analysis/fc/seed_0 runs/ablate-aux-demo/nin_gap_aux/seed_0 --out results/curves.png
 	$(NIN) report
 
