@@ -177,40 +177,43 @@ def bench_recipe(
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    results = []
-    for what, fn, models, reps, per in (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1)):
-        roof = roofline(recipe.model, what, dtype, peak, bandwidth)
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())  # compile + first run
-        compile_s = time.perf_counter() - t0
-        dt = _time(fn, reps) / per  # per step
-        ips = models * batch_size / dt
-        tflops = ips * roof.flops / 1e12
-        ceiling = roof.ceiling_img_s
-        results.append(
-            BenchResult(
-                what,
-                dtype,
-                batch_size,
-                steps,
-                compile_s,
-                1e3 * dt,
-                ips,
-                tflops,
-                100 * tflops / peak if peak else None,
-                models,
-                ips / models,
-                hbm_gb_s=ips * roof.bytes / 1e9,
-                compute_ceiling_img_s=roof.compute_img_s,
-                memory_ceiling_img_s=roof.memory_img_s,
-                pct_of_ceiling=100 * ips / ceiling if ceiling else None,
-                bound=roof.bound,
-                steps_per_call=per,
-                rng_impl=recipe.rng_impl,
-                pool_grad=getattr(recipe.model, "pool_grad", "xla"),
-            )
-        )
-    return results
+    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
+    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+
+
+def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None) -> BenchResult:
+    """Compile and run ``fn`` once, time ``calls`` more calls of ``per_call`` steps each, and put
+    the rate beside the roofline of ``recipe``'s network."""
+    dtype, batch_size = recipe.model.dtype, recipe.batch_size
+    roof = roofline(recipe.model, what, dtype, peak, bandwidth)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())  # compile + first run
+    compile_s = time.perf_counter() - t0
+    dt = _time(fn, calls) / per_call  # per step
+    ips = models * batch_size / dt
+    tflops = ips * roof.flops / 1e12
+    ceiling = roof.ceiling_img_s
+    return BenchResult(
+        what,
+        dtype,
+        batch_size,
+        steps,
+        compile_s,
+        1e3 * dt,
+        ips,
+        tflops,
+        100 * tflops / peak if peak else None,
+        models,
+        ips / models,
+        hbm_gb_s=ips * roof.bytes / 1e9,
+        compute_ceiling_img_s=roof.compute_img_s,
+        memory_ceiling_img_s=roof.memory_img_s,
+        pct_of_ceiling=100 * ips / ceiling if ceiling else None,
+        bound=roof.bound,
+        steps_per_call=per_call,
+        rng_impl=recipe.rng_impl,
+        pool_grad=getattr(recipe.model, "pool_grad", "xla"),
+    )
 
 
 def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> None:

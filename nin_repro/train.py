@@ -204,6 +204,22 @@ def make_loss_fn(graphdef, recipe: Recipe):
     return loss_fn
 
 
+def grads_over_seeds(loss_fn):
+    """``value_and_grad`` of K stacked models' losses: the gradient of the summed vmapped loss,
+    taken outside the vmap, so the weight gradients stay ordinary batched convolutions instead of
+    grouped ones (jax-ml/jax#13800: slow grouped-conv backward on GPU). The seeds do not interact:
+    d(sum_k L_k)/d(params_k) = dL_k/d(params_k)."""
+
+    def grads_of(params_K, x_K, y_K, k_drop_K):
+        def total(p_K):
+            objective_K, aux = jax.vmap(loss_fn)(p_K, x_K, y_K, k_drop_K)
+            return objective_K.sum(), aux
+
+        return jax.value_and_grad(total, has_aux=True)(params_K)
+
+    return grads_of
+
+
 def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epoch: int, mesh: Mesh | None = None, over_seeds: bool = False):
     """A jitted function running ``num_steps`` SGD steps as one compiled program:
     ``(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale) -> (state, metrics)``.
@@ -241,20 +257,10 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epo
         return optax.apply_updates(params, updates), opt_state
 
     grads_of = jax.value_and_grad(loss_fn, has_aux=True)
-    if over_seeds:
-        # K models: the batches and the updates are vmapped, but the gradient is taken of the
-        # summed vmapped loss (outside the vmap), so the weight gradients stay ordinary batched
-        # convolutions instead of grouped ones (jax-ml/jax#13800: slow grouped-conv backward on GPU).
-        # The seeds do not interact: d(sum_k L_k)/d(params_k) = dL_k/d(params_k).
+    if over_seeds:  # K models: batches and updates vmapped, the gradient outside (grads_over_seeds)
         batch_of = jax.vmap(batch_of, in_axes=(0, 0, None, None, None, None, None))
         update = jax.vmap(update, in_axes=(0, 0, 0, None))
-
-        def grads_of(params_K, x_K, y_K, k_drop_K):
-            def total(p_K):
-                objective_K, aux = jax.vmap(loss_fn)(p_K, x_K, y_K, k_drop_K)
-                return objective_K.sum(), aux
-
-            return jax.value_and_grad(total, has_aux=True)(params_K)
+        grads_of = grads_over_seeds(loss_fn)
 
     def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale):
         if over_seeds and perm.ndim == 1:  # one order for all K (bench); training passes each seed's own, (K, N)

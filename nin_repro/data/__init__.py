@@ -226,37 +226,52 @@ def load_dataset(
             arrays = readers.read_original(name, folder)
             ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=f"files:{folder}")
     else:
-        from nin_repro.data import tfds_source  # imports tensorflow_datasets only when called
-
-        looked_in = f"--data-dir {data_path}" if data_path is not None else "no --data-dir given"
-        put = f"put {readers.expected_files(name)} in {'--data-dir ' + str(data_path) if data_path else 'a folder passed as --data-dir'}"
-        if download:
-            _check_downloadable(name, data_path, cache_path, tfds_data_dir)
-        try:
-            if name == "svhn":
-                splits = tfds_source.load_tfds_splits(name, readers.SVHN_SPLITS, tfds_data_dir=tfds_data_dir, download=download)
-            else:
-                arrays = tfds_source.load_tfds(name, tfds_data_dir=tfds_data_dir, download=download)
-        except tfds_source.TfdsUnavailable:
-            raise DataError(
-                f"{info.title} not found ({looked_in}; cache {cache_path}; tensorflow-datasets not installed): "
-                f"{put}, or pip install 'nin-repro[download]' and run with --download (needs internet)"
-            ) from None
-        except tfds_source.TfdsDataMissing as e:
-            if download:
-                raise  # the download itself failed: its message says why and what to do
-            raise DataError(
-                f"{info.title} not found ({looked_in}; cache {cache_path}; not prepared by tensorflow-datasets): "
-                f"{put}, or run with --download (needs internet and the 'download' extra)"
-            ) from e
-        source = f"tfds:{tfds_source.TFDS_BUILDERS[name].builder}"
-        if name == "svhn":
-            ds = _svhn_dataset(splits, info, source=source)
-        else:
-            ds = Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=source)
+        ds = _from_tfds(name, data_path, cache_path, download, tfds_data_dir)
 
     validate_dataset(ds)
     _require_images(ds)
+    _write_cache(ds, cache_path, require_cache)
+    return ds
+
+
+def _from_tfds(name: str, data_path: Path | None, cache_path: Path, download: bool, tfds_data_dir) -> Dataset:
+    """``name`` through tensorflow-datasets (downloaded if allowed), or a one-line DataError that
+    says which files to put where."""
+    from nin_repro.data import readers, tfds_source  # imports tensorflow_datasets only when called
+
+    info = DATASETS[name]
+    looked_in = f"--data-dir {data_path}" if data_path is not None else "no --data-dir given"
+    put = f"put {readers.expected_files(name)} in {'--data-dir ' + str(data_path) if data_path else 'a folder passed as --data-dir'}"
+    if download:
+        _check_downloadable(name, data_path, cache_path, tfds_data_dir)
+    try:
+        if name == "svhn":
+            splits = tfds_source.load_tfds_splits(name, readers.SVHN_SPLITS, tfds_data_dir=tfds_data_dir, download=download)
+        else:
+            arrays = tfds_source.load_tfds(name, tfds_data_dir=tfds_data_dir, download=download)
+    except tfds_source.TfdsUnavailable:
+        raise DataError(
+            f"{info.title} not found ({looked_in}; cache {cache_path}; tensorflow-datasets not installed): "
+            f"{put}, or pip install 'nin-repro[download]' and run with --download (needs internet)"
+        ) from None
+    except tfds_source.TfdsDataMissing as e:
+        if download:
+            raise  # the download itself failed: its message says why and what to do
+        raise DataError(
+            f"{info.title} not found ({looked_in}; cache {cache_path}; not prepared by tensorflow-datasets): "
+            f"{put}, or run with --download (needs internet and the 'download' extra)"
+        ) from e
+    source = f"tfds:{tfds_source.TFDS_BUILDERS[name].builder}"
+    if name == "svhn":
+        return _svhn_dataset(splits, info, source=source)
+    return Dataset(name, *arrays, num_classes=info.num_classes, class_names=info.class_names, source=source)
+
+
+def _write_cache(ds: Dataset, cache_path: Path, require_cache: bool) -> None:
+    """Cache a dataset read from files or tfds. A cache that cannot be written is a warning, or,
+    with ``require_cache`` (``nin-repro data download``), a one-line error (exit 1)."""
+    from nin_repro.data import cache
+
     try:
         if ds.x_val is not None:
             # Written first: a cached dataset without its validation entry is the rarer failure.
@@ -270,7 +285,6 @@ def load_dataset(
                 f"could not write the dataset cache in {cache_path} ({e.strerror or e}); nothing was cached: pass a writable --cache-dir (or set NIN_REPRO_CACHE) and run it again"
             ) from None
         _warn_cache_not_written(cache_path, e)
-    return ds
 
 
 def _require_images(ds: Dataset) -> None:
