@@ -436,6 +436,7 @@ def init_study(
     width: float = typer.Option(1.0, "--width", help="Multiply every hidden width (a cheaper check; < 1 marks the study as shortened)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this variant (repeatable).", show_default=False),
     parallel_seeds: Optional[bool] = ParallelSeeds,
+    signal_only: bool = typer.Option(False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."),
 ) -> None:
     """Why the paper's MNIST recipe stalls on real digits, and the smallest change that makes it learn
     (input scale, signal scale at init, stall rate per variant over 8 seeds): results/init-study.md."""
@@ -444,7 +445,7 @@ def init_study(
 
     if seeds is not None and seeds < 1 or epochs is not None and not (epochs > 0 and epochs < float("inf")) or not 0 < width <= 1:
         raise UsageError("--seeds must be >= 1, --epochs positive and --width in (0, 1]")
-    md, js = run_study(results_dir, workdir, seeds, epochs, width, tuple(only or ()), parallel_seeds, RichProgress(err_console))
+    md, js = run_study(results_dir, workdir, seeds, epochs, width, tuple(only or ()), parallel_seeds, RichProgress(err_console), signal_only=signal_only)
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
 

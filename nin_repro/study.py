@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from nin_repro import atomic
 from nin_repro.figures import read_metrics
@@ -48,15 +49,23 @@ class SeedOutcome:
 
 
 def signal_scale(recipe: Recipe, x_BHWC: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Std of the input, of each block's output and of the class scores at initialisation (eval mode)."""
+    """Std of the input, of each block's output and of the class scores at initialisation, as
+    evaluation sees them (no masks; the author's dropout multiplies by 1 - p) and, under ``train_*``,
+    as training sees them (dropout masks on, one fixed key). The two differ by the dropout form:
+    inverted dropout scales the training signal up by 1 / (1 - p) per layer, the author's does not."""
     model = init_model(recipe, seed)
+    x = jax.numpy.asarray(x_BHWC)
     out = {"input": float(np.std(x_BHWC))}
-    h = jax.numpy.asarray(x_BHWC)
     last = len(model.blocks) - 1
-    for i, block in enumerate(model.blocks):
-        h = block(h, final_relu=model.config.final_relu or i != last, train=False, rngs=None)
-        out[f"block{i + 1}"] = float(np.std(h))
-    out["class_scores"] = float(np.std(model(jax.numpy.asarray(x_BHWC))))
+    for prefix, train in (("", False), ("train_", True)):
+        # One fresh stream per pass: the blocks here and the whole model below draw the same masks.
+        rngs = nnx.Rngs(dropout=seed) if train else None
+        h = x
+        for i, block in enumerate(model.blocks):
+            h = block(h, final_relu=model.config.final_relu or i != last, train=train, rngs=rngs)
+            out[f"{prefix}block{i + 1}"] = float(np.std(h))
+        scores = model(x, train=train, rngs=nnx.Rngs(dropout=seed) if train else None)
+        out[f"{prefix}class_scores"] = float(np.std(scores))
     return out
 
 
@@ -87,7 +96,12 @@ def run_study(
     only: tuple[str, ...] = (),
     parallel: bool | None = None,
     progress=None,
+    signal_only: bool = False,
 ) -> tuple[Path, Path]:
+    """Train the variants (``only``: those named) and write results/init-study.md + .json; with
+    ``signal_only``, train nothing and write the signal scale of every variant to
+    results/init-study-signal.md + .json (seconds on a CPU, so the committed study's trained rows
+    are not replaced by a run that trains none)."""
     study = load_experiment("init_study")
     unknown = [k for k in only if k not in {key for key, *_ in study.VARIANTS}]
     if unknown:
@@ -110,7 +124,7 @@ def run_study(
             # What a cuda-convnet data provider would subtract next (its batches' data_mean).
             "max_abs_train_mean": float(np.abs(data.x_train.mean(axis=0)).max()),
         }
-        if only and key not in only:
+        if signal_only or only and key not in only:
             continue
         opts = Options(parallel_seeds=parallel)
         groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
@@ -134,20 +148,23 @@ def run_study(
                 "wall_s": time.perf_counter() - t0,
             }
         )
-    shortened = seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
+    shortened = width != 1.0 if signal_only else seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
     record = {
         "study": "init-study",
         "what": "the MNIST recipe as published, one change at a time, on the 4,000 / 1,000 shipped real digits",
-        "shortened": f"seeds={seeds}, epochs={epochs}, width x{width}" if shortened else None,
+        "shortened": (f"width x{width}" if signal_only else f"seeds={seeds}, epochs={epochs}, width x{width}") if shortened else None,
+        "signal_only": signal_only,
         "learned_below_pct": LEARNED_BELOW_PCT,
         "variants": rows,
         "signal_scale": scales,
         "changes": {key: what for key, _, what, _ in study.VARIANTS},
+        "dropout_forms": {key: recipe.model.dropout_form for key, _, _, recipe in study.VARIANTS},
         "wall_s": time.perf_counter() - started,
         "provenance": provenance(),
     }
     out_dir = Path(results_dir) / ("partial" if shortened else "")
-    md, js = out_dir / "init-study.md", out_dir / "init-study.json"
+    name = "init-study-signal" if signal_only else "init-study"
+    md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
     atomic.write_json(js, record)
     atomic.write_text(md, render(record))
     return md, js
@@ -168,11 +185,14 @@ def render(record: dict) -> str:
     ]
     if record["shortened"]:
         lines += ["", f"**Shortened run ({record['shortened']}): a check of the command, not evidence.**"]
+    if record.get("signal_only"):
+        lines += ["", "**Signal scale only: nothing was trained in this run** (`nin-repro init-study --signal-only`); the trained study is results/init-study.md."]
     lines += [
         "",
-        "| variant | change | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | change | dropout | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    forms = record.get("dropout_forms", {})
     for v in record["variants"]:
         seeds = v["seeds"]
         n = len(seeds)
@@ -182,7 +202,7 @@ def render(record: dict) -> str:
         first = _median([s["first_learning_epoch"] for s in seeds if s["first_learning_epoch"] is not None])
         agree = sum(1 for s in seeds if bool(s["stalled"]) != s["learned"])
         lines.append(
-            f"| `{v['key']}` | {v['change']} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
+            f"| `{v['key']}` | {v['change']} | {forms.get(v['key'], '?')} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
             f"{_mean_std(learned)} | {_mean_std(all_err)} | {agree}/{n} |"
         )
     lines += [
@@ -194,16 +214,22 @@ def render(record: dict) -> str:
         "",
         "## Signal scale at initialisation (seed 0, 128 training images, std), every variant",
         "",
+        "As evaluation sees it (no dropout masks; the author's dropout multiplies by 1 − p), then as training sees it "
+        "(dropout masks on, one fixed key): inverted dropout scales the training signal by 1 / (1 − p) per dropout layer, "
+        "the author's does not.",
+        "",
     ]
     first = next(iter(record["signal_scale"].values()))
-    names = [k for k in first if k not in ("input", "max_abs_train_mean")]
+    names = [k for k in first if k not in ("input", "max_abs_train_mean") and not k.startswith("train_")]
+    trained = [f"train_{n}" for n in names if f"train_{n}" in first]
     lines += [
-        "| variant | change | input | " + " | ".join(names) + " | max abs per-pixel training mean |",
-        "|---|---|---|" + "---|" * (len(names) + 1),
+        "| variant | change | dropout | input | " + " | ".join(names) + " | " + "".join(f"{n.replace('_', ' ')} | " for n in trained) + "max abs per-pixel training mean |",
+        "|---|---|---|---|" + "---|" * (len(names) + len(trained) + 1),
     ]
     for key, sc in record["signal_scale"].items():
-        lines.append(f"| `{key}` | {record['changes'][key]} | {sc['input']:.3g} | " + " | ".join(f"{sc[n]:.3g}" for n in names) + f" | {sc['max_abs_train_mean']:.3g} |")
-    lines += ["", "## Per seed", ""]
+        cells = [f"{sc[n]:.3g}" for n in names + trained]
+        lines.append(f"| `{key}` | {record['changes'][key]} | {forms.get(key, '?')} | {sc['input']:.3g} | " + " | ".join(cells) + f" | {sc['max_abs_train_mean']:.3g} |")
+    lines += ["", "## Per seed", ""] if record["variants"] else []
     for v in record["variants"]:
         lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
         for s in v["seeds"]:
