@@ -99,7 +99,7 @@ def run_study(
     signal_only: bool = False,
 ) -> tuple[Path, Path]:
     """Train the variants (``only``: those named) and write results/init-study.md + .json; with
-    ``signal_only``, train nothing and write the signal scale of every variant to
+    ``signal_only``, train nothing and write the signal scale of every variant (of ``only``, if given) to
     results/init-study-signal.md + .json (seconds on a CPU, so the committed study's trained rows
     are not replaced by a run that trains none)."""
     study = load_experiment("init_study")
@@ -114,6 +114,8 @@ def run_study(
         recipe = scaled(recipe, width, epochs)
         if seeds is not None:
             recipe = dataclasses.replace(recipe, seeds=tuple(range(seeds)))
+        if signal_only and only and key not in only:
+            continue
         data_key = (recipe.dataset, recipe.preprocess)
         if data_key not in prepared:
             prepared[data_key] = prepare(load_table_data(recipe, Options()), recipe, workdir / "init-study")

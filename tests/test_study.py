@@ -90,10 +90,11 @@ def test_signal_only_trains_nothing_and_leaves_the_trained_study_alone(tmp_path)
     results = tmp_path / "results"
     results.mkdir()
     (results / "init-study.md").write_text("the committed study\n")
-    md, js = run_study(results, tmp_path / "runs", width=0.125, signal_only=True)
+    only = ("input_pixel_mean", "author_input_pixel_mean")
+    md, js = run_study(results, tmp_path / "runs", width=0.125, only=only, signal_only=True)
     assert (results / "init-study.md").read_text() == "the committed study\n"
     assert md == results / "partial" / "init-study-signal.md"  # width < 1: shortened
     record = json.loads(js.read_text())
     assert record["variants"] == [] and not list((tmp_path / "runs").rglob("metrics.jsonl"))
-    assert set(record["signal_scale"]) == set(VARIANTS) and record["dropout_forms"]["author_input_pixel_mean"] == "author"
+    assert set(record["signal_scale"]) == set(only) and record["dropout_forms"]["author_input_pixel_mean"] == "author"
     assert "nothing was trained" in md.read_text() and "## Per seed" not in md.read_text()
