@@ -126,3 +126,20 @@ def test_old_records_without_a_form_read_as_inverted():
     d = dataclasses.asdict(_net("author"))
     del d["dropout_form"]
     assert config_from_dict(d).dropout_form == "inverted"
+
+
+def test_paper_rows_use_the_authors_form_and_set_can_choose_inverted():
+    from nin_repro.errors import UsageError
+    from nin_repro.recipe import load_experiment
+    from nin_repro.reproduce import apply_set
+
+    for table in ("cifar10", "cifar100", "svhn", "mnist", "ablate_gap", "ablate_dropout"):
+        for variant in load_experiment(table).TABLE.variants:
+            inverted = variant.recipe.model.dropout_form == "inverted"
+            # inverted dropout only where the row names it as ours
+            assert not inverted or any("inverted dropout" in o and "[ours" in o for o in variant.recipe.ours), (table, variant.key)
+    assert load_experiment("mnist").PUBLISHED.model.dropout_form == "author"
+    recipe = load_experiment("cifar10").RECIPE
+    assert apply_set(recipe, ("model.dropout_form=inverted",)).model.dropout_form == "inverted"
+    with pytest.raises(UsageError, match="dropout_form"):
+        apply_set(recipe, ("model.dropout_form=scaled",))
