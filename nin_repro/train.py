@@ -344,6 +344,18 @@ def _program(recipe: Recipe) -> _Program:
     return _Program(tx, eval_fn, stacked_eval_fn(eval_fn), {})
 
 
+# Recipe fields no compiled program reads: the data (arrives as arguments), the seeds (keys and
+# initial values are arguments), the base LR (the ``lr_scale`` argument; the optimizer's LR state is
+# overwritten every step) and the host-side checks. Recipes that differ only in these share one
+# program (``_Run``), so e.g. init-study's input variants compile once.
+NOT_COMPILED = ("dataset", "preprocess", "seeds", "base_lr", "attempts", "dead_steps", "stall_epochs", "stall_tolerance", "ours")
+
+
+def compiled_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` with the fields of ``NOT_COMPILED`` set to the dataclass defaults or fixed values."""
+    return dataclasses.replace(recipe, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+
+
 class _Plateau:
     """The paper's rule: divide the LR by 10 when training accuracy stops improving, twice
     (final LR = 1/100); stop when it stalls once more or at the maximum epochs."""
@@ -486,7 +498,7 @@ class _Run:
         self.chunk = min(chunk_steps or default_chunk_steps(self.steps_per_epoch), self.steps_per_epoch)
         self.K = len(seeds)
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
-        self.program = _program(recipe)
+        self.program = _program(compiled_recipe(recipe))
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
         self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
