@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable
 
 from nin_repro import atomic
-from nin_repro.errors import UsageError
+from nin_repro.errors import TrainingFailed, UsageError
 
 PARTS = ("bench", "cifar", "mnist", "init-study")
 SHARES = {"bench": 0.08, "cifar": 0.32, "mnist": 0.25, "init-study": 0.35}
@@ -274,7 +274,8 @@ class Check:
     def add(self, part: str, item: dict) -> None:
         entry = self.part(part)
         entry["items"].append(item)
-        entry["status"] = "cut" if any(i["status"] != "finished" for i in entry["items"]) else "finished"
+        states = {i["status"] for i in entry["items"]}
+        entry["status"] = next(s for s in ("failed", "cut", "finished") if s in states)
         self.say(f"check-gpu: {part}: {item['label']}: {item['status']}" + (f" ({item['cut']})" if item.get("cut") else ""))
         self.write()
 
@@ -366,8 +367,8 @@ def _table_part(check: Check, part: str, deadline: float) -> None:
         t = check.clock()
         try:
             histories = train_with_retries(table, variant, recipe, data, pre_ref, vdir, Options(), progress=Deadline(item_deadline, check.clock, check.progress))
-        except BudgetCut as cut:
-            entry.update(status="cut", cut=str(cut), seeds=[_so_far(vdir, seed) for seed in recipe.seeds])
+        except (BudgetCut, TrainingFailed) as cut:  # a failed row (non-finite loss) is recorded too; the check goes on
+            entry.update(status="cut" if isinstance(cut, BudgetCut) else "failed", cut=str(cut), seeds=[_so_far(vdir, seed) for seed in recipe.seeds])
         else:
             seeds = [
                 {"seed": h[-1].seed, "attempts": len(h), "stalled": h[-1].stalled, "test_error_pct": 100 * h[-1].test_error, "epochs": h[-1].epochs, "steps": h[-1].steps}
@@ -421,8 +422,9 @@ def _study_part(check: Check, part: str, deadline: float) -> None:
             for seeds in groups:
                 dirs = [check.workdir / part / key / f"seed_{s}" for s in seeds]
                 runs += train_and_evaluate_seeds(recipe, data, dirs, seeds, progress, stop_on_stall=False)
-        except BudgetCut as cut:
-            entry.update(status="cut", cut=str(cut), seeds=[_so_far(check.workdir / part / key, s) for s in recipe.seeds])
+        except (BudgetCut, TrainingFailed) as cut:
+            status = "cut" if isinstance(cut, BudgetCut) else "failed"
+            entry.update(status=status, cut=str(cut), seeds=[_so_far(check.workdir / part / key, s) for s in recipe.seeds])
         else:
             ln_c = math.log(data.num_classes)
             outcomes = [(r, outcome(r, ln_c, recipe.stall_tolerance)) for r in runs]
@@ -513,9 +515,11 @@ def render(record: dict) -> str:
     for part in record["parts"]:
         lines += ["", f"## {part['name']}: {part['status']}" + (f" (share {_fmt(part['allowance_s'])}, took {_fmt(part['wall_s'])})" if "wall_s" in part else ""), ""]
         lines += {"bench": _bench_lines, "init-study": _study_lines}.get(part["name"], _table_lines)(part["items"])
-    cut = [f"{p['name']}: {i['label']}" for p in record["parts"] for i in p["items"] if i["status"] != "finished"]
+    cut = [f"{p['name']}: {i['label']}" for p in record["parts"] for i in p["items"] if i["status"] == "cut"]
     cut += [f"{p['name']}: not started" for p in record["parts"] if p["status"] == "not started"]
     lines += ["", "## What the budget cut", ""] + ([f"- {c}" for c in cut] or ["- nothing"])
+    failed = [f"- {p['name']}: {i['label']}: {i['cut']}" for p in record["parts"] for i in p["items"] if i["status"] == "failed"]
+    lines += ["", "## What failed", ""] + failed if failed else []
     return "\n".join(lines) + "\n"
 
 
@@ -523,7 +527,13 @@ def _bench_lines(items: list[dict]) -> list[str]:
     from nin_repro.bench import COLUMNS, BenchResult, summary_rows
 
     rows = [BenchResult(**r) for i in items if i["status"] == "finished" for r in i["results"]]
-    out = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)] + ["| " + " | ".join(r) + " |" for r in summary_rows(rows)] if rows else []
+    columns = (*COLUMNS, "compute ceiling img/s", "memory ceiling img/s")
+
+    def ceiling(x):
+        return f"{x:,.0f}" if x else "n/a"
+
+    cells = [[*cells, ceiling(r.compute_ceiling_img_s), ceiling(r.memory_ceiling_img_s)] for r, cells in zip(rows, summary_rows(rows))]
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(c) + " |" for c in cells] if rows else []
     out += [f"- {i['label']}: {i['cut']}" for i in items if i["status"] != "finished"]
     if rows:
         out += ["", "Ceilings per image from the model config (nin_repro/bench.py): compute = dense peak / FLOPs, memory = HBM bandwidth / bytes; % ceiling: of the lower one."]
@@ -538,7 +548,10 @@ def _errors(seeds: list[dict]) -> str:
 
 
 def _table_lines(items: list[dict]) -> list[str]:
-    out = ["| row | status | epochs done / planned | stalled (final) | attempts | final test error % (per seed) | wall |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "| row | status | epochs done / planned | stalls (all attempts) | seeds stalled on their last attempt | attempts per seed | final test error % (per seed) | wall |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for i in items:
         seeds = i.get("seeds", [])
         done = min((s["epochs"] for s in seeds), default=0)
@@ -546,9 +559,10 @@ def _table_lines(items: list[dict]) -> list[str]:
         attempts = ", ".join(str(s["attempts"]) for s in seeds) or "—"
         planned = f"{i['planned_epochs']:g}" if "planned_epochs" in i else "?"
         status = i["status"] + (f" ({i['cut']})" if i.get("cut") else "")
-        out.append(f"| {i['label']} | {status} | {done:g} / {planned} | {stalled}/{len(seeds)} | {attempts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
+        stalls = sum(max(0, s["attempts"] - 1) + bool(s.get("stalled")) for s in seeds)  # a seed is retried only after a stall
+        out.append(f"| {i['label']} | {status} | {done:g} / {planned} | {stalls} | {stalled}/{len(seeds)} | {attempts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
     notes = [f"- {i['label']}: {i['recipe']}" for i in items if i.get("recipe")]
-    return out + ([""] + notes if notes else []) + ["", "A cut row's errors are each seed's last evaluated epoch, not a final error."]
+    return out + ([""] + notes if notes else []) + ["", "A cut row's errors are each seed's last evaluated epoch, not a final error; its last attempt's stall state is unknown."]
 
 
 def _study_lines(items: list[dict]) -> list[str]:

@@ -344,16 +344,19 @@ def _program(recipe: Recipe) -> _Program:
     return _Program(tx, eval_fn, stacked_eval_fn(eval_fn), {})
 
 
-# Recipe fields no compiled program reads: the data (arrives as arguments), the seeds (keys and
-# initial values are arguments), the base LR (the ``lr_scale`` argument; the optimizer's LR state is
-# overwritten every step) and the host-side checks. Recipes that differ only in these share one
-# program (``_Run``), so e.g. init-study's input variants compile once.
-NOT_COMPILED = ("dataset", "preprocess", "seeds", "base_lr", "attempts", "dead_steps", "stall_epochs", "stall_tolerance", "ours")
-
-
 def compiled_recipe(recipe: Recipe) -> Recipe:
-    """``recipe`` with the fields of ``NOT_COMPILED`` set to the dataclass defaults or fixed values."""
-    return dataclasses.replace(recipe, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+    """``recipe`` without what no compiled program reads: the data (an argument), the seeds and
+    the initial values (keys and parameters are arguments; the init stds only shape the first
+    parameters), the base LR (the ``lr_scale`` argument; the optimizer's LR state is overwritten
+    every step) and the host-side checks. Recipes with the same compiled recipe share one program
+    (``_Run``), so e.g. init-study's variants of the input or of the init compile once."""
+    model = recipe.model
+    if hasattr(model, "blocks"):
+        model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
+    model = dataclasses.replace(model, **{name: None for name in ("init_std",) if hasattr(model, name)}, head_init_std=0.0)
+    return dataclasses.replace(
+        recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=()
+    )
 
 
 class _Plateau:

@@ -166,3 +166,41 @@ def test_bench_part_records_each_configuration_and_one_evaluation_per_batch(tmp_
     items = record["parts"][0]["items"]
     assert [[r["what"] for r in i["results"]] for i in items] == [["train", "eval"], ["train", "eval"], ["train"]]
     assert record["parts"][0]["status"] == "finished" and page.count("| train |") == 3 and page.count("| eval |") == 2
+
+
+def test_a_row_that_fails_is_recorded_and_the_check_goes_on(tmp_path, monkeypatch):
+    from nin_repro import reproduce
+    from nin_repro.errors import TrainingFailed
+
+    def failing(table, variant, *args, **kw):
+        raise TrainingFailed(f"{variant.key}: the loss became nan at step 3")
+
+    monkeypatch.setattr(reproduce, "train_with_retries", failing)
+    record, page = _run(tmp_path, checkgpu.TINY, ("mnist",), 60.0)
+    items = record["parts"][0]["items"]
+    assert [i["status"] for i in items] == ["failed", "failed"] and record["parts"][0]["status"] == "failed"
+    assert "## What failed" in page and "nin_dropout_ours: the loss became nan" in page
+
+
+def test_recipes_that_differ_only_in_data_seeds_base_lr_or_init_share_a_program_and_compute_the_same():
+    """train.compiled_recipe is what the compiled program is cached by: the init-study variants of
+    the input, the base LR and the init map to one; a change of the forward pass (no final ReLU)
+    does not. The forward pass of a network never reads its init stds: the same parameters give
+    the same class scores through either variant's graph."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from nin_repro.recipe import load_experiment
+    from nin_repro.train import compiled_recipe, init_model
+
+    variants = {key: recipe for key, _, _, recipe in load_experiment("init_study").VARIANTS}
+    same = {compiled_recipe(variants[k]) for k in ("input_scale01", "input_gcn", "pixel_mean_lr_0.01", "pixel_mean_cccp6_std", "pixel_mean_he_init")}
+    assert len(same) == 1
+    assert compiled_recipe(variants["pixel_mean_no_final_relu"]) not in same
+    assert compiled_recipe(variants["pixel_mean_warmup"]) not in same
+    tiny = {k: dataclasses.replace(variants[k], model=variants[k].model.scaled(0.0625)) for k in ("input_pixel_mean", "pixel_mean_he_init")}
+    graph_a, _ = nnx.split(init_model(tiny["input_pixel_mean"], 0), nnx.Param)
+    graph_b, params_b = nnx.split(init_model(tiny["pixel_mean_he_init"], 1), nnx.Param)
+    x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
+    np.testing.assert_array_equal(nnx.merge(graph_a, params_b)(x), nnx.merge(graph_b, params_b)(x))
