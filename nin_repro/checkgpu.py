@@ -312,7 +312,11 @@ def _bench_part(check: Check, part: str, deadline: float) -> None:
             check.add(part, _skipped(label))
             continue
         t = check.clock()
-        results = bench_recipe(recipe, batch_size=batch, dtype=DTYPES[dtype], steps=check.scale.bench_steps, seeds=seeds)
+        try:
+            results = bench_recipe(recipe, batch_size=batch, dtype=DTYPES[dtype], steps=check.scale.bench_steps, seeds=seeds)
+        except Exception as e:  # noqa: BLE001 - e.g. out of memory at batch 512: recorded, and the check goes on
+            check.add(part, {"label": label, "status": "failed", "cut": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "wall_s": check.clock() - t})
+            continue
         # Evaluation does not depend on the seed count: one row of it per dtype and batch.
         rows = [dataclasses.asdict(r) for r in results if r.what == "train" or seeds == 1]
         check.add(part, {"label": label, "status": "finished", "results": rows, "wall_s": check.clock() - t})
@@ -341,6 +345,13 @@ def _prepared(check: Check, recipe, cache: dict):
     return cache[key]
 
 
+def train_size(scale: Scale) -> int:
+    """Training images of the shipped digits the plan uses (4,000, or the first ``train_images``)."""
+    from nin_repro.data.digits import TRAIN_PER_CLASS
+
+    return min(scale.train_images or 10 * TRAIN_PER_CLASS, 10 * TRAIN_PER_CLASS)
+
+
 def _table_part(check: Check, part: str, deadline: float) -> None:
     from nin_repro.reproduce import Options, shortened_label, train_with_retries
 
@@ -348,22 +359,23 @@ def _table_part(check: Check, part: str, deadline: float) -> None:
     cache: dict = {}
     for n, item in enumerate(items):
         table, recipe = item_recipe(item, check.scale)
-        if check.clock() >= deadline:
-            check.add(part, _skipped(item.label, seeds=[]))
-            continue
-        item_deadline = check.budget.item_deadline(deadline, len(items) - n)
-        data, pre_ref = _prepared(check, recipe, cache)
-        spe = len(data.x_train) // recipe.batch_size
         variant = table.variant(item.variant)
-        vdir = check.workdir / part / f"{item.variant}{'-' + item.schedule if item.schedule else ''}"
+        spe = train_size(check.scale) // recipe.batch_size
         entry = {
             "label": item.label,
             "recipe": shortened_label(recipe, recipe.schedule_epochs(spe), False, variant.recipe),
             "planned_epochs": recipe.total_epochs(spe),
             "planned_steps": recipe.total_steps(spe),
             "attempts_allowed": recipe.attempts,
-            "allowance_s": round(item_deadline - check.clock(), 1),
         }
+        if check.clock() >= deadline:
+            check.add(part, {**entry, **_skipped(item.label, seeds=[])})
+            continue
+        item_deadline = check.budget.item_deadline(deadline, len(items) - n)
+        entry["allowance_s"] = round(item_deadline - check.clock(), 1)
+        data, pre_ref = _prepared(check, recipe, cache)
+        vdir = check.workdir / part / f"{item.variant}{'-' + item.schedule if item.schedule else ''}"
+        check.say(f"check-gpu: {part}: {item.label}: {len(recipe.seeds)} seeds x {recipe.total_epochs(spe):g} epochs, share {_fmt(entry['allowance_s'])}")
         t = check.clock()
         try:
             histories = train_with_retries(table, variant, recipe, data, pre_ref, vdir, Options(), progress=Deadline(item_deadline, check.clock, check.progress))
@@ -407,16 +419,17 @@ def _study_part(check: Check, part: str, deadline: float) -> None:
     variants = study_variants(check.scale)
     cache: dict = {}
     for n, (key, group, what, recipe) in enumerate(variants):
+        recipe = study_recipe(recipe, check.scale, train_size(check.scale) // (check.scale.batch_size or recipe.batch_size))
+        entry = {"label": key, "group": group, "change": what, "planned_steps": recipe.total_steps(train_size(check.scale) // recipe.batch_size)}
         if check.clock() >= deadline:
-            check.add(part, _skipped(key, change=what, seeds=[]))
+            check.add(part, {**entry, **_skipped(key, seeds=[])})
             continue
         item_deadline = check.budget.item_deadline(deadline, len(variants) - n)
+        entry["allowance_s"] = round(item_deadline - check.clock(), 1)
         data, _ = _prepared(check, recipe, cache)
-        recipe = study_recipe(recipe, check.scale, len(data.x_train) // (check.scale.batch_size or recipe.batch_size))
-        spe = len(data.x_train) // recipe.batch_size
-        entry = {"label": key, "group": group, "change": what, "planned_steps": recipe.total_steps(spe), "allowance_s": round(item_deadline - check.clock(), 1)}
         groups = [list(recipe.seeds)] if parallel_seeds(Options(), recipe) else [[s] for s in recipe.seeds]
         progress = Deadline(item_deadline, check.clock, check.progress)
+        check.say(f"check-gpu: {part}: {key}: {len(recipe.seeds)} seeds x {entry['planned_steps']:,} steps, share {_fmt(entry['allowance_s'])}")
         t, runs = check.clock(), []
         try:
             for seeds in groups:
@@ -436,10 +449,10 @@ def _study_part(check: Check, part: str, deadline: float) -> None:
 # --------------------------------------------------------------------------- --dry-run
 
 
-def plan_items(scale: Scale, part: str, n_train: int = 4000) -> list[tuple[str, int, str, int]]:
+def plan_items(scale: Scale, part: str) -> list[tuple[str, int, str, int]]:
     """``part``'s items as (what, training images, network, compiled programs), counted from the
-    plan (``n_train``: the shipped digits' training split). Stall retries are not counted."""
-    items = []
+    plan. Stall retries are not counted."""
+    items, n_train = [], train_size(scale)
     if part == "bench":  # each config: a training and an evaluation program, a warm-up and the timed steps
         for d, b, k in scale.bench:
             items.append((f"{d} batch {b}" + (f" x {k} seeds" if k > 1 else ""), b * k * (scale.bench_steps + 1), "cifar10", 2))
@@ -476,7 +489,7 @@ def estimate(scale: Scale, parts: tuple[str, ...], budget_s: float, measure_step
     shares_left = sum(SHARES[p] for p in parts)
     for part in parts:
         sub, total = [], 0.0
-        for what, images, net, programs in plan_items(scale, part, scale.train_images or 4000):
+        for what, images, net, programs in plan_items(scale, part):
             ips, compile_s = measured[net]
             s = programs * compile_s + images / ips
             total += s
@@ -547,6 +560,12 @@ def _errors(seeds: list[dict]) -> str:
     return (format_mean_std(errs) + " (" + ", ".join(f"{e:.2f}" for e in errs) + ")") if errs else "—"
 
 
+def _range(values: list, fmt: str) -> str:
+    """``3`` when every seed got as far, ``1–3`` when they differ, ``0`` for none."""
+    lo, hi = min(values, default=0), max(values, default=0)
+    return format(lo, fmt) if lo == hi else f"{lo:{fmt}}–{hi:{fmt}}"
+
+
 def _table_lines(items: list[dict]) -> list[str]:
     out = [
         "| row | status | epochs done / planned | stalls (all attempts) | seeds stalled on their last attempt | attempts per seed | final test error % (per seed) | wall |",
@@ -554,13 +573,13 @@ def _table_lines(items: list[dict]) -> list[str]:
     ]
     for i in items:
         seeds = i.get("seeds", [])
-        done = min((s["epochs"] for s in seeds), default=0)
+        done = _range([s["epochs"] for s in seeds], "g")
         stalled = sum(1 for s in seeds if s.get("stalled"))
         attempts = ", ".join(str(s["attempts"]) for s in seeds) or "—"
         planned = f"{i['planned_epochs']:g}" if "planned_epochs" in i else "?"
         status = i["status"] + (f" ({i['cut']})" if i.get("cut") else "")
         stalls = sum(max(0, s["attempts"] - 1) + bool(s.get("stalled")) for s in seeds)  # a seed is retried only after a stall
-        out.append(f"| {i['label']} | {status} | {done:g} / {planned} | {stalls} | {stalled}/{len(seeds)} | {attempts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
+        out.append(f"| {i['label']} | {status} | {done} / {planned} | {stalls} | {stalled}/{len(seeds)} | {attempts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
     notes = [f"- {i['label']}: {i['recipe']}" for i in items if i.get("recipe")]
     return out + ([""] + notes if notes else []) + ["", "A cut row's errors are each seed's last evaluated epoch, not a final error; its last attempt's stall state is unknown."]
 
@@ -569,10 +588,10 @@ def _study_lines(items: list[dict]) -> list[str]:
     out = ["| variant | change | status | steps done / planned | stalled | learned | test error % (per seed) | wall |", "|---|---|---|---|---|---|---|---|"]
     for i in items:
         seeds = i.get("seeds", [])
-        done = min((s["steps"] for s in seeds), default=0)
+        done = _range([s["steps"] for s in seeds], ",")
         stalled = sum(1 for s in seeds if s.get("stalled"))
         learned = sum(1 for s in seeds if s.get("learned"))
         status = i["status"] + (f" ({i['cut']})" if i.get("cut") else "")
         counts = f"{stalled}/{len(seeds)} | {learned}/{len(seeds)}"
-        out.append(f"| `{i['label']}` | {i.get('change', '')} | {status} | {done:,} / {i.get('planned_steps', 0):,} | {counts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
+        out.append(f"| `{i['label']}` | {i.get('change', '')} | {status} | {done} / {i.get('planned_steps', 0):,} | {counts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
     return out + ["", "The stall check watches but does not stop a seed (as in `init-study`); *learned*: final test error below 50 %."]
