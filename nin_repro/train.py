@@ -354,9 +354,7 @@ def compiled_recipe(recipe: Recipe) -> Recipe:
     if hasattr(model, "blocks"):
         model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
     model = dataclasses.replace(model, **{name: None for name in ("init_std",) if hasattr(model, name)}, head_init_std=0.0)
-    return dataclasses.replace(
-        recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=()
-    )
+    return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
 
 
 class _Plateau:
