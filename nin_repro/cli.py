@@ -458,8 +458,8 @@ def check_gpu(
     width: Optional[float] = typer.Option(None, "--width", help="Multiply every hidden width (marks the check shortened).", show_default=False),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs of every table row (marks the check shortened).", show_default=False),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds of every row and study variant (marks the check shortened).", show_default=False),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="init-study steps per seed [default: 3000].", show_default=False),
-    variant: Optional[list[str]] = typer.Option(None, "--variant", help="init-study variant (repeatable) [default: every one].", show_default=False),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="init-study steps per seed (default 3000).", show_default=False),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="init-study variant (repeatable; default every one).", show_default=False),
     results_dir: Path = ResultsDir,
     workdir: Path = typer.Option(Path("runs/check-gpu"), "--workdir", help="Where the check's run folders go (a fresh timestamped folder per check)."),
 ) -> None:
