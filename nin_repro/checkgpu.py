@@ -594,4 +594,8 @@ def _study_lines(items: list[dict]) -> list[str]:
         status = i["status"] + (f" ({i['cut']})" if i.get("cut") else "")
         counts = f"{stalled}/{len(seeds)} | {learned}/{len(seeds)}"
         out.append(f"| `{i['label']}` | {i.get('change', '')} | {status} | {done} / {i.get('planned_steps', 0):,} | {counts} | {_errors(seeds)} | {_fmt(i.get('wall_s', 0.0))} |")
-    return out + ["", "The stall check watches but does not stop a seed (as in `init-study`); *learned*: final test error below 50 %."]
+    return out + [
+        "",
+        "The stall check watches but does not stop a seed (as in `init-study`); *learned*: final test error below 50 %. "
+        "Each variant's schedule is stretched to the horizon (`study.scaled`), so `pixel_mean_lr_low_first` has LR / 10 for the first 1/8 of it.",
+    ]
