@@ -210,7 +210,10 @@ def study_variants(scale: Scale) -> list[tuple[str, str, str, object]]:
     unknown = [k for k in scale.variants if k not in known]
     if unknown:
         raise UsageError(f"--variant {unknown[0]}: no such init-study variant; variants: {', '.join(known)}")
-    return [v for v in variants if not scale.variants or v[0] in scale.variants]
+    chosen = [v for v in variants if not scale.variants or v[0] in scale.variants]
+    # The author's-dropout variants first (the paper rows' form and the departure candidates, never
+    # measured): if the budget cuts the part, it cuts the inverted ones, which have CPU numbers.
+    return sorted(chosen, key=lambda v: not v[0].startswith("author_"))
 
 
 def study_recipe(recipe, scale: Scale, steps_per_epoch: int):

@@ -204,3 +204,11 @@ def test_recipes_that_differ_only_in_data_seeds_base_lr_or_init_share_a_program_
     graph_b, params_b = nnx.split(init_model(tiny["pixel_mean_he_init"], 1), nnx.Param)
     x = jax.random.normal(jax.random.key(0), (2, 28, 28, 1))
     np.testing.assert_array_equal(nnx.merge(graph_a, params_b)(x), nnx.merge(graph_b, params_b)(x))
+
+
+def test_init_study_part_runs_the_authors_dropout_variants_first():
+    """A budget cut falls on the inverted-dropout variants, which already have CPU numbers."""
+    keys = [key for key, *_ in checkgpu.study_variants(checkgpu.Scale())]
+    authors = [k for k in keys if k.startswith("author_")]
+    assert authors and keys[: len(authors)] == authors and len(keys) > len(authors)
+    assert "author_standardize_he_no_final_relu_adam" in authors
