@@ -33,7 +33,7 @@ MNIST_PUBLISHED = dataclasses.replace(MNIST_AUTHOR, model=dataclasses.replace(MN
 CIFAR10_INVERTED = dataclasses.replace(CIFAR10_RECIPE, model=dataclasses.replace(CIFAR10_RECIPE.model, dropout_form="inverted"))
 
 SEEDS = tuple(range(8))
-EPOCHS = 8.0
+EPOCHS = 12.0  # the issue asks >= 12 epochs of the shipped digits (372 steps); the committed rows before this change ran 8
 
 
 def _first_epochs(recipe: Recipe, **changes) -> Recipe:

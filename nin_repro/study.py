@@ -12,9 +12,11 @@ criterion agrees with what happened: a flagged seed should end near chance, an u
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -167,9 +169,30 @@ def run_study(
     out_dir = Path(results_dir) / ("partial" if shortened else "")
     name = "init-study-signal" if signal_only else "init-study"
     md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    for row in rows:
+        row["provenance"] = record["provenance"]
+    if only and not signal_only:
+        record["variants"] = keep_other_rows(js, rows, [key for key, *_ in study.VARIANTS])
     atomic.write_json(js, record)
     atomic.write_text(md, render(record))
     return md, js
+
+
+def keep_other_rows(previous_json: Path, rows: list[dict], order: list[str]) -> list[dict]:
+    """``rows`` plus the rows of the study already in ``previous_json`` for the variants not re-run
+    (``--only`` adds to the study instead of replacing it), each with the provenance it was
+    measured with, in the study's order. An unreadable previous file is kept out, with a warning."""
+    if not previous_json.exists():
+        return rows
+    try:
+        previous = json.loads(previous_json.read_text(encoding="utf-8"))
+        old = [dict(row, provenance=row.get("provenance", previous["provenance"])) for row in previous["variants"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"{previous_json} is not readable ({err}); its rows are not kept", stacklevel=2)
+        return rows
+    new = {row["key"] for row in rows}
+    merged = [row for row in old if row["key"] not in new and row["key"] in order] + rows
+    return sorted(merged, key=lambda row: order.index(row["key"]))
 
 
 def _median(values):
@@ -191,8 +214,8 @@ def render(record: dict) -> str:
         lines += ["", "**Signal scale only: nothing was trained in this run** (`nin-repro init-study --signal-only`); the trained study is results/init-study.md."]
     lines += [
         "",
-        "| variant | change | dropout | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | change | dropout | epochs | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     forms = record.get("dropout_forms", {})
     for v in record["variants"]:
@@ -204,7 +227,7 @@ def render(record: dict) -> str:
         first = _median([s["first_learning_epoch"] for s in seeds if s["first_learning_epoch"] is not None])
         agree = sum(1 for s in seeds if bool(s["stalled"]) != s["learned"])
         lines.append(
-            f"| `{v['key']}` | {v['change']} | {forms.get(v['key'], '?')} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
+            f"| `{v['key']}` | {v['change']} | {forms.get(v['key'], '?')} | {v['epochs']:g} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
             f"{_mean_std(learned)} | {_mean_std(all_err)} | {agree}/{n} |"
         )
     lines += [
@@ -233,7 +256,10 @@ def render(record: dict) -> str:
         lines.append(f"| `{key}` | {record['changes'][key]} | {forms.get(key, '?')} | {sc['input']:.3g} | " + " | ".join(cells) + f" | {sc['max_abs_train_mean']:.3g} |")
     lines += ["", "## Per seed", ""] if record["variants"] else []
     for v in record["variants"]:
-        lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
+        commit = v.get("provenance", prov).get("commit", "unknown")
+        lines.append(
+            f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}, commit `{commit[:12]}`):"
+        )
         for s in v["seeds"]:
             state = s["stalled"] or "not stalled"
             lines.append(
@@ -248,6 +274,7 @@ def render(record: dict) -> str:
         f"- Commit: `{prov.get('commit', 'unknown')}`; device: {dev.get('kind', '?') if isinstance(dev, dict) else dev}; "
         f"versions: {', '.join(f'{k} {v}' for k, v in prov.get('versions', {}).items()) if isinstance(prov.get('versions'), dict) else '?'}",
         f"- Wall time: {format_duration(record['wall_s'])}; date (UTC): {prov.get('date', 'unknown')}",
+        "- Rows kept from earlier runs (`--only` adds to the study) name their own commit under Per seed.",
     ]
     return "\n".join(lines) + "\n"
 

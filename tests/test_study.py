@@ -98,3 +98,19 @@ def test_signal_only_trains_nothing_and_leaves_the_trained_study_alone(tmp_path)
     assert record["variants"] == [] and not list((tmp_path / "runs").rglob("metrics.jsonl"))
     assert set(record["signal_scale"]) == set(only) and record["dropout_forms"]["author_input_pixel_mean"] == "author"
     assert "nothing was trained" in md.read_text() and "## Per seed" not in md.read_text()
+
+
+def test_only_adds_to_the_study_and_keeps_the_other_rows_with_their_commit(tmp_path):
+    from nin_repro.study import keep_other_rows
+
+    order = [key for key, *_ in STUDY.VARIANTS]
+    previous = {"provenance": {"commit": "old"}, "variants": [{"key": "input_gcn", "x": 1}, {"key": "input_scale01", "x": 2}, {"key": "gone", "x": 3}]}
+    path = tmp_path / "init-study.json"
+    path.write_text(json.dumps(previous))
+    new = [{"key": "input_scale01", "x": 9, "provenance": {"commit": "new"}}]
+    merged = keep_other_rows(path, new, order)
+    # the re-run variant replaces its old row; the other keeps its commit; a variant no longer in the study is dropped
+    assert [(r["key"], r["x"], r["provenance"]["commit"]) for r in merged] == [("input_scale01", 9, "new"), ("input_gcn", 1, "old")]
+    path.write_text("{not json")
+    with pytest.warns(UserWarning, match="not readable"):
+        assert keep_other_rows(path, new, order) == new
