@@ -436,7 +436,9 @@ def init_study(
     width: float = typer.Option(1.0, "--width", help="Multiply every hidden width (a cheaper check; < 1 marks the study as shortened)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this variant (repeatable).", show_default=False),
     parallel_seeds: Optional[bool] = ParallelSeeds,
-    signal_only: bool = typer.Option(False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."),
+    signal_only: bool = typer.Option(
+        False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."
+    ),
 ) -> None:
     """Why the paper's MNIST recipe stalls on real digits, and the smallest change that makes it learn
     (input scale, signal scale at init, stall rate per variant over 8 seeds): results/init-study.md."""

@@ -214,7 +214,8 @@ def render(record: dict) -> str:
         lines += ["", "**Signal scale only: nothing was trained in this run** (`nin-repro init-study --signal-only`); the trained study is results/init-study.md."]
     lines += [
         "",
-        "| variant | change | dropout | epochs | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
+        "| variant | change | dropout | epochs | stalled | learned | first epoch below ln C − 0.05 (median) "
+        "| test error %: learned seeds | test error %: all seeds | flag agrees |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     forms = record.get("dropout_forms", {})
