@@ -15,7 +15,8 @@ from pathlib import Path
 
 import submitit
 
-from nin_repro.scaleout import Job, Plan, finish, load_plan, run_task
+from nin_repro.errors import UsageError
+from nin_repro.scaleout import Job, Plan, finish, load_plan, run_task, status
 
 
 class Task(submitit.helpers.Checkpointable):
@@ -47,6 +48,10 @@ class ClusterOptions:
 
 
 def executor(kind: str, folder: Path, c: ClusterOptions) -> submitit.AutoExecutor:
+    import shutil
+
+    if kind == "slurm" and not (shutil.which("srun") and shutil.which("sbatch")):
+        raise UsageError("--executor slurm: no srun/sbatch on this machine; run the command on the cluster's login node (or use --shard i/N)")
     ex = submitit.AutoExecutor(folder=folder, cluster=kind)
     params: dict = {"name": "nin-repro", "timeout_min": c.time_min, "gpus_per_node": c.gpus_per_job, "cpus_per_task": c.cpus_per_job, "tasks_per_node": 1, "nodes": 1}
     if c.mem_gb:
@@ -66,7 +71,7 @@ def submit(plan: Plan, jobs: list[Job], kind: str, c: ClusterOptions, say=print)
     """Submit ``jobs`` as an array and the report after it. ``local``: waits, returns what
     ``finish`` returns; ``slurm``: returns None once submitted (the report job writes the tables)."""
     ex = executor(kind, plan.dir / "submitit", c)
-    todo = [j for j in jobs]
+    todo = [j for j in jobs if (status(plan, j.name) or {}).get("state") != "done"]  # a finished job is not submitted again
     array = ex.map_array(Task(), [str(plan.dir)] * len(todo), [j.name for j in todo]) if todo else []
     say(f"submitted {len(array)} job(s)" + (f" as array {array[0].job_id.split('_')[0]}" if array else ""))
     if kind == "slurm":

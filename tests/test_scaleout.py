@@ -135,3 +135,25 @@ def test_submitit_local_executor_array_and_report(tmp_path, sequential_svhn, cap
     assert per_seed(tmp_path / "results" / "smoke" / "svhn.json") == sequential_svhn
     (state,) = (tmp_path / "runs" / "smoke" / "reproduce-all").iterdir()
     assert len(list((state / "submitit").glob("*_result.pkl"))) == 2  # the array's job and the report job
+
+
+def test_slurm_executor_submits_an_array_and_a_dependent_report(tmp_path, monkeypatch, capsys):
+    """No SLURM here: stand-ins for sbatch and srun record what submitit asks of them."""
+    monkeypatch.setenv("SUBMITIT_LOG_LEVEL", "NOCONFIG")
+    pytest.importorskip("submitit")
+    bin_dir, log = tmp_path / "bin", tmp_path / "sbatch.log"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    # Appends its arguments and the batch script to the log; answers as sbatch does.
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\nfor a in "$@"; do f="$a"; done\ncat "$f" >> {log}\necho "Submitted batch job 7$(grep -c "^#!" {log})"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm = ["--partition", "gpu", "--time", "90", "--account", "acc", "--slurm-option", "exclude=n1"]
+    args = ["reproduce-all", "--executor", "slurm", "--tables", "mnist", "--smoke", *slurm, *folders(tmp_path)]
+    assert main(args) == 0
+    assert "as array 71" in capsys.readouterr().out
+    array, report = log.read_text().split("#!/bin/bash")[1:]
+    for line in ("--partition=gpu", "--time=90", "--account=acc", "--exclude=n1", "--gpus-per-node=1"):
+        assert f"#SBATCH {line}\n" in array and f"#SBATCH {line.replace('=90', '=60')}\n" in report
+    assert "#SBATCH --array=0-1%2\n" in array and "#SBATCH --dependency=afterany:71\n" in report
