@@ -193,6 +193,7 @@ def reproduce_all(
     report_only: bool = typer.Option(False, "--report", help="Train nothing: write every table whose jobs have all finished, the report, and say which jobs are missing."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the job list's placement on the devices and the estimated makespan, then stop."),
     device_kind: Optional[str] = typer.Option(None, "--device-kind", help="The accelerator to estimate for, e.g. 'NVIDIA H100' [default: the GPU present].", show_default=False),
+    efficiency: float = typer.Option(1.0, "--efficiency", help="--dry-run: the fraction of the roofline ceiling training reaches (`nin-repro bench`); 1: a lower bound."),
     retries: int = typer.Option(2, "--retries", help="Times a job whose worker died (killed, no result) is run again; it resumes from its checkpoint."),
     partition: Optional[str] = typer.Option(None, "--partition", help="[slurm] Partition.", show_default=False),
     gpus_per_job: Optional[int] = typer.Option(None, "--gpus-per-job", help="[slurm/local] GPUs per job [default: slurm 1, local 0]; >1: data parallel.", show_default=False),
@@ -239,7 +240,7 @@ def reproduce_all(
         cluster = ClusterOptions(partition, gpus, cpus_per_job, mem_gb, time_min, account, qos, constraint, array_parallelism, tuple(slurm_option or ()))
     out = run_all(
         [t for item in tables_ or () for t in item.split(",") if t] or None, opts, executor=executor, devices=devices, shard=parse_shard(shard),
-        dry_run=dry_run, device_kind=device_kind, report_only=report_only, retries=retries, cluster=cluster, say=typer.echo,
+        dry_run=dry_run, device_kind=device_kind, report_only=report_only, retries=retries, cluster=cluster, efficiency=efficiency, say=typer.echo,
     )  # fmt: skip
     if out is None:
         return

@@ -358,12 +358,16 @@ def shard_jobs(jobs: tuple[Job, ...], shard: tuple[int, int] | None) -> list[Job
     return list(jobs) if shard is None else list(jobs[shard[0] :: shard[1]])
 
 
-def describe_placement(plan: Plan, devices: int, device_kind: str | None) -> list[str]:
-    """``--dry-run``: which jobs each device runs, longest first, and the estimated makespan."""
+def describe_placement(plan: Plan, devices: int, device_kind: str | None, efficiency: float = 1.0) -> list[str]:
+    """``--dry-run``: which jobs each device runs, longest first, and the estimated makespan.
+    ``efficiency``: the fraction of the roofline ceiling training reaches (``nin-repro bench``'s
+    "% of ceiling"); 1 gives the lower bound."""
     from nin_repro.results.stats import format_duration
 
     lanes, busy = place(list(plan.jobs), devices)
     timed = all(j.ceiling_img_s for j in plan.jobs)
+    if timed:
+        busy = [b / efficiency for b in busy]
 
     def cost(x: float) -> str:
         return format_duration(x) if timed else f"{x / 1e15:,.1f} PFLOP"
@@ -375,9 +379,10 @@ def describe_placement(plan: Plan, devices: int, device_kind: str | None) -> lis
     serial = sum(busy)
     if timed:
         lines.append(
-            f"makespan about {cost(max(busy))} (all jobs one after another: {cost(serial)}); estimate at the roofline ceiling of {device_kind} "
-            "(bench.PEAK_TFLOPS / HBM_BYTES_PER_S, FLOPs and bytes from the layer shapes), training only: a lower bound, real runs reach a fraction of it "
-            "(measure yours with `nin-repro bench`)"
+            f"makespan about {cost(max(busy))} (all jobs one after another: {cost(serial)}); estimate at "
+            + (f"{efficiency:.0%} of " if efficiency != 1 else "")
+            + f"the roofline ceiling of {device_kind} (bench.PEAK_TFLOPS / HBM_BYTES_PER_S, FLOPs and bytes from the layer shapes), training only"
+            + ("" if efficiency != 1 else ": a lower bound; pass --efficiency F, the fraction of the ceiling `nin-repro bench` measures")
         )
     else:
         lines.append(f"makespan about {cost(max(busy))} of training per device (of {cost(serial)}); no peak known for this device: pass --device-kind, e.g. 'NVIDIA H100'")
@@ -396,6 +401,7 @@ def reproduce_all(
     report_only: bool = False,
     retries: int = 2,
     cluster=None,
+    efficiency: float = 1.0,
     say=print,
 ) -> tuple[list[str], list[str]] | None:
     """The whole of ``reproduce-all``: plan, run (or submit, or only print the placement), finish.
@@ -409,6 +415,8 @@ def reproduce_all(
         raise UsageError(f"--tables: no table command {', '.join(unknown)}; the tables: {', '.join(known)}")
     if executor not in ("host", "local", "slurm"):
         raise UsageError(f"--executor {executor}: choose host, local or slurm")
+    if not 0 < efficiency <= 1:
+        raise UsageError(f"--efficiency must be in (0, 1], got {efficiency}")
     if devices is not None and devices < 1:
         raise UsageError(f"--devices must be >= 1, got {devices}")
     backend, ids, present_kind = local_devices()
@@ -425,7 +433,7 @@ def reproduce_all(
         ids = ids[:devices] if devices <= len(ids) else [str(i) for i in range(devices)]
     plan = make_plan(tables, opts, backend, device_kind)
     if dry_run:
-        for line in describe_placement(plan, len(ids) or 1, device_kind):
+        for line in describe_placement(plan, len(ids) or 1, device_kind, efficiency):
             say(line)
         return None
     save_plan(plan)
