@@ -21,6 +21,7 @@ done or failed, with the reason; a job with no status has not finished), ``logs/
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -170,12 +171,16 @@ def run_task(plan_dir: Path, name: str) -> str:
     plan = load_plan(plan_dir)
     try:
         if name.startswith(TABLE_TASK):
-            table = name[len(TABLE_TASK) :]
-            state, why = table_state(plan, table)
-            if state not in ("ready", "written"):
-                raise UsageError(f"table {table} is not ready to write ({why})")
-            md, _ = reproduce(load_table(table), plan.opts, _LogProgress())
-            result = str(md)
+            with _table_lock(plan, name):  # shards that finish together: one writes, the other finds it written
+                table = name[len(TABLE_TASK) :]
+                state, why = table_state(plan, table)
+                if state == "written":
+                    return why
+                if state != "ready":
+                    raise UsageError(f"table {table} is not ready to write ({why})")
+                md, _ = reproduce(load_table(table), plan.opts, _LogProgress())
+                set_status(plan, name, "done", str(md))
+                return str(md)
         else:
             job = next((j for j in plan.jobs if j.name == name), None)
             if job is None:
@@ -192,6 +197,15 @@ def run_task(plan_dir: Path, name: str) -> str:
         raise
     set_status(plan, name, "done", result)
     return result
+
+
+@contextlib.contextmanager
+def _table_lock(plan: Plan, name: str):
+    import fcntl
+
+    with open(plan.dir / "status" / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # waits; released by the kernel if its holder dies
+        yield
 
 
 class _LogProgress:
@@ -437,6 +451,9 @@ def reproduce_all(
             say(line)
         return None
     save_plan(plan)
+    for table in plan.tables:  # a table that failed to be written is tried again once its jobs are done
+        if (status(plan, TABLE_TASK + table) or {}).get("state") == "failed":
+            (plan.dir / "status" / f"{TABLE_TASK + table}.json").unlink(missing_ok=True)
     jobs = shard_jobs(plan.jobs, shard)
     if report_only:
         return finish(plan)

@@ -157,3 +157,16 @@ def test_slurm_executor_submits_an_array_and_a_dependent_report(tmp_path, monkey
     for line in ("--partition=gpu", "--time=90", "--account=acc", "--exclude=n1", "--gpus-per-node=1"):
         assert f"#SBATCH {line}\n" in array and f"#SBATCH {line.replace('=90', '=60')}\n" in report
     assert "#SBATCH --array=0-1%2\n" in array and "#SBATCH --dependency=afterany:71\n" in report
+
+
+def test_shards_and_report_write_no_table_with_missing_runs(tmp_path, capsys):
+    """--shard 0/2 and 1/2 of mnist's two jobs on one --workdir; --report in between names the missing job."""
+    common = ["reproduce-all", "--tables", "mnist", "--devices", "1", *SMOKE, *folders(tmp_path)]
+    assert main([*common, "--shard", "0/2"]) == 0
+    assert "mnist: not written (not finished: mnist.nin_dropout_ours.seeds_0)" in capsys.readouterr().out
+    assert main([*common, "--report"]) == 1
+    assert "mnist: not written (not finished: mnist.nin_dropout_ours.seeds_0)" in capsys.readouterr().out
+    assert not (tmp_path / "results" / "smoke" / "mnist.json").exists()
+    assert main([*common, "--shard", "1/2"]) == 0
+    assert "written: mnist" in capsys.readouterr().out
+    assert sorted(job_logs(tmp_path)) == ["mnist.nin_dropout.seeds_0", "mnist.nin_dropout_ours.seeds_0", "table:mnist"]
