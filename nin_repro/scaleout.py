@@ -254,7 +254,7 @@ def local_devices() -> tuple[str, list[str], str | None]:
         return "cpu", [], None
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else [g[0].strip() for g in gpus]
-    return "gpu", ids, gpus[0][1].strip()
+    return ("gpu", ids, gpus[0][1].strip()) if ids else ("cpu", [], None)  # CUDA_VISIBLE_DEVICES="": none for us
 
 
 def place(jobs: list[Job], devices: int) -> tuple[list[list[Job]], list[float]]:
