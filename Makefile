@@ -22,13 +22,15 @@ demo:
 smoke:
 	$(NIN) cifar10 --smoke
 
-# Full-length reproductions: 260 epochs x 3 seeds per row. Run on a GPU.
+# Full-length reproductions: 260 epochs x 3 seeds per row. Run on GPUs.
 # Every experiment file that declares a command (`nin-repro tables`), in the paper's order.
 TABLES ?= $(shell $(NIN) tables)
 
+# Its (table, row, seed group) jobs spread over every GPU here, one worker per GPU
+# (ARGS='--executor slurm --partition ...' for a SLURM cluster; README, "Several GPUs and clusters").
 reproduce-all:
 	@test -n "$(TABLES)" || { echo "no table commands found: install nin-repro first (make install)" >&2; exit 2; }
-	for t in $(TABLES); do $(NIN) $$t $(ARGS) || exit 1; done
+	$(NIN) reproduce-all $(foreach t,$(TABLES),--tables $(t)) $(ARGS)
 	$(MAKE) analysis
 
 # Why GAP works, on the saved runs of cifar10 / ablate-gap (after reproduce-all).

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, UsageError
+from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, TrainingFailed, UsageError
 from nin_repro.registry import table_commands
 
 app = typer.Typer(
@@ -182,6 +182,76 @@ def demo(
 ) -> None:
     """Offline demo: a reduced-width NIN on 5,000 real MNIST digits shipped with the package (about a minute on 2 CPU cores)."""
     _run_table("demo", results_dir=results_dir, workdir=workdir, seeds=seeds, epochs=epochs)
+
+
+@app.command("reproduce-all")
+def reproduce_all(
+    tables_: Optional[list[str]] = typer.Option(None, "--tables", help="Only these tables [default: all, `nin-repro tables`].", show_default=False),
+    executor: str = typer.Option("host", "--executor", help="host: a worker per device here; slurm: a job array (submitit); local: submitit's local executor."),
+    devices: Optional[int] = typer.Option(None, "--devices", help="Devices (workers) [default: each GPU; CPU: cores/2, at most 4]; --dry-run: plan for N.", show_default=False),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: run every N-th job from the i-th (several machines without SLURM, one --workdir).", show_default=False),
+    report_only: bool = typer.Option(False, "--report", help="Train nothing: write every table whose jobs have all finished, the report, and say which jobs are missing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the job list's placement on the devices and the estimated makespan, then stop."),
+    device_kind: Optional[str] = typer.Option(None, "--device-kind", help="The accelerator to estimate for, e.g. 'NVIDIA H100' [default: the GPU present].", show_default=False),
+    efficiency: float = typer.Option(1.0, "--efficiency", help="--dry-run: the fraction of the roofline ceiling training reaches (`nin-repro bench`); 1: a lower bound."),
+    retries: int = typer.Option(2, "--retries", help="Times a job whose worker died (killed, no result) is run again; it resumes from its checkpoint."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="[slurm] Partition.", show_default=False),
+    gpus_per_job: Optional[int] = typer.Option(None, "--gpus-per-job", help="[slurm/local] GPUs per job [default: slurm 1, local 0]; >1: data parallel.", show_default=False),
+    cpus_per_job: int = typer.Option(8, "--cpus-per-job", help="[slurm/local] CPUs per job."),
+    mem_gb: Optional[int] = typer.Option(None, "--mem-gb", help="[slurm] Memory per job, GB.", show_default=False),
+    time_min: int = typer.Option(240, "--time", help="[slurm/local] Time limit per job, minutes (a timed-out job is requeued and resumes)."),
+    account: Optional[str] = typer.Option(None, "--account", help="[slurm] Account.", show_default=False),
+    qos: Optional[str] = typer.Option(None, "--qos", help="[slurm] QOS.", show_default=False),
+    constraint: Optional[str] = typer.Option(None, "--constraint", help="[slurm] Node constraint, e.g. h100.", show_default=False),
+    array_parallelism: int = typer.Option(256, "--array-parallelism", help="[slurm] Array tasks running at once."),
+    slurm_option: Optional[list[str]] = typer.Option(None, "--slurm-option", help="[slurm] Any other sbatch option as key=value (e.g. exclude=node12).", show_default=False),
+    data_dir: Optional[Path] = DataDir,
+    cache_dir: Optional[Path] = CacheDir,
+    results_dir: Path = ResultsDir,
+    workdir: Path = Workdir,
+    seeds: Optional[int] = Seeds,
+    epochs: Optional[float] = Epochs,
+    batch_size: Optional[int] = BatchSize,
+    recipe: str = RecipeOpt,
+    download: bool = Download,
+    smoke: bool = Smoke,
+    set_: Optional[list[str]] = SetOpt,
+    checkpoint_every: float = CkptEvery,
+    parallel_seeds: Optional[bool] = ParallelSeeds,
+) -> None:
+    """Every table (or --tables), its (table, variant, seed group) jobs spread over the devices: one
+    worker per GPU here, a SLURM job array, or --shard i/N; each table written once its jobs finish, then the report."""
+    from nin_repro.reproduce import Options
+    from nin_repro.scaleout import parse_shard
+    from nin_repro.scaleout import reproduce_all as run_all
+
+    for item in slurm_option or ():
+        if "=" not in item:
+            raise UsageError(f"--slurm-option {item!r}: expected key=value, e.g. exclude=node12")
+    opts = Options(
+        results_dir=results_dir, workdir=workdir, data_dir=data_dir, cache_dir=cache_dir, download=download, seeds=seeds, epochs=epochs, batch_size=batch_size,
+        schedule=recipe, smoke=smoke, overrides=tuple(set_ or ()), checkpoint_every_min=checkpoint_every, parallel_seeds=parallel_seeds,
+    )  # fmt: skip
+    cluster = None
+    if executor in ("slurm", "local"):
+        from nin_repro.cluster import ClusterOptions
+
+        gpus = gpus_per_job if gpus_per_job is not None else (1 if executor == "slurm" else 0)
+        cluster = ClusterOptions(partition, gpus, cpus_per_job, mem_gb, time_min, account, qos, constraint, array_parallelism, tuple(slurm_option or ()))
+    out = run_all(
+        [t for item in tables_ or () for t in item.split(",") if t] or None, opts, executor=executor, devices=devices, shard=parse_shard(shard),
+        dry_run=dry_run, device_kind=device_kind, report_only=report_only, retries=retries, cluster=cluster, efficiency=efficiency, say=typer.echo,
+    )  # fmt: skip
+    if out is None:
+        return
+    written, not_written = out
+    for table in written:
+        typer.echo(f"written: {table}")
+    for line in not_written:
+        typer.echo(line)
+    failed = [line for line in not_written if ": incomplete" in line]
+    if failed or (not_written and shard is None):
+        raise TrainingFailed(f"{len(not_written)} table(s) not written ({'; '.join(not_written)}); the other tables are written. Run the same command again to resume")
 
 
 data_app = typer.Typer(help="Fetch, check and locate datasets (for compute nodes without internet).", no_args_is_help=True)

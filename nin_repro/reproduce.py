@@ -288,8 +288,12 @@ def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original
     return "shortened: " + "; ".join(parts) if parts else None
 
 
-def reproduce(table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None) -> tuple[Path, Path]:
-    """Train every variant of ``table`` for every seed and write its results table."""
+def reproduce(
+    table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None, write: bool = True
+) -> tuple[Path, Path] | None:
+    """Train every variant of ``table`` for every seed and write its results table. ``variants``,
+    ``seeds``: train only those (the recipe, and so the run folders and checkpoints, stay the
+    table's); ``write=False``: train only, no table (one job of ``reproduce-all``)."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     check_folders(opts, table_dir)
@@ -320,7 +324,10 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
             opts,
             overrides,
             progress,
+            only_seeds=seeds,
         )
+        if not write:
+            continue
         runs = [h[-1] for h in histories]
         results.append(
             VariantResult.from_runs(
@@ -335,6 +342,8 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
                 epochs_to_target=[first_epoch_at(read_metrics(r.run_dir), table.target_error_pct) for r in runs if not r.stalled] if table.target_error_pct is not None else (),
             )
         )
+    if not write:
+        return None
     # A lock so that two table commands finishing at once don't interleave their summaries.
     with _results_lock(Path(opts.results_dir)):
         md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
@@ -406,14 +415,15 @@ def seed_dir(variant_dir: Path, seed: int, attempt: int = 0) -> Path:
 
 
 def train_with_retries(
-    table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, variant_dir: Path, opts: Options, overrides=(), progress=None
+    table: Table, variant: Variant, recipe: Recipe, data: PreparedData, pre_ref: dict, variant_dir: Path, opts: Options, overrides=(), progress=None, only_seeds=None
 ) -> list[list[RunResult]]:
     """Every seed of ``recipe``, each retried from a fresh initialisation (``train.run_key(seed, a)``)
     while it stalls, ``recipe.attempts`` tries in all. Seeds train together or one at a time as
     ``parallel_seeds`` says; the stalled ones of a round are retried together in the next round,
     so one stalled seed never stops the others. Returns each seed's attempts, in order (the last
-    one is the seed's result: finished, or stalled on its final try)."""
-    seeds = list(recipe.seeds)
+    one is the seed's result: finished, or stalled on its final try). ``only_seeds``: those of
+    ``recipe.seeds`` only (grouped as the whole table run would group them alone)."""
+    seeds = [seed for seed in recipe.seeds if only_seeds is None or seed in only_seeds]
     histories: dict[int, list[RunResult]] = {seed: [] for seed in seeds}
     pending, attempt = seeds, 0
     while pending and attempt < recipe.attempts:
