@@ -303,10 +303,11 @@ def _names(path) -> tuple:
 
 
 def _rule_of(rules: dict, path):
+    """(the layer's rule, "kernel" or "bias") of a parameter path (nnx may append a key after the name)."""
     names = _names(path)
     for key, rule in rules.items():
         if names[: len(key)] == key:
-            return rule, names[-1]
+            return rule, "kernel" if "kernel" in names else "bias"
     raise ValueError(f"no maxout layer rule for parameter {'/'.join(map(str, names))}")
 
 
