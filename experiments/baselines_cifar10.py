@@ -36,7 +36,21 @@ def maxout_cifar(num_classes: int = 10) -> MaxoutConfig:
         maxout_convs=(
             # h0: pad 4, num_channels 96, num_pieces 2, kernel_shape [8, 8], pool_shape [4, 4], pool_stride [2, 2],
             # irange .005, max_kernel_norm .9; Dropout input_include_probs {'h0': .8}, input_scales {'h0': 1.}
-            MaxoutConvSpec(96, 2, 8, pad=4, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=0.9, tied_b=True, W_lr_scale=CONV_LR, b_lr_scale=CONV_LR, include_prob=0.8, input_scale=1.0),
+            MaxoutConvSpec(
+                96,
+                2,
+                8,
+                pad=4,
+                pool_shape=4,
+                pool_stride=2,
+                irange=0.005,
+                max_kernel_norm=0.9,
+                tied_b=True,
+                W_lr_scale=CONV_LR,
+                b_lr_scale=CONV_LR,
+                include_prob=0.8,
+                input_scale=1.0,
+            ),
             # h1: pad 3, 192 x 2, [8, 8], pool [4, 4] / [2, 2], irange .005, max_kernel_norm 1.9365
             MaxoutConvSpec(192, 2, 8, pad=3, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=1.9365, tied_b=True, W_lr_scale=CONV_LR, b_lr_scale=CONV_LR),
             # h2: pad 3, 192 x 2, [5, 5], pool [2, 2] / [2, 2], irange .005, max_kernel_norm 1.9365
@@ -90,7 +104,8 @@ STOCHASTIC_CIFAR_RECIPE = dataclasses.replace(
 TABLE = Table(
     name="baselines-cifar10",
     title="Table 1 baselines: test error (%) on CIFAR-10, re-run in our harness",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (secondary summary, [S] in docs/paper-notes.md); recipes: pylearn2 cifar10_no_aug.yaml / cifar10.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (secondary summary, [S] in docs/paper-notes.md); "
+    "recipes: pylearn2 cifar10_no_aug.yaml / cifar10.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
     rows=(
         PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
         PaperRow("Conv. maxout + Dropout", 11.68, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),

@@ -29,7 +29,9 @@ COMMAND_ORDER = 14
 # default_input_scale 2. (costs/mlp/dropout.py).
 MAXOUT = MaxoutConfig(
     maxout_convs=(
-        MaxoutConvSpec(num_channels=48, num_pieces=2, kernel=8, pad=0, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=0.9, tied_b=False, include_prob=0.8, input_scale=1.0),
+        MaxoutConvSpec(
+            num_channels=48, num_pieces=2, kernel=8, pad=0, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=0.9, tied_b=False, include_prob=0.8, input_scale=1.0
+        ),
         MaxoutConvSpec(num_channels=48, num_pieces=2, kernel=8, pad=3, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=1.9365, tied_b=False),
         MaxoutConvSpec(num_channels=24, num_pieces=4, kernel=5, pad=3, pool_shape=2, pool_stride=2, irange=0.005, max_kernel_norm=1.9365, tied_b=False),
     ),
@@ -111,7 +113,8 @@ STOCHASTIC_RECIPE = Recipe(
 TABLE = Table(
     name="baselines-mnist",
     title="Table 4 baselines: test error (%) on MNIST, re-run in our harness",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (secondary summary, [S] in docs/paper-notes.md); recipes: pylearn2 mnist.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (secondary summary, [S] in docs/paper-notes.md); "
+    "recipes: pylearn2 mnist.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
     rows=(
         PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
         PaperRow("NIN + Dropout", 0.47, "this paper (nin-repro mnist)"),

@@ -423,9 +423,7 @@ def _windows(x_BHWC: jax.Array, window: int, stride: int) -> jax.Array:
     xp = jnp.pad(x_BHWC, pads)
     b, hp, wp, c = xp.shape
     ho, wo = (hp - window) // stride + 1, (wp - window) // stride + 1
-    cells = [
-        jax.lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c), (1, stride, stride, 1)) for i in range(window) for j in range(window)
-    ]
+    cells = [jax.lax.slice(xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c), (1, stride, stride, 1)) for i in range(window) for j in range(window)]
     return jnp.stack(cells, axis=-1)
 
 

@@ -222,7 +222,9 @@ def test_configs_read_back_from_json():
 
 def test_a_tiny_maxout_recipe_trains_with_max_norm_held(tmp_path):
     tiny = MaxoutConfig(
-        maxout_convs=(MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),),
+        maxout_convs=(
+            MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
+        ),
         maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
         softmax_irange=0.3,
         softmax_max_col_norm=0.9,
@@ -230,7 +232,8 @@ def test_a_tiny_maxout_recipe_trains_with_max_norm_held(tmp_path):
         input_hw=(8, 8),
         num_classes=4,
     )
-    recipe = dataclasses.replace(load_experiment("baselines_mnist").MAXOUT_RECIPE, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0,), eval_batch_size=7, base_lr=0.15)
+    base = load_experiment("baselines_mnist").MAXOUT_RECIPE
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0,), eval_batch_size=7, base_lr=0.15)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 85).astype(np.int32)
     x = (rng.normal(size=(85, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
