@@ -163,7 +163,8 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
         changes["batch_size"] = opts.batch_size
     if opts.schedule == "zoo":
         changes.update(zoo_changes(recipe))
-    elif opts.schedule is not None and opts.schedule != recipe.schedule:
+    elif opts.schedule is not None and opts.schedule != recipe.schedule and not (opts.schedule == "paper" and recipe.schedule == "pylearn2"):
+        # --recipe paper (the default) is the published recipe; for the maxout baselines that is pylearn2's.
         changes["schedule"] = opts.schedule
     if opts.warmup_epochs is not None and opts.warmup_epochs != recipe.warmup_epochs:
         changes["warmup_epochs"] = opts.warmup_epochs
