@@ -203,7 +203,9 @@ def test_parameter_counts_from_the_yamls():
     # cifar10_no_aug.yaml (tied biases): h0 8*8*3*192 + 192, h1 8*8*96*384 + 384, h2 5*5*192*384 + 384,
     # h3 (192*5*5 + 1) * 500*5, y (500 + 1) * 10
     cifar = 36864 + 192 + 2359296 + 384 + 1843200 + 384 + 4801 * 2500 + 5010
-    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", cifar)):
+    # svhn.yaml (tied): h0 5*5*3*128 + 128, h1 5*5*64*256 + 256, h2 5*5*128*256 + 256, h3 (128*6*6 + 1) * 400*5, y 401 * 10
+    svhn = 9600 + 128 + 409600 + 256 + 819200 + 256 + 4609 * 2000 + 4010
+    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", cifar), ("baselines_svhn", svhn)):
         config = load_experiment(name).MAXOUT_RECIPE.model
         assert config.param_count() == count
         assert count_params(MaxoutNet(config, rngs=nnx.Rngs(0))) == count
@@ -212,7 +214,7 @@ def test_parameter_counts_from_the_yamls():
 
 
 def test_configs_read_back_from_json():
-    for name in ("baselines_mnist", "baselines_cifar10"):
+    for name in ("baselines_mnist", "baselines_cifar10", "baselines_svhn"):
         for v in load_experiment(name).TABLE.variants:
             assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(v.recipe.model)))) == v.recipe.model
 
