@@ -130,6 +130,7 @@ TABLE = Table(
         "Maxout: the authors' yaml (pylearn2/scripts/papers/maxout/mnist.yaml), trained for a fixed 500 epochs on all 60k; the published "
         "protocol (early stopping on 50-60k, then mnist_continued.yaml) is not run.",
         "Stochastic pooling: no code was released; the recipe is the paper's text as summarised [S], the rest ours.",
+        f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC.param_count():,}.",
     ),
     class_names=DIGIT_CLASSES,
 )

@@ -209,6 +209,7 @@ def test_parameter_counts_from_the_yamls():
         config = load_experiment(name).MAXOUT_RECIPE.model
         assert config.param_count() == count
         assert count_params(MaxoutNet(config, rngs=nnx.Rngs(0))) == count
+        assert f"maxout {count:,} " in " ".join(load_experiment(name).TABLE.notes)  # printed under the table
     # The feature-map sizes match the CIFAR-10 yaml's partial_sum (33 for h0, 15 for h1).
     assert [det for det, _ in load_experiment("baselines_cifar10").MAXOUT_RECIPE.model.conv_shapes()][:2] == [33, 15]
 
