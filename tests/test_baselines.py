@@ -28,7 +28,7 @@ from nin_repro.baselines import (
 )
 from nin_repro.models import config_from_dict, count_params
 from nin_repro.recipe import load_experiment
-from nin_repro.train import PreparedData, lr_schedule, momentum_schedule, train_and_evaluate
+from nin_repro.train import PreparedData, load_params, lr_schedule, momentum_schedule, train_and_evaluate_seeds
 
 # --------------------------------------------------------------------------- maxout layers
 
@@ -223,7 +223,8 @@ def test_configs_read_back_from_json():
 # --------------------------------------------------------------------------- in the harness
 
 
-def test_a_tiny_maxout_recipe_trains_with_max_norm_held(tmp_path):
+def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
+    """Two seeds at once (the vmapped step, momentum and LR set inside it), through the harness."""
     tiny = MaxoutConfig(
         maxout_convs=(
             MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
@@ -236,21 +237,44 @@ def test_a_tiny_maxout_recipe_trains_with_max_norm_held(tmp_path):
         num_classes=4,
     )
     base = load_experiment("baselines_mnist").MAXOUT_RECIPE
-    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0,), eval_batch_size=7, base_lr=0.15)
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0, 1), eval_batch_size=7, base_lr=0.15)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 85).astype(np.int32)
     x = (rng.normal(size=(85, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
-    res = train_and_evaluate(recipe, PreparedData(x[:64], y[:64], x[64:], y[64:], 4, "test"), tmp_path, seed=0)
-    assert res.steps == 6 * 8
-    assert math.isfinite(res.test_loss)
-    from nin_repro.train import load_params
+    dirs = [tmp_path / "s0", tmp_path / "s1"]
+    results = train_and_evaluate_seeds(recipe, PreparedData(x[:64], y[:64], x[64:], y[64:], 4, "test"), dirs, [0, 1])
+    assert [r.steps for r in results] == [6 * 8, 6 * 8]
+    assert all(math.isfinite(r.test_loss) for r in results)
+    for d in dirs:
+        _, params = load_params(d / "params", recipe)
+        for path, limit in ((("maxout_convs", 0), 0.5), (("maxout_dense", 0), 0.7), (("softmax",), 0.9)):
+            node = params
+            for k in path:
+                node = node[k]
+            w = np.asarray(node["kernel"][...])
+            norms = np.sqrt((w**2).reshape(-1, w.shape[-1]).sum(axis=0))
+            assert norms.max() <= limit * (1 + 1e-5)
+            assert norms.max() >= limit * 0.99  # LR 0.15 pushes the weights to the limit: the projection acted
 
-    _, params = load_params(tmp_path / "params", recipe)
-    for path, limit in ((("maxout_convs", 0), 0.5), (("maxout_dense", 0), 0.7), (("softmax",), 0.9)):
-        node = params
-        for k in path:
-            node = node[k]
-        w = np.asarray(node["kernel"][...])
-        norms = np.sqrt((w**2).reshape(-1, w.shape[-1]).sum(axis=0))
-        assert norms.max() <= limit * (1 + 1e-5)
-        assert norms.max() >= limit * 0.99  # LR 0.15 pushes the weights to the limit: the projection acted
+
+def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
+    """(include prob, scale) of every layer's input: h0 (0.8, 1), every later layer the Dropout defaults (0.5, 2)."""
+    import nin_repro.baselines as baselines
+
+    seen = []
+    real = baselines.pylearn2_dropout
+
+    def recording(x, p, scale, key):
+        seen.append((p, scale, key is not None))
+        return real(x, p, scale, key)
+
+    monkeypatch.setattr(baselines, "pylearn2_dropout", recording)
+    for name, layers in (("baselines_mnist", 4), ("baselines_cifar10", 5)):
+        config = load_experiment(name).MAXOUT_RECIPE.model.scaled(1 / 8)
+        net = MaxoutNet(config, rngs=nnx.Rngs(0))
+        seen.clear()
+        net(jnp.zeros((1, *config.input_hw, config.in_channels)), train=True, rngs=nnx.Rngs(dropout=0))
+        assert seen == [(0.8, 1.0, True)] + [(0.5, 2.0, True)] * (layers - 1)
+        seen.clear()
+        net(jnp.zeros((1, *config.input_hw, config.in_channels)))
+        assert all(not has_key for *_, has_key in seen)  # evaluation: no mask
