@@ -140,7 +140,8 @@ def bench_recipe(
     from nin_repro.evaluate import make_eval_fn
     from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps, run_key
 
-    model = dataclasses.replace(recipe.model, dtype=dtype, **({"pool_grad": pool_grad} if pool_grad else {}))
+    # Only NIN has a pool_grad option (the CNN and the baselines' networks have none).
+    model = dataclasses.replace(recipe.model, dtype=dtype, **({"pool_grad": pool_grad} if pool_grad and hasattr(recipe.model, "pool_grad") else {}))
     recipe = dataclasses.replace(recipe, batch_size=batch_size, model=model, rng_impl=rng_impl or recipe.rng_impl)
     per_call = min(steps_per_call or default_chunk_steps(steps), steps)
     calls = max(1, steps // per_call)

@@ -530,6 +530,11 @@ def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> NIN | ConvNet:
         return NIN(config, rngs=rngs)
     if isinstance(config, ConvNetConfig):
         return ConvNet(config, rngs=rngs)
+    from nin_repro import baselines  # the baseline rows' networks (maxout, stochastic pooling)
+
+    model = baselines.build(config, rngs=rngs)
+    if model is not None:
+        return model
     raise TypeError(f"no network for a {type(config).__name__}")
 
 
@@ -546,4 +551,9 @@ def config_from_dict(d: dict) -> ModelConfig:
     if "convs" in d:
         d["convs"] = tuple(ConvSpec(**c) for c in d["convs"])
         return ConvNetConfig(**d)
+    from nin_repro import baselines
+
+    config = baselines.config_from_dict(d)
+    if config is not None:
+        return config
     raise ValueError(f"not a model config: fields {sorted(d)}")

@@ -16,7 +16,7 @@ from nin_repro.errors import UsageError
 from nin_repro.models import ModelConfig
 from nin_repro.registry import load_experiment  # noqa: F401  (where it always was; lives in registry)
 
-SCHEDULES = ("paper", "caffe", "plateau")
+SCHEDULES = ("paper", "caffe", "plateau", "pylearn2")
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
@@ -44,7 +44,8 @@ class Recipe:
     # solver and the plateau rule scale every LR.
     bias_lr_drops: bool
     classifier_lr_mult: float  # the layer producing class scores (cccp6)
-    # Learning-rate schedule: "paper" (paper_phases), "caffe" (the caffe_* solver), "plateau".
+    # Learning-rate schedule: "paper" (paper_phases), "caffe" (the caffe_* solver), "plateau",
+    # "pylearn2" (the maxout baselines: lr_decay, momentum_adjust, max_epochs; nin_repro.baselines).
     schedule: str
     paper_phases: tuple[tuple[float, float], ...] | None = None  # (epochs, LR factor); needed by "paper"
     caffe_step_iters: int | None = None  # needed by "caffe" (also by --recipe caffe / zoo)
@@ -55,6 +56,12 @@ class Recipe:
     plateau_min_delta: float = 0.001  # a gain smaller than this (absolute accuracy) is no gain [ours]
     plateau_drops: int = 2  # the paper divides by 10 twice: final LR = 1/100
     plateau_max_epochs: float = 300  # [ours]
+    # "pylearn2" only: ("linear_epoch", start, saturate, decay_factor) = LinearDecayOverEpoch, or
+    # ("exponential", decay_factor, min_lr) = ExponentialDecay; MomentumAdjustor (final, start,
+    # saturate), () = fixed momentum; the run's length (the yaml's EpochCounter or README epoch).
+    lr_decay: tuple = ()
+    momentum_adjust: tuple[float, ...] = ()
+    max_epochs: float | None = None
     warmup_epochs: float = 0.0  # linear warm-up [ours]; 0 in the paper recipe
     epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
     seeds: tuple[int, ...]
@@ -94,7 +101,7 @@ class Recipe:
             return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
         out = []
-        needed = {"paper": ("paper_phases",), "caffe": ("caffe_step_iters", "caffe_max_iters", "caffe_gamma"), "plateau": ()}[self.schedule]
+        needed = {"paper": ("paper_phases",), "caffe": ("caffe_step_iters", "caffe_max_iters", "caffe_gamma"), "plateau": (), "pylearn2": ("max_epochs",)}[self.schedule]
         missing = [name for name in needed if getattr(self, name) is None]
         if missing:
             return [f"the {self.schedule} schedule needs {', '.join(missing)}, which this table's experiment file does not give"]
@@ -127,12 +134,26 @@ class Recipe:
             self.paper_phases and all(isinstance(ph, tuple) and len(ph) == 2 and finite(ph[0]) and ph[0] > 0 and finite(ph[1]) and ph[1] >= 0 for ph in self.paper_phases)
         ):
             out.append(f"paper_phases must be a non-empty list of [epochs > 0, LR factor >= 0], got {self.paper_phases!r}")
+        if self.schedule == "pylearn2":
+            out += self._pylearn2_problems()
         if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
             out.append(f"train_subset must be a whole number >= 1, got {self.train_subset!r}")
         return out
 
+    def _pylearn2_problems(self) -> list[str]:
+        from nin_repro.baselines import lr_decay_problem
+
+        out = [p for p in (lr_decay_problem(self.lr_decay),) if p]
+        if self.momentum_adjust and not (len(self.momentum_adjust) == 3 and 0 <= self.momentum_adjust[0] < 1 and 0 <= self.momentum_adjust[1] <= self.momentum_adjust[2]):
+            out.append(f"momentum_adjust must be (final momentum in [0, 1), start, saturate >= start), got {list(self.momentum_adjust)!r}")
+        if not (isinstance(self.max_epochs, (int, float)) and self.max_epochs > 0):
+            out.append(f"max_epochs must be a number > 0, got {self.max_epochs!r}")
+        return out
+
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
+        if self.schedule == "pylearn2":
+            return float(self.max_epochs)
         if self.schedule == "paper":
             return float(sum(e for e, _ in self.paper_phases))
         if self.schedule == "caffe":
@@ -161,6 +182,10 @@ class Recipe:
         elif self.schedule == "caffe":
             boundary = self.caffe_step_iters * scale
             factor = self.caffe_gamma if step >= boundary else 1.0
+        elif self.schedule == "pylearn2":
+            from nin_repro.baselines import lr_factor_at
+
+            factor = lr_factor_at(self.lr_decay, step, steps_per_epoch, scale, self.base_lr)
         return factor * self.warmup_factor(step, steps_per_epoch)
 
     def lr_boundaries(self, steps_per_epoch: int) -> tuple[tuple[int, ...], tuple[float, ...]]:

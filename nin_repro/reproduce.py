@@ -163,7 +163,8 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
         changes["batch_size"] = opts.batch_size
     if opts.schedule == "zoo":
         changes.update(zoo_changes(recipe))
-    elif opts.schedule is not None and opts.schedule != recipe.schedule:
+    elif opts.schedule is not None and opts.schedule != recipe.schedule and not (opts.schedule == "paper" and recipe.schedule == "pylearn2"):
+        # --recipe paper (the default) is the published recipe; for the maxout baselines that is pylearn2's.
         changes["schedule"] = opts.schedule
     if opts.warmup_epochs is not None and opts.warmup_epochs != recipe.warmup_epochs:
         changes["warmup_epochs"] = opts.warmup_epochs
@@ -602,6 +603,9 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
         if not isinstance(record, dict):
             raise TypeError(f"a JSON object expected, got {type(record).__name__}")
         r = dict(record["recipe"])
+        # Records written before the "pylearn2" schedule existed lack its fields; their runs used none of them.
+        for name, default in (("lr_decay", ()), ("momentum_adjust", ()), ("max_epochs", None)):
+            r.setdefault(name, default)
         _require_fields(r, Recipe, "recipe")
         m = r.pop("model")
         tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}

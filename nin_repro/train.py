@@ -124,6 +124,10 @@ def make_optimizer(recipe: Recipe, params, classifier_path: tuple) -> optax.Grad
 
     if recipe.optimizer not in ("sgd", "adam"):
         raise UsageError(f"unknown optimizer {recipe.optimizer!r}: choose sgd or adam")
+    from nin_repro.baselines import MaxoutConfig, pylearn2_optimizer
+
+    if isinstance(recipe.model, MaxoutConfig) and recipe.optimizer == "sgd":  # pylearn2's SGD: momentum ramp, LR scales, max-norm
+        return pylearn2_optimizer(recipe.model, params)
     return optax.inject_hyperparams(build)(learning_rate=recipe.base_lr, bias_learning_rate=recipe.base_lr)
 
 
@@ -132,6 +136,8 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Array], j
     so a compiled epoch needs no per-step LR list from the host. Equals ``recipe.lr_factor`` and
     ``recipe.bias_lr_factor`` at every step (tested); the plateau rule's factor and the base LR come
     in as one scalar per call, since the host decides them between epochs."""
+    if recipe.schedule == "pylearn2":
+        return _pylearn2_lr_schedule(recipe, steps_per_epoch)
     boundaries, factors = recipe.lr_boundaries(steps_per_epoch)
     boundaries_P, factors_P = np.asarray(boundaries, np.int32), np.asarray(factors, np.float32)
     warm = recipe.warmup_epochs * steps_per_epoch
@@ -144,6 +150,31 @@ def lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Array], j
         return jnp.stack([f * w, (f if biases_drop else 1.0) * w]).astype(jnp.float32)
 
     return factor
+
+
+def _pylearn2_lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+    """``lr_schedule`` for the "pylearn2" schedule: ``recipe.lr_factor`` on the device (the same
+    formula, nin_repro.baselines.lr_factor_at), weights and biases alike."""
+    from nin_repro.baselines import lr_factor_at
+
+    scale = recipe.total_epochs(steps_per_epoch) / recipe.schedule_epochs(steps_per_epoch)
+    warm = recipe.warmup_epochs * steps_per_epoch
+
+    def factor(step: jax.Array) -> jax.Array:
+        step = jnp.asarray(step, jnp.int32)
+        f = lr_factor_at(recipe.lr_decay, step.astype(jnp.float32), steps_per_epoch, scale, recipe.base_lr)
+        w = jnp.where(step < warm, (step + 1) / warm, 1.0) if warm > 0 else jnp.float32(1.0)
+        return jnp.stack([f * w, f * w]).astype(jnp.float32)
+
+    return factor
+
+
+def momentum_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+    """``step -> momentum`` on the device: pylearn2's MomentumAdjustor for the "pylearn2" schedule."""
+    from nin_repro.baselines import momentum_at
+
+    scale = recipe.total_epochs(steps_per_epoch) / recipe.schedule_epochs(steps_per_epoch)
+    return lambda step: jnp.float32(momentum_at(recipe.momentum_adjust, recipe.momentum, jnp.asarray(step, jnp.float32), steps_per_epoch, scale))
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -250,16 +281,20 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epo
             x = augment_batch(x, k_aug, flip=recipe.augment_flip)
         return x, y, k_drop
 
-    def update(grads, opt_state, params, lr):
+    momentum_of = momentum_schedule(recipe, steps_per_epoch)
+
+    def update(grads, opt_state, params, lr, step):
         opt_state.hyperparams["learning_rate"] = lr[0]
         opt_state.hyperparams["bias_learning_rate"] = lr[1]
+        if "momentum" in opt_state.hyperparams:  # only the pylearn2 optimizer ramps it
+            opt_state.hyperparams["momentum"] = momentum_of(step)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
     grads_of = jax.value_and_grad(loss_fn, has_aux=True)
     if over_seeds:  # K models: batches and updates vmapped, the gradient outside (grads_over_seeds)
         batch_of = jax.vmap(batch_of, in_axes=(0, 0, None, None, None, None, None))
-        update = jax.vmap(update, in_axes=(0, 0, 0, None))
+        update = jax.vmap(update, in_axes=(0, 0, 0, None, None))
         grads_of = grads_over_seeds(loss_fn)
 
     def run(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale):
@@ -271,7 +306,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epo
             x, y, k_drop = batch_of(perm, key, x_train, y_train, first_step, pos_in_epoch, i)
             (_, (loss, logits)), grads = grads_of(params, x, y, k_drop)
             lr = lr_scale * lr_factor(first_step + i)  # (weights, biases)
-            params, opt_state = update(grads, opt_state, params, lr)
+            params, opt_state = update(grads, opt_state, params, lr, first_step + i)
             metrics = {  # per seed: scalars, or (K,) with over_seeds
                 "loss": loss,
                 "correct": jnp.sum(jnp.argmax(logits, -1) == y, axis=-1),

@@ -1,0 +1,130 @@
+"""Table 1's baseline rows re-run in our harness (CIFAR-10): conv. maxout + dropout with and without
+augmentation, and stochastic pooling.
+
+Command: ``nin-repro baselines-cifar10`` (3 rows x 3 seeds; 785 / 474 / 280 epochs: run it on a GPU).
+The NIN rows are ``nin-repro cifar10``.
+
+Maxout: the authors' pylearn2 configurations, lisa-lab/pylearn2 ``pylearn2/scripts/papers/maxout/
+cifar10_no_aug.yaml`` (11.68 %, README 3a) and ``cifar10.yaml`` (9.38 %, README 3b); each number below
+names its key. Both train on all 50k images for the epoch count the README found on the validation
+split (``*_valid.yaml``: 0-40k train, 40-50k valid), so no validation phase is needed. Input: GCN
+(scale 55) + ZCA (filter_bias 0.1) fitted on the 50k training images (README: prepared by
+``scripts/datasets/make_cifar10_gcn_whitened.py``), which is the project's ``gcn_zca``.
+
+Stochastic pooling: the paper's text [S] (see experiments/baselines_mnist.py); input [0, 1] pixels
+minus the per-pixel training mean [S].
+"""
+
+import dataclasses
+
+from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
+from nin_repro.data import CIFAR10_CLASSES
+from nin_repro.recipe import PaperRow, Recipe, Table, Variant
+
+from .baselines_mnist import STOCHASTIC, STOCHASTIC_RECIPE
+
+COMMAND_HELP = "Table 1 baselines re-run: conv. maxout + dropout (pylearn2 cifar10_no_aug.yaml / cifar10.yaml) and stochastic pooling (paper text) on CIFAR-10."
+COMMAND_ORDER = 11
+
+CONV_LR = 0.05  # W_lr_scale .05, b_lr_scale .05 on h0, h1, h2
+
+
+def maxout_cifar(num_classes: int = 10) -> MaxoutConfig:
+    """cifar10_no_aug.yaml / cifar10.yaml (identical layers): MaxoutConvC01B h0-h2 (tied_b 1),
+    Maxout h3, Softmax y. Geometry: 32 -> 33 (partial_sum 33) -> 16 -> 15 (partial_sum 15) -> 7 -> 9 -> 5."""
+    return MaxoutConfig(
+        maxout_convs=(
+            # h0: pad 4, num_channels 96, num_pieces 2, kernel_shape [8, 8], pool_shape [4, 4], pool_stride [2, 2],
+            # irange .005, max_kernel_norm .9; Dropout input_include_probs {'h0': .8}, input_scales {'h0': 1.}
+            MaxoutConvSpec(
+                96,
+                2,
+                8,
+                pad=4,
+                pool_shape=4,
+                pool_stride=2,
+                irange=0.005,
+                max_kernel_norm=0.9,
+                tied_b=True,
+                W_lr_scale=CONV_LR,
+                b_lr_scale=CONV_LR,
+                include_prob=0.8,
+                input_scale=1.0,
+            ),
+            # h1: pad 3, 192 x 2, [8, 8], pool [4, 4] / [2, 2], irange .005, max_kernel_norm 1.9365
+            MaxoutConvSpec(192, 2, 8, pad=3, pool_shape=4, pool_stride=2, irange=0.005, max_kernel_norm=1.9365, tied_b=True, W_lr_scale=CONV_LR, b_lr_scale=CONV_LR),
+            # h2: pad 3, 192 x 2, [5, 5], pool [2, 2] / [2, 2], irange .005, max_kernel_norm 1.9365
+            MaxoutConvSpec(192, 2, 5, pad=3, pool_shape=2, pool_stride=2, irange=0.005, max_kernel_norm=1.9365, tied_b=True, W_lr_scale=CONV_LR, b_lr_scale=CONV_LR),
+        ),
+        # h3: Maxout num_units 500, num_pieces 5, irange .005, max_col_norm 1.9
+        maxout_dense=(MaxoutDenseSpec(500, 5, irange=0.005, max_col_norm=1.9),),
+        softmax_irange=0.005,  # y: irange .005
+        softmax_max_col_norm=1.9365,  # y: max_col_norm 1.9365
+        in_channels=3,
+        input_hw=(32, 32),  # input_space shape [32, 32], num_channels 3
+        num_classes=num_classes,
+    )
+
+
+MAXOUT_RECIPE = Recipe(
+    dataset="cifar10",
+    preprocess="gcn_zca",
+    model=maxout_cifar(),
+    optimizer="sgd",
+    batch_size=128,  # SGD batch_size 128
+    base_lr=0.17,  # SGD learning_rate .17
+    momentum=0.5,  # Momentum init_momentum .5
+    momentum_adjust=(0.6, 1, 250),  # MomentumAdjustor final_momentum .6, start 1, saturate 250
+    lr_decay=("linear_epoch", 1, 500, 0.01),  # LinearDecayOverEpoch start 1, saturate 500, decay_factor .01
+    weight_decay=0.0,
+    bias_lr_mult=1.0,
+    bias_lr_drops=True,
+    classifier_lr_mult=1.0,
+    schedule="pylearn2",
+    max_epochs=785,  # EpochCounter max_epochs 785 (README 3a: the best validation epoch)
+    seeds=(0, 1, 2),
+    ours=("each epoch is a fresh permutation; the fewer-than-a-batch left over are skipped that epoch",),
+)
+
+MAXOUT_AUG_RECIPE = dataclasses.replace(
+    MAXOUT_RECIPE,
+    augment=True,  # WindowAndFlip pad_randomized 4, window_shape [32, 32]: random 32x32 window of the padded image + random flip
+    momentum_adjust=(0.65, 1, 250),  # cifar10.yaml: final_momentum .65
+    max_epochs=474,  # cifar10.yaml: EpochCounter max_epochs 474 (README 3b)
+    ours=MAXOUT_RECIPE.ours + ("WindowAndFlip's padding taken as zeros (our augment_batch) [S]",),
+)
+
+STOCHASTIC_CIFAR_RECIPE = dataclasses.replace(
+    STOCHASTIC_RECIPE,
+    dataset="cifar10",
+    preprocess="pixel_mean01",  # [S] [0, 1] pixels minus the per-pixel mean
+    model=dataclasses.replace(STOCHASTIC, in_channels=3, input_hw=(32, 32)),
+)
+
+TABLE = Table(
+    name="baselines-cifar10",
+    title="Table 1 baselines: test error (%) on CIFAR-10, re-run in our harness",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (secondary summary, [S] in docs/paper-notes.md); "
+    "recipes: pylearn2 cifar10_no_aug.yaml / cifar10.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
+    rows=(
+        PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
+        PaperRow("Conv. maxout + Dropout", 11.68, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
+        PaperRow("NIN + Dropout", 10.41, "this paper (nin-repro cifar10)"),
+        PaperRow("Conv. maxout + Dropout + Data Augmentation", 9.38, "[8] Goodfellow et al. 2013", variant="maxout_dropout_aug"),
+        PaperRow("NIN + Dropout + Data Augmentation", 8.81, "this paper (nin-repro cifar10)"),
+    ),
+    # Maxout first: `bench --table baselines-...` times the first variant's network.
+    variants=(
+        Variant("maxout_dropout", "Conv. maxout + Dropout (authors' cifar10_no_aug.yaml)", MAXOUT_RECIPE),
+        Variant("maxout_dropout_aug", "Conv. maxout + Dropout + Data Augmentation (authors' cifar10.yaml)", MAXOUT_AUG_RECIPE),
+        Variant("stochastic_pooling", "Stochastic Pooling (paper's text, our gaps filled) [ours]", STOCHASTIC_CIFAR_RECIPE),
+    ),
+    tolerance_pp=0.6,
+    notes=(
+        "Tolerance +-0.6 pp is ours (as for the NIN rows).",
+        "Maxout README: the authors' own re-run gave 11.62 % (no augmentation) and 9.45 % (augmentation).",
+        "Stochastic pooling: no code was released; the recipe is the paper's text as summarised [S], the rest ours.",
+        f"Parameters: maxout {MAXOUT_RECIPE.model.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_CIFAR_RECIPE.model.param_count():,}.",
+    ),
+    class_names=CIFAR10_CLASSES,
+)

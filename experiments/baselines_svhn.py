@@ -1,0 +1,107 @@
+"""Table 3's baseline rows re-run in our harness (SVHN): conv. maxout + dropout and stochastic pooling.
+
+Command: ``nin-repro baselines-svhn`` (2 rows x 3 seeds; run it on a GPU). The NIN row is ``nin-repro svhn``.
+
+Maxout: the authors' pylearn2 configuration, lisa-lab/pylearn2 ``pylearn2/scripts/papers/maxout/
+svhn.yaml`` (README section 5: best validation error at epoch 142, test 2.50 %), then ``svhn2.yaml``
+(resumes the best model with learning_rate .0086 and init_momentum .9: test 2.47 % after 9 more epochs).
+The default row runs svhn.yaml for the 142 epochs the README reports, on the project's SVHN split
+(``splitted_train``: train + extra less 400 per class of train and 200 per class of extra) and
+``gcn_lcn`` input (svhn_preprocessing.py: ``GlobalContrastNormalization(batch_size=5000)`` then
+``LeCunLCN((32, 32))``, both with their defaults: the same steps as the project's path, by reading;
+not compared number by number). The svhn2.yaml continuation is not run (listed in ``ours``): its
+row would be 2.47 %, this one's reference is the README's 2.50 %.
+"""
+
+import dataclasses
+
+from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
+from nin_repro.data import DIGIT_CLASSES
+from nin_repro.recipe import PaperRow, Recipe, Table, Variant
+
+from .baselines_mnist import STOCHASTIC, STOCHASTIC_RECIPE
+
+COMMAND_HELP = "Table 3 baselines re-run: conv. maxout + dropout (pylearn2 svhn.yaml) and stochastic pooling (paper text) on SVHN."
+COMMAND_ORDER = 13
+
+CONV_LR = 0.05  # W_lr_scale .05, b_lr_scale .05 on h0, h1, h2
+
+
+def _conv(channels: int, pad: int, max_kernel_norm: float, **dropout) -> MaxoutConvSpec:
+    # every conv of svhn.yaml: num_pieces 2, kernel_shape [5, 5], pool_shape [3, 3], pool_stride [2, 2], irange 0.005, tied_b 1
+    return MaxoutConvSpec(
+        channels, 2, 5, pad=pad, pool_shape=3, pool_stride=2, irange=0.005, max_kernel_norm=max_kernel_norm, tied_b=True, W_lr_scale=CONV_LR, b_lr_scale=CONV_LR, **dropout
+    )
+
+
+# Geometry: 32 -> 36 -> 18 -> 20 -> 10 -> 12 -> 6 (6 x 6 x 128 = 4,608 inputs to h3).
+MAXOUT = MaxoutConfig(
+    maxout_convs=(
+        _conv(64, 4, 0.9, include_prob=0.8, input_scale=1.0),  # h0: pad 4, num_channels 64, max_kernel_norm .9; Dropout {'h0': .8}, {'h0': 1.}
+        _conv(128, 3, 1.9365),  # h1: pad 3, num_channels 128, max_kernel_norm 1.9365
+        _conv(128, 3, 1.9365),  # h2: pad 3, num_channels 128, max_kernel_norm 1.9365
+    ),
+    maxout_dense=(MaxoutDenseSpec(400, 5, irange=0.005, max_col_norm=1.9),),  # h3: num_units 400, num_pieces 5, irange .005, max_col_norm 1.9
+    softmax_irange=0.005,  # y: irange 0.005
+    softmax_max_col_norm=1.9365,  # y: max_col_norm 1.9365
+    in_channels=3,
+    input_hw=(32, 32),
+    num_classes=10,
+)
+
+MAXOUT_RECIPE = Recipe(
+    dataset="svhn",
+    preprocess="gcn_lcn",
+    model=MAXOUT,
+    optimizer="sgd",
+    batch_size=128,  # SGD batch_size 128
+    base_lr=0.2,  # SGD learning_rate 0.2
+    momentum=0.5,  # Momentum init_momentum 0.5
+    momentum_adjust=(0.6, 1, 250),  # MomentumAdjustor start 1, saturate 250, final_momentum .6
+    lr_decay=("linear_epoch", 1, 250, 0.001),  # LinearDecayOverEpoch start 1, saturate 250, decay_factor 0.001
+    weight_decay=0.0,
+    bias_lr_mult=1.0,
+    bias_lr_drops=True,
+    classifier_lr_mult=1.0,
+    schedule="pylearn2",
+    max_epochs=142,  # README section 5: the best validation error (3.08 %) at epoch 142
+    seeds=(0, 1, 2),
+    ours=(
+        "142 epochs then the final parameters: svhn.yaml early-stops on the 6,000 validation images (N 100) and keeps the best; "
+        "the README's best epoch is used instead of a validation phase",
+        "the svhn2.yaml continuation (LR .0086, momentum .9, 9 more epochs: README test 2.47 %) is not run",
+        "each epoch a fresh permutation (svhn.yaml: train_iteration_mode batchwise_shuffled_sequential)",
+    ),
+)
+
+STOCHASTIC_SVHN_RECIPE = dataclasses.replace(
+    STOCHASTIC_RECIPE,
+    dataset="svhn",
+    preprocess="gcn_lcn",  # [S] local contrast normalization; the GCN before it is the project's pylearn2 path [ours]
+    model=dataclasses.replace(STOCHASTIC, in_channels=3, input_hw=(32, 32)),
+)
+
+TABLE = Table(
+    name="baselines-svhn",
+    title="Table 3 baselines: test error (%) on SVHN, re-run in our harness",
+    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 3 (secondary summary, [S] in docs/paper-notes.md); "
+    "recipes: pylearn2 svhn.yaml (maxout), arXiv 1301.3557 [S] (stochastic pooling)",
+    rows=(
+        PaperRow("Stochastic Pooling", 2.80, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
+        PaperRow("Conv. maxout + Dropout", 2.47, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
+        PaperRow("NIN + Dropout", 2.35, "this paper (nin-repro svhn)"),
+    ),
+    # Maxout first: `bench --table baselines-...` times the first variant's network.
+    variants=(
+        Variant("maxout_dropout", "Conv. maxout + Dropout (authors' svhn.yaml, 142 epochs; no svhn2.yaml)", MAXOUT_RECIPE),
+        Variant("stochastic_pooling", "Stochastic Pooling (paper's text, our gaps filled) [ours]", STOCHASTIC_SVHN_RECIPE),
+    ),
+    tolerance_pp=0.3,
+    notes=(
+        "Tolerance +-0.3 pp is ours (as for the NIN row).",
+        "Maxout: svhn.yaml alone gave 2.50 % in the authors' run (README); the paper's 2.47 % adds svhn2.yaml, which is not run here.",
+        "Stochastic pooling: no code was released; the recipe is the paper's text as summarised [S], the rest ours.",
+        f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_SVHN_RECIPE.model.param_count():,}.",
+    ),
+    class_names=DIGIT_CLASSES,
+)

@@ -1,0 +1,278 @@
+"""The baseline rows' layers and schedules (nin_repro/baselines.py) against hand-worked numbers:
+pylearn2 maxout (conv, dense, max-norm, dropout, MomentumAdjustor, LinearDecayOverEpoch,
+ExponentialDecay) and stochastic pooling with LRN; parameter counts worked out from the yamls."""
+
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from nin_repro.baselines import (
+    MaxoutConfig,
+    MaxoutConv,
+    MaxoutConvSpec,
+    MaxoutDense,
+    MaxoutDenseSpec,
+    MaxoutNet,
+    local_response_norm,
+    max_norm_projection,
+    momentum_adjustor,
+    project_max_norm,
+    pylearn2_dropout,
+    stochastic_pool,
+)
+from nin_repro.models import config_from_dict, count_params
+from nin_repro.recipe import load_experiment
+from nin_repro.train import PreparedData, load_params, lr_schedule, momentum_schedule, train_and_evaluate_seeds
+
+# --------------------------------------------------------------------------- maxout layers
+
+
+def _conv_layer(kernel_4, bias_4, pool_shape=2, pool_stride=2):
+    spec = MaxoutConvSpec(2, 2, kernel=1, pad=0, pool_shape=pool_shape, pool_stride=pool_stride, irange=0.1, max_kernel_norm=None, tied_b=True)
+    layer = MaxoutConv(1, spec, 3, jnp.float32, rngs=nnx.Rngs(0))
+    layer.kernel[...] = jnp.asarray(kernel_4, jnp.float32).reshape(1, 1, 1, 4)
+    layer.bias[...] = jnp.asarray(bias_4, jnp.float32)
+    return layer
+
+
+X33 = jnp.asarray([[1, -2, 3], [-4, 5, -6], [7, -8, 9]], jnp.float32).reshape(1, 3, 3, 1)
+
+
+def test_maxout_conv_max_over_consecutive_pieces_then_clipped_pool():
+    # Maps 0, 1 are unit 0's pieces (x and -x: |x|); maps 2, 3 unit 1's (2x and the constant 3).
+    layer = _conv_layer([1, -1, 2, 0], [0, 0, 0, 3])
+    y = np.asarray(layer(X33))[0]
+    # |x| = [[1 2 3] [4 5 6] [7 8 9]]; 2x2/2 pooling of 3x3 gives ceil(1/2) + 1 = 2 windows a side,
+    # the last one clipped to the border row / column: [[max(1,2,4,5), max(3,6)], [max(7,8), 9]].
+    np.testing.assert_array_equal(y[..., 0], [[5, 6], [8, 9]])
+    # max(2x, 3) = [[3 3 6] [3 10 3] [14 3 18]] -> [[10, 6], [14, 18]].
+    np.testing.assert_array_equal(y[..., 1], [[10, 6], [14, 18]])
+
+
+def test_maxout_conv_tied_pieces_give_the_shared_value():
+    layer = _conv_layer([1, 1, -1, -1], [0, 0, 0.5, 0.5])  # both pieces equal in each unit
+    y = np.asarray(layer(X33))[0]
+    np.testing.assert_array_equal(y[..., 0], [[5, 3], [7, 9]])  # pooled x: max(1, -2, -4, 5), max(3, -6), max(7, -8), 9
+    np.testing.assert_array_equal(y[..., 1], [[4.5, 6.5], [8.5, -8.5]])  # pooled 0.5 - x
+
+
+def test_dense_maxout_by_hand_with_a_tie():
+    layer = MaxoutDense(2, MaxoutDenseSpec(2, 3, irange=0.1, max_col_norm=None), rngs=nnx.Rngs(0))
+    # unit 0: pieces x1, x2, x1 + x2 - 4; unit 1: pieces -x1, -x2, 0 * x + 1
+    layer.kernel[...] = jnp.asarray([[1, 0, 1, -1, 0, 0], [0, 1, 1, 0, -1, 0]], jnp.float32)
+    layer.bias[...] = jnp.asarray([0, 0, -4, 0, 0, 1], jnp.float32)
+    y = np.asarray(layer(jnp.asarray([[2.0, 3.0], [3.0, 3.0], [-2.0, 0.5]])))
+    # [2, 3]: max(2, 3, 1) = 3, max(-2, -3, 1) = 1; [3, 3]: a tie at 3 (and 2), max(-3, -3, 1) = 1;
+    # [-2, .5]: max(-2, .5, -5.5) = .5, max(2, -.5, 1) = 2.
+    np.testing.assert_array_equal(y, [[3, 1], [3, 1], [0.5, 2]])
+
+
+# --------------------------------------------------------------------------- max-norm
+
+
+def test_max_norm_rescales_only_the_columns_over_the_limit():
+    w = jnp.asarray([[3.0, 0.3], [4.0, 0.4]])  # column norms 5 and 0.5
+    out = np.asarray(max_norm_projection(w, 2.5))
+    np.testing.assert_allclose(out, [[1.5, 0.3], [2.0, 0.4]], rtol=1e-6)
+    # A conv kernel: one norm per output map over k x k x C_in.
+    k = jnp.zeros((2, 2, 1, 2)).at[:, :, 0, 0].set(1.0).at[0, 0, 0, 1].set(0.5)  # norms 2 and 0.5
+    out_k = np.asarray(max_norm_projection(k, 1.0))
+    np.testing.assert_allclose(out_k[..., 0], 0.5 * np.ones((2, 2, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(out_k[..., 1], np.asarray(k)[..., 1])
+
+
+def test_projection_transform_applies_to_the_updated_weights():
+    params = {"w": jnp.asarray([[1.0], [0.0]]), "b": jnp.asarray([10.0])}
+    tx = project_max_norm({"w": 1.0, "b": None})
+    updates, _ = tx.update({"w": jnp.asarray([[2.0], [4.0]]), "b": jnp.asarray([5.0])}, tx.init(params), params)
+    new_w = np.asarray(params["w"] + updates["w"])[:, 0]  # 1 + 2, 0 + 4 = (3, 4): norm 5 -> 1
+    np.testing.assert_allclose(new_w, [0.6, 0.8], rtol=1e-6)
+    assert float(updates["b"][0]) == 5.0
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+def test_pylearn2_dropout_scales():
+    x = jnp.ones((100_000,))
+    k = jax.random.key(0)
+    image = np.asarray(pylearn2_dropout(x, 0.8, 1.0, k))  # the input layer: survivors unscaled
+    assert set(np.unique(image)) == {0.0, 1.0}
+    assert abs(image.mean() - 0.8) < 5 * math.sqrt(0.8 * 0.2 / x.size)
+    hidden = np.asarray(pylearn2_dropout(x, 0.5, 2.0, k))  # later layers: survivors x 2
+    assert set(np.unique(hidden)) == {0.0, 2.0}
+    assert abs((hidden > 0).mean() - 0.5) < 5 * math.sqrt(0.25 / x.size)
+    np.testing.assert_array_equal(pylearn2_dropout(x, 0.5, 2.0, None), x)  # evaluation: no mask
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_momentum_adjustor_at_chosen_epochs():
+    # cifar10_no_aug.yaml: init .5, final .6, start 1, saturate 250; epoch e trains with count e + 1.
+    m = load_experiment("baselines_cifar10").MAXOUT_RECIPE
+    spe = 10
+    mom = momentum_schedule(m, spe)
+    expected = {0: 0.5, 125: 0.5 + 0.1 * 125 / 249, 249: 0.6, 700: 0.6}  # alpha = (count - 1) / 249
+    for epoch, value in expected.items():
+        assert float(mom(epoch * spe + 3)) == pytest.approx(value, rel=1e-6)
+    assert momentum_adjustor(1, 0.5, 0.7, 1, 250) == 0.5 and momentum_adjustor(250, 0.5, 0.7, 1, 250) == pytest.approx(0.7)
+
+
+def test_linear_decay_over_epoch_at_chosen_epochs():
+    # LinearDecayOverEpoch start 1, saturate 500, decay .01 on LR .17: step = .17 * .99 / 500 per count.
+    m = load_experiment("baselines_cifar10").MAXOUT_RECIPE
+    spe = 10
+    expected = {0: 0.17 - 0.0003366, 249: 0.17 - 250 * 0.0003366, 498: 0.17 - 499 * 0.0003366, 499: 0.0017, 784: 0.0017}
+    device = lr_schedule(m, spe)
+    for epoch, lr in expected.items():
+        step = epoch * spe + 7
+        assert m.base_lr * m.lr_factor(step, spe) == pytest.approx(lr, rel=1e-6)
+        assert m.base_lr * float(device(step)[0]) == pytest.approx(lr, rel=1e-5)
+
+
+def test_exponential_decay_by_hand():
+    # mnist.yaml: LR .05 / 1.00004 ** t after t minibatches, never below 1e-6.
+    m = load_experiment("baselines_mnist").MAXOUT_RECIPE
+    device = lr_schedule(m, 390)
+    for step, lr in {0: 0.05, 1: 0.05 / 1.00004, 1000: 0.0480395, 300_000: 1e-6}.items():
+        assert m.base_lr * m.lr_factor(step, 390) == pytest.approx(lr, rel=1e-5)
+        assert m.base_lr * float(device(step)[0]) == pytest.approx(lr, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- stochastic pooling and LRN
+
+WINDOW = jnp.asarray([[1, 0, 2], [0, 3, 0], [0, 0, 4]], jnp.float32).reshape(1, 3, 3, 1)  # p = .1, .2, .3, .4
+
+
+def test_stochastic_pool_frequencies_within_a_binomial_bound():
+    n = 100_000
+    out = np.asarray(stochastic_pool(jnp.broadcast_to(WINDOW, (n, 3, 3, 1)), jax.random.key(0)))
+    assert out.shape == (n, 1, 1, 1)
+    values, counts = np.unique(out, return_counts=True)
+    assert list(values) == [1, 2, 3, 4]  # the zeros are never picked
+    for v, c in zip(values, counts):
+        p = v / 10
+        assert abs(c / n - p) < 5 * math.sqrt(p * (1 - p) / n)
+
+
+def test_stochastic_pool_test_time_average():
+    # sum(a_i * a_i / 10) = (1 + 4 + 9 + 16) / 10 = 3
+    assert float(stochastic_pool(WINDOW, None)[0, 0, 0, 0]) == pytest.approx(3.0)
+    # 3x3/2 windows of a 4x4 map: the second window is clipped (columns 2-3 only) -> a: 5, 0 -> 5
+    x = jnp.zeros((1, 4, 4, 1)).at[0, 0, 3, 0].set(5.0).at[0, 1, 1, 0].set(2.0).at[0, 1, 0, 0].set(2.0)
+    np.testing.assert_allclose(np.asarray(stochastic_pool(x, None))[0, :, :, 0], [[(4 + 4) / 4 * 1.0, 5.0], [0.0, 0.0]])
+
+
+def test_an_all_zero_window_gives_zero_and_no_nan():
+    x = jnp.zeros((2, 3, 3, 1))
+    for key in (jax.random.key(0), None):
+        y, grad = jax.value_and_grad(lambda a, key=key: stochastic_pool(a, key).sum())(x)
+        assert float(y) == 0.0 and np.isfinite(np.asarray(grad)).all()
+
+
+def test_lrn_by_hand():
+    # size 3, alpha 3 (alpha / size = 1), beta .5, k 1 across maps 1, 2, 3:
+    # 1 / sqrt(1 + 1 + 4), 2 / sqrt(1 + 1 + 4 + 9), 3 / sqrt(1 + 4 + 9)
+    x = jnp.asarray([1.0, 2.0, 3.0]).reshape(1, 1, 1, 3)
+    y = np.asarray(local_response_norm(x, 3, 3.0, 0.5, 1.0))[0, 0, 0]
+    np.testing.assert_allclose(y, [1 / math.sqrt(6), 2 / math.sqrt(15), 3 / math.sqrt(14)], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- the networks of the yamls
+
+
+def test_parameter_counts_from_the_yamls():
+    # mnist.yaml (untied biases: one per detector map and position):
+    # h0 8*8*1*96 + 96*21*21, h1 8*8*48*96 + 96*9*9, h2 5*5*48*96 + 96*6*6, y 24*3*3*10 + 10
+    mnist = 6144 + 42336 + 294912 + 7776 + 115200 + 3456 + 2170
+    # cifar10_no_aug.yaml (tied biases): h0 8*8*3*192 + 192, h1 8*8*96*384 + 384, h2 5*5*192*384 + 384,
+    # h3 (192*5*5 + 1) * 500*5, y (500 + 1) * 10
+    cifar = 36864 + 192 + 2359296 + 384 + 1843200 + 384 + 4801 * 2500 + 5010
+    # svhn.yaml (tied): h0 5*5*3*128 + 128, h1 5*5*64*256 + 256, h2 5*5*128*256 + 256, h3 (128*6*6 + 1) * 400*5, y 401 * 10
+    svhn = 9600 + 128 + 409600 + 256 + 819200 + 256 + 4609 * 2000 + 4010
+    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", cifar), ("baselines_svhn", svhn)):
+        config = load_experiment(name).MAXOUT_RECIPE.model
+        assert config.param_count() == count
+        assert count_params(nnx.eval_shape(lambda config=config: MaxoutNet(config, rngs=nnx.Rngs(0)))) == count  # shapes only
+        assert f"maxout {count:,} " in " ".join(load_experiment(name).TABLE.notes)  # printed under the table
+    # The feature-map sizes match the CIFAR-10 yaml's partial_sum (33 for h0, 15 for h1).
+    assert [det for det, _ in load_experiment("baselines_cifar10").MAXOUT_RECIPE.model.conv_shapes()][:2] == [33, 15]
+
+
+def test_configs_read_back_from_json():
+    for name in ("baselines_mnist", "baselines_cifar10", "baselines_svhn"):
+        for v in load_experiment(name).TABLE.variants:
+            assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(v.recipe.model)))) == v.recipe.model
+
+
+# --------------------------------------------------------------------------- in the harness
+
+
+def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
+    """Two seeds at once (the vmapped step, momentum and LR set inside it), through the harness."""
+    tiny = MaxoutConfig(
+        maxout_convs=(
+            MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
+        ),
+        maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
+        softmax_irange=0.3,
+        softmax_max_col_norm=0.9,
+        in_channels=1,
+        input_hw=(8, 8),
+        num_classes=4,
+    )
+    base = load_experiment("baselines_mnist").MAXOUT_RECIPE
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0, 1), eval_batch_size=7, base_lr=0.15)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 85).astype(np.int32)
+    x = (rng.normal(size=(85, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
+    dirs = [tmp_path / "s0", tmp_path / "s1"]
+    results = train_and_evaluate_seeds(recipe, PreparedData(x[:64], y[:64], x[64:], y[64:], 4, "test"), dirs, [0, 1])
+    assert [r.steps for r in results] == [6 * 8, 6 * 8]
+    assert all(math.isfinite(r.test_loss) for r in results)
+    for d in dirs:
+        _, params = load_params(d / "params", recipe)
+        for path, limit in ((("maxout_convs", 0), 0.5), (("maxout_dense", 0), 0.7), (("softmax",), 0.9)):
+            node = params
+            for k in path:
+                node = node[k]
+            w = np.asarray(node["kernel"][...])
+            norms = np.sqrt((w**2).reshape(-1, w.shape[-1]).sum(axis=0))
+            assert norms.max() <= limit * (1 + 1e-5)
+            assert norms.max() >= limit * 0.99  # LR 0.15 pushes the weights to the limit: the projection acted
+
+
+def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
+    """(include prob, scale) of every layer's input: h0 (0.8, 1), every later layer the Dropout defaults (0.5, 2)."""
+    import nin_repro.baselines as baselines
+
+    seen = []
+    real = baselines.pylearn2_dropout
+
+    def recording(x, p, scale, key):
+        seen.append((p, scale, key is not None))
+        return real(x, p, scale, key)
+
+    monkeypatch.setattr(baselines, "pylearn2_dropout", recording)
+    config = load_experiment("baselines_mnist").MAXOUT_RECIPE.model.scaled(1 / 8)
+    net = MaxoutNet(config, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 28, 28, 1))
+    trained = net(x, train=True, rngs=nnx.Rngs(dropout=0))
+    assert seen == [(0.8, 1.0, True)] + [(0.5, 2.0, True)] * 3  # h0, h1, h2, y
+    seen.clear()
+    evaluated = net(x)
+    assert all(not has_key for *_, has_key in seen)  # evaluation: no mask
+    np.testing.assert_array_equal(evaluated, net(x, train=False, rngs=nnx.Rngs(dropout=5)))
+    assert not np.allclose(trained, evaluated)
+    # The CIFAR-10 and SVHN nets hold the same values (h0, h1, h2, h3, y): the same code path reads them.
+    for name in ("baselines_cifar10", "baselines_svhn"):
+        c = load_experiment(name).MAXOUT_RECIPE.model
+        probs = [(s.include_prob, s.input_scale) for s in (*c.maxout_convs, *c.maxout_dense)] + [(c.softmax_include_prob, c.softmax_input_scale)]
+        assert probs == [(0.8, 1.0)] + [(0.5, 2.0)] * 4
