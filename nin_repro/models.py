@@ -541,8 +541,9 @@ def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> NIN | ConvNet:
 def config_from_dict(d: dict) -> ModelConfig:
     """Inverse of ``dataclasses.asdict`` for either config (JSON lists back to tuples), e.g. from run.json."""
     d = dict(d)
-    # Records written before dropout_form existed were trained with inverted dropout.
-    d.setdefault("dropout_form", "inverted")
+    if "blocks" in d or "convs" in d:
+        # NIN and CNN records written before dropout_form existed were trained with inverted dropout.
+        d.setdefault("dropout_form", "inverted")
     if "input_hw" in d:
         d["input_hw"] = tuple(d["input_hw"])
     if "blocks" in d:
