@@ -6,6 +6,7 @@ Errors are one line on stderr with the exit code from the README: 0 ok, 1 run fa
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -52,6 +53,7 @@ ParallelSeeds = typer.Option(
     help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). Resuming needs the same choice as the interrupted run.",
     show_default=False,
 )
+Rows = typer.Option(None, "--rows", help="Run only these rows (variants) of the table, e.g. --rows nin_dropout,nin_dropout_aug; the others show as not run.", show_default=False)
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
 
@@ -60,28 +62,31 @@ def _run_table(name: str, **kw) -> None:
     from nin_repro.recipe import load_experiment
     from nin_repro.reproduce import Options, on_cpu, preflight, reproduce, stalled_seeds, training_images
 
-    dry_run = kw.pop("dry_run", False)
+    dry_run, rows = kw.pop("dry_run", False), kw.pop("rows", None)
     module = load_experiment(name.replace("-", "_"))
     table = module.TABLE
     if kw.pop("demo", False):
         if not hasattr(module, "DEMO_TABLE"):
             raise UsageError(f"--demo: {name} has no demo-scale version (`nin-repro demo` is the demo of the main tables)")
         table = module.DEMO_TABLE
+    keys = table.select_rows(rows) if rows is not None else None
+    # What runs (--rows): the plan, the checks and the estimate cover only the chosen rows.
+    chosen = dataclasses.replace(table, variants=tuple(v for v in table.variants if v.key in keys)) if keys else table
     opts = Options(**kw)
     opts.validate()
     if dry_run:
-        _print_plan(table, opts)
+        _print_plan(chosen, opts)
         return
     if not opts.smoke:
-        preflight(table, opts)  # no data and no internet: say so now, not after the estimate below
-    if on_cpu() and not opts.smoke and training_images(table, opts) > 1_000_000:
+        preflight(chosen, opts)  # no data and no internet: say so now, not after the estimate below
+    if on_cpu() and not opts.smoke and training_images(chosen, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
 
-        total = _print_plan(table, opts)
+        total = _print_plan(chosen, opts)
         if total > 86_400:
             err_console.print(f"[yellow]warning:[/yellow] this run needs about {format_duration(total)} on this CPU (estimate); use a GPU, or --smoke / --epochs N to try it")
-    md, js = reproduce(table, opts, RichProgress(err_console))
+    md, js = reproduce(table, opts, RichProgress(err_console), variants=keys)
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
     stalled = stalled_seeds(js)
@@ -123,10 +128,12 @@ def _register_table(name: str, help_text: str, has_demo: bool) -> None:
         parallel_seeds: Optional[bool] = ParallelSeeds,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
+        rows: Optional[str] = Rows,
     ) -> None:
         _run_table(
             name,
             demo=demo,
+            rows=rows,
             data_dir=data_dir,
             cache_dir=cache_dir,
             results_dir=results_dir,

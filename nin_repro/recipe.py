@@ -302,5 +302,16 @@ class Table:
                 return v
         raise UsageError(f"table {self.name} has no variant {key!r}")
 
+    def select_rows(self, names: str) -> tuple[str, ...]:
+        """The variant keys named in ``--rows`` ("a,b"), in the table's order; an unknown name is a
+        usage error listing the valid ones."""
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        keys = [v.key for v in self.variants]
+        unknown = [n for n in wanted if n not in keys]
+        if unknown or not wanted:
+            what = f"unknown row {unknown[0]!r}" if unknown else "no row named"
+            raise UsageError(f"--rows: {what} for {self.name}; choose from {', '.join(keys)}")
+        return tuple(k for k in keys if k in wanted)
+
     def paper_row(self, variant_key: str) -> PaperRow | None:
         return next((r for r in self.rows if r.variant == variant_key), None)

@@ -289,17 +289,17 @@ def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original
 
 
 def reproduce(table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None) -> tuple[Path, Path]:
-    """Train every variant of ``table`` for every seed and write its results table."""
+    """Train every variant of ``table`` (only those keyed in ``variants`` when given: ``--rows``) for
+    every seed and write its results table; a variant not run shows as "not run"."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     check_folders(opts, table_dir)
-    for variant in table.variants:  # every recipe valid (dataset names too) before any training
+    chosen = [v for v in table.variants if not variants or v.key in variants]
+    for variant in chosen:  # every recipe valid (dataset names too) before any training
         check_dataset(apply_options(variant.recipe, opts, table.smoke)[0])
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     results: list[VariantResult] = []
-    for variant in table.variants:
-        if variants and variant.key not in variants:
-            continue
+    for variant in chosen:
         recipe, overrides = apply_options(variant.recipe, opts, table.smoke)
         key = (recipe.dataset, recipe.preprocess)
         if key not in prepared:
@@ -337,7 +337,7 @@ def reproduce(table: Table, opts: Options, progress: Progress | None = None, var
         )
     # A lock so that two table commands finishing at once don't interleave their summaries.
     with _results_lock(Path(opts.results_dir)):
-        md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+        md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke, some_rows=len(chosen) < len(table.variants))
         write_report(md.parent)
     return md, js
 

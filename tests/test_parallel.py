@@ -299,3 +299,22 @@ def test_a_run_of_another_recipe_never_overwrites_the_tables_own_run_folder(tmp_
     assert (own / "metrics.jsonl").read_text() == before and len(before.splitlines()) == 2
     # (Both runs are shortened here, so the second table replaces the first: it cites its own folder.)
     assert short_md == full_md and json.loads(full_js.read_text())["variants"][0]["run_dirs"] == [cited]
+
+
+def test_rows_runs_only_the_named_rows_and_shows_the_others_as_not_run(tmp_path, monkeypatch):
+    """--rows b: only b trains; a's paper row says "not run", never lost; a run of some rows does
+    not replace a full table (it goes to partial/)."""
+    from nin_repro import reproduce as rep
+    from nin_repro.recipe import PaperRow, Table, Variant
+
+    _serve_tiny_data(monkeypatch)
+    rows = (PaperRow("A", 10.0, "", variant="a"), PaperRow("B", 11.0, "", variant="b"))
+    table = Table("tiny", "Tiny", "test", rows, (Variant("a", "A", tiny_recipe()), Variant("b", "B", tiny_recipe())), tolerance_pp=1.0)
+    assert table.select_rows(" b ,") == ("b",) and table.select_rows("b,a") == ("a", "b")
+    opts = rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs")
+    md, js = rep.reproduce(table, opts, variants=table.select_rows("b"))
+    written = json.loads(js.read_text())
+    assert [v["key"] for v in written["variants"]] == ["b"] and written["full_run"] is False
+    assert not (tmp_path / "runs" / "tiny" / "a").exists() and (tmp_path / "runs" / "tiny" / "b" / "seed_0" / "run.json").exists()
+    line_a = next(line for line in md.read_text().splitlines() if line.startswith("| **A**"))
+    assert "not run" in line_a
