@@ -135,6 +135,22 @@ def bench_recipe(
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
     dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool)."""
+    recipe, train_once, eval_once, calls, per_call = bench_programs(
+        recipe, batch_size=batch_size, dtype=dtype, steps=steps, seeds=seeds, steps_per_call=steps_per_call, rng_impl=rng_impl, pool_grad=pool_grad
+    )
+    device = jax.devices()[0]
+    peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
+    bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
+    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
+    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+
+
+def bench_programs(
+    recipe: Recipe, *, batch_size: int, dtype: str, steps: int, seeds: int = 1, steps_per_call: int | None = None, rng_impl: str | None = None, pool_grad: str | None = None
+):
+    """What bench times, ready to call: ``(recipe as timed, train_once, eval_once, calls, steps per call)``.
+    ``train_once()`` runs one compiled training call (``steps per call`` steps of ``seeds`` models) and
+    ``eval_once()`` evaluates one batch; both return an array to wait on (the first call compiles)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
@@ -174,11 +190,7 @@ def bench_recipe(
         params = state[0][0] if seeds == 1 else jax.tree.map(lambda a: a[0], state[0][0])
         return eval_fn(params, xb, yb, mb)[0]
 
-    device = jax.devices()[0]
-    peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
-    bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
-    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+    return recipe, train_once, eval_once, calls, per_call
 
 
 def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None) -> BenchResult:
@@ -216,7 +228,7 @@ def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call
     )
 
 
-def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> None:
+def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, comparisons: list = ()) -> None:
     lines = [
         f"# Benchmark: `{table}` network",
         "",
@@ -253,8 +265,12 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
             f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}, {r.rng_impl}, pool grad {r.pool_grad}: {r.img_per_s / base.img_per_s:.2f}x"
             for r in results
         ]
+    if comparisons:
+        lines += ["", "Against a peer (same network, float32, steps interleaved with ours; median step; ratio = ours / peer's):"]
+        lines += [f"- {c.line()}" for c in comparisons]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
-    atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
+    peer_json = [{**dataclasses.asdict(c), "train_ratio": c.train_ratio, "eval_ratio": c.eval_ratio} for c in comparisons]
+    atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "peer": peer_json, "provenance": prov})
 
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
@@ -275,10 +291,19 @@ def bench_table(
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),
-) -> tuple[list[BenchResult], Path, dict]:
+    peer: str | None = None,
+    peer_rounds: int = 8,
+) -> tuple[list[BenchResult], Path, dict, list]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
-    and write ``results_dir/bench.md`` (and .json). Returns the results, the markdown's path and the
-    provenance."""
+    and write ``results_dir/bench.md`` (and .json). ``peer="torch"``: also our float32 steps against
+    the PyTorch peer's, interleaved, per batch size (nin_repro.peer). Returns the results, the
+    markdown's path, the provenance and the peer comparisons."""
+    from nin_repro import peer as peers
+
+    if peer is not None:
+        peers.check_peer(peer)
+        if peer_rounds <= 0:
+            raise UsageError("--peer-rounds must be positive")
     if steps <= 0 or any(b <= 0 for b in batch_sizes) or any(k <= 0 for k in seeds):
         raise UsageError("--steps, --batch-size and --seeds must be positive")
     unknown = [d for d in dtypes if d not in DTYPES]
@@ -305,10 +330,11 @@ def bench_table(
         for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s, rng_impl=rng, pool_grad=pool)
         if r.what == "train" or (k, rng, pool) == (seeds[0], rng_impls[0], pool_grads[0])  # evaluation depends on none of them
     ]
+    comparisons = [peers.compare(table, recipe, batch_size=b, rounds=peer_rounds) for b in batch_sizes] if peer else []
     out = Path(results_dir) / "bench.md"
     prov = provenance()
-    write_bench(results, out, table, prov)
-    return results, out, prov
+    write_bench(results, out, table, prov, comparisons)
+    return results, out, prov, comparisons
 
 
 def summary_rows(results: list[BenchResult]) -> list[list[str]]:

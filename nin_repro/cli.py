@@ -258,6 +258,13 @@ def bench(
     pool_grad: list[str] = typer.Option(
         ["xla"], "--pool-grad", help="Repeatable: the max pools' gradient, xla (select_and_scatter) or mask (no atomics), e.g. --pool-grad xla --pool-grad mask."
     ),
+    peer: Optional[str] = typer.Option(
+        None,
+        "--peer",
+        help="torch: also time the same network in PyTorch (bench/peer_torch.py; torch installed), interleaved with ours, and print ours / the peer's.",
+        show_default=False,
+    ),
+    peer_rounds: int = typer.Option(8, "--peer-rounds", help="Interleaved steps per side for --peer (the median step is reported)."),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -265,7 +272,7 @@ def bench(
 
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
-    results, out, prov = bench_table(
+    results, out, prov, comparisons = bench_table(
         table,
         batch_sizes=batch_size,
         dtypes=dtype,
@@ -276,6 +283,8 @@ def bench(
         peak_tflops=peak_tflops,
         hbm_gb_s=hbm_gb_s,
         results_dir=results_dir,
+        peer=peer,
+        peer_rounds=peer_rounds,
     )
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
     for col in COLUMNS:
@@ -283,6 +292,8 @@ def bench(
     for row in summary_rows(results):
         view.add_row(*row)
     console.print(view)
+    for c in comparisons:
+        typer.echo(f"ours vs peer: {c.line()}")
     console.print(f"[green]wrote[/green] {out}")
 
 
