@@ -187,6 +187,17 @@ def _max_pool_bwd(window, stride, pads, residuals, g_BHWC):
 max_pool_mask_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def pointwise(conv: nnx.Conv, x_BHWC: jax.Array) -> jax.Array:
+    """A 1x1 ``conv`` (its own kernel and bias) as one matmul over the channels: ``conv(x_BHWC)``'s
+    values. Why: XLA:CPU runs a 1x1 conv's weight gradient as a backward-filter convolution, measured
+    4-15x slower than the same product as a dot (batch 32, 2 cores: 32x32x192->160 134 ms vs 31 ms,
+    16x16x192->192 51 ms vs 3.4 ms); as a matmul both gradients are dots, on every backend."""
+    dtype = conv.dtype or jnp.result_type(x_BHWC, conv.kernel[...])
+    kernel_IO = conv.kernel[...].reshape(conv.kernel.shape[-2:]).astype(dtype)
+    y_BHWC = jnp.dot(x_BHWC.astype(dtype), kernel_IO, precision=conv.precision)
+    return y_BHWC if conv.bias is None else y_BHWC + conv.bias[...].astype(dtype)
+
+
 def _kernel_init(std: float | None):
     return nnx.initializers.he_normal() if std is None else nnx.initializers.normal(std)
 
@@ -204,8 +215,8 @@ class MLPConv(nnx.Module):
 
     def __call__(self, x_BHWC: jax.Array, *, final_relu: bool, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
         x_BHWC = nnx.relu(self.conv(x_BHWC))
-        x_BHWC = nnx.relu(self.cccp_a(x_BHWC))
-        x_BHWC = self.cccp_b(x_BHWC)
+        x_BHWC = nnx.relu(pointwise(self.cccp_a, x_BHWC))
+        x_BHWC = pointwise(self.cccp_b, x_BHWC)
         x_BHWC = nnx.relu(x_BHWC) if final_relu else x_BHWC
         x_BHWC = caffe_pool(x_BHWC, self.pool, grad=self.pool_grad)
         if self.dropout.rate > 0:

@@ -173,3 +173,20 @@ def test_a_network_with_the_mask_pool_gradient_trains_the_same():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads(dataclasses.replace(cfg, pool_grad="mask")), grads(cfg))
     with pytest.raises(ValueError, match="unknown pool_grad"):
         dataclasses.replace(cfg, pool_grad="fast")
+
+
+def test_pointwise_is_the_1x1_conv_and_has_its_gradients():
+    """models.pointwise (a 1x1 conv as one matmul, fast on XLA:CPU) gives the conv's values and weight gradients."""
+    from nin_repro.models import pointwise
+
+    conv = nnx.Conv(5, 3, (1, 1), rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.arange(3.0)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))
+    np.testing.assert_allclose(pointwise(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    graphdef, params = nnx.split(conv, nnx.Param)
+
+    def grads(fn):
+        return jax.grad(lambda p: jnp.sum(fn(nnx.merge(graphdef, p), x) ** 2))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(pointwise)), jax.tree.leaves(grads(lambda c, v: c(v)))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
