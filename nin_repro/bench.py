@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from nin_repro import atomic
 from nin_repro.errors import UsageError
+from nin_repro.models import resolve_pool_grad
 from nin_repro.provenance import provenance
 from nin_repro.recipe import Recipe, load_experiment
 
@@ -101,7 +102,7 @@ class BenchResult:
     bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
     steps_per_call: int = 1  # training steps in one compiled call (a scan), as training runs them
     rng_impl: str = "threefry2x32"  # the random generator (dropout masks, augmentation)
-    pool_grad: str = "xla"  # the max pools' gradient
+    pool_grad: str = "mask"  # the max pools' gradient ("auto" resolved: models.resolve_pool_grad)
 
 
 def _time(fn, steps: int) -> float:
@@ -134,7 +135,7 @@ def bench_recipe(
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
-    dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool)."""
+    dropout masks cost); ``pool_grad``: the max pools' gradient ("auto", "xla" or "mask", see models.caffe_pool)."""
     recipe, train_once, eval_once, calls, per_call = bench_programs(
         recipe, batch_size=batch_size, dtype=dtype, steps=steps, seeds=seeds, steps_per_call=steps_per_call, rng_impl=rng_impl, pool_grad=pool_grad
     )
@@ -224,7 +225,7 @@ def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call
         bound=roof.bound,
         steps_per_call=per_call,
         rng_impl=recipe.rng_impl,
-        pool_grad=getattr(recipe.model, "pool_grad", "xla"),
+        pool_grad=resolve_pool_grad(getattr(recipe.model, "pool_grad", "xla")),
     )
 
 
@@ -287,7 +288,7 @@ def bench_table(
     steps: int,
     seeds: list[int],
     rng_impls: list[str] = ("threefry2x32",),
-    pool_grads: list[str] = ("xla",),
+    pool_grads: list[str] = ("auto",),
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),

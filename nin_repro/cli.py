@@ -256,7 +256,9 @@ def bench(
         help="Repeatable: the random generator of the dropout masks and augmentation (threefry2x32, rbg, unsafe_rbg), e.g. to measure what threefry costs.",
     ),
     pool_grad: list[str] = typer.Option(
-        ["xla"], "--pool-grad", help="Repeatable: the max pools' gradient, xla (select_and_scatter) or mask (no atomics), e.g. --pool-grad xla --pool-grad mask."
+        ["auto"],
+        "--pool-grad",
+        help="Repeatable: the max pools' gradient, xla (select_and_scatter), mask (no scatter) or auto (mask on a CPU, xla elsewhere), e.g. --pool-grad xla --pool-grad mask.",
     ),
     peer: Optional[str] = typer.Option(
         None,

@@ -63,7 +63,9 @@ def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeyp
     assert evaluate.bound == "memory" and evaluate.pct_of_ceiling == pytest.approx(15.5648)
     prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
     bench.write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
-    assert "| train | float32 | 16 | 2 | threefry2x32 | xla | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
+    assert (
+        "| train | float32 | 16 | 2 | threefry2x32 | mask | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
+    )
 
 
 def test_the_cifar10_roofline_from_layer_shapes():
