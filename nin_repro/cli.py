@@ -50,7 +50,7 @@ CkptEvery = typer.Option(
 ParallelSeeds = typer.Option(
     None,
     "--parallel-seeds/--no-parallel-seeds",
-    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). Resuming needs the same choice as the interrupted run.",
+    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU; off on a CPU, no faster there). Resuming needs the same choice as the interrupted run.",
     show_default=False,
 )
 Rows = typer.Option(None, "--rows", help="Run only these rows (variants) of the table, e.g. --rows nin_dropout,nin_dropout_aug; the others show as not run.", show_default=False)

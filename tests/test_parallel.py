@@ -318,3 +318,23 @@ def test_rows_runs_only_the_named_rows_and_shows_the_others_as_not_run(tmp_path,
     assert not (tmp_path / "runs" / "tiny" / "a").exists() and (tmp_path / "runs" / "tiny" / "b" / "seed_0" / "run.json").exists()
     line_a = next(line for line in md.read_text().splitlines() if line.startswith("| **A**"))
     assert "not run" in line_a
+
+
+def test_the_vmapped_and_the_seed_by_seed_gradients_agree():
+    """train.grads_over_seeds (GPU/TPU: one vmapped program) and train.grads_seed_by_seed (XLA:CPU)
+    give each seed its own loss and gradient."""
+    from flax import nnx
+
+    recipe = tiny_recipe()
+    models = [train.init_model(recipe, s) for s in (0, 1)]
+    graphdef = nnx.split(models[0], nnx.Param)[0]
+    params_K = jax.tree.map(lambda *a: jnp.stack(a), *(nnx.split(m, nnx.Param)[1] for m in models))
+    x_K = jax.random.normal(jax.random.key(0), (2, 8, *TINY.input_hw, TINY.in_channels))
+    y_K = jnp.array([[0, 1, 2, 3] * 2, [3, 2, 1, 0] * 2])
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    loss_fn = train.make_loss_fn(graphdef, recipe)
+    (_, (loss_v, _)), grads_v = jax.jit(train.grads_over_seeds(loss_fn))(params_K, x_K, y_K, keys)
+    (_, (loss_s, _)), grads_s = jax.jit(train.grads_seed_by_seed(loss_fn))(params_K, x_K, y_K, keys)
+    np.testing.assert_allclose(loss_v, loss_s, rtol=1e-5)
+    assert loss_v.shape == (2,) and loss_v[0] != loss_v[1]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_v, grads_s)
