@@ -60,7 +60,9 @@ class Recipe:
     seeds: tuple[int, ...]
     # The random-number generator of every key (init, data order, dropout, augmentation). The
     # default is JAX's threefry; "rbg" / "unsafe_rbg" are faster on GPUs for the ~19M dropout
-    # uniforms of a batch-512 step but give other random streams [ours, a recorded option].
+    # uniforms of a batch-512 step but give other random streams [ours, a recorded option]. On a CPU
+    # threefry stays: rbg measured no faster there (CIFAR-10 NIN, batch 128, 2 shared cores, steps
+    # interleaved in one process: 28.9 vs 33.4 img/s best step; MNIST 109 vs 139).
     rng_impl: str = "threefry2x32"
     eval_batch_size: int = 500
     # Stall checks (nin_repro.health; defaults from `nin-repro init-study`): a seed has stalled when
