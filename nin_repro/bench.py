@@ -274,7 +274,10 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, com
     atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "peer": peer_json, "provenance": prov})
 
 
-# bf16 is for GPUs/TPUs: on XLA:CPU (AVX-512 with bf16) it measured slower than fp32 (MNIST NIN,
+# XLA:CPU flags are left at jaxlib 0.10.2's defaults: none measured a clear gain (MNIST NIN, batch
+# 128, 2 shared cores, ours / PyTorch's training img/s in the same process: defaults 2.25x,
+# --xla_cpu_use_thunk_runtime=false 1.84x, --xla_cpu_use_onednn=true 2.19x, --xla_cpu_use_xnnpack=true
+# 2.49x, within the load's noise). bf16 is for GPUs/TPUs: on XLA:CPU (AVX-512 with bf16) it measured slower than fp32 (MNIST NIN,
 # batch 128, 2 shared cores, steps interleaved: training 96 vs 139 img/s, evaluation 440 vs 653).
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
