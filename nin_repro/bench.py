@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from nin_repro import atomic
 from nin_repro.errors import UsageError
+from nin_repro.models import resolve_pool_grad
 from nin_repro.provenance import provenance
 from nin_repro.recipe import Recipe, load_experiment
 
@@ -101,7 +102,7 @@ class BenchResult:
     bound: str = "unknown"  # which ceiling is lower: "compute" | "memory"
     steps_per_call: int = 1  # training steps in one compiled call (a scan), as training runs them
     rng_impl: str = "threefry2x32"  # the random generator (dropout masks, augmentation)
-    pool_grad: str = "xla"  # the max pools' gradient
+    pool_grad: str = "mask"  # the max pools' gradient ("auto" resolved: models.resolve_pool_grad)
 
 
 def _time(fn, steps: int) -> float:
@@ -134,7 +135,23 @@ def bench_recipe(
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
-    dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool)."""
+    dropout masks cost); ``pool_grad``: the max pools' gradient ("auto", "xla" or "mask", see models.caffe_pool)."""
+    recipe, train_once, eval_once, calls, per_call = bench_programs(
+        recipe, batch_size=batch_size, dtype=dtype, steps=steps, seeds=seeds, steps_per_call=steps_per_call, rng_impl=rng_impl, pool_grad=pool_grad
+    )
+    device = jax.devices()[0]
+    peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
+    bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
+    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
+    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+
+
+def bench_programs(
+    recipe: Recipe, *, batch_size: int, dtype: str, steps: int, seeds: int = 1, steps_per_call: int | None = None, rng_impl: str | None = None, pool_grad: str | None = None
+):
+    """What bench times, ready to call: ``(recipe as timed, train_once, eval_once, calls, steps per call)``.
+    ``train_once()`` runs one compiled training call (``steps per call`` steps of ``seeds`` models) and
+    ``eval_once()`` evaluates one batch; both return an array to wait on (the first call compiles)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
@@ -175,11 +192,7 @@ def bench_recipe(
         params = state[0][0] if seeds == 1 else jax.tree.map(lambda a: a[0], state[0][0])
         return eval_fn(params, xb, yb, mb)[0]
 
-    device = jax.devices()[0]
-    peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
-    bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
-    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+    return recipe, train_once, eval_once, calls, per_call
 
 
 def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None) -> BenchResult:
@@ -213,11 +226,11 @@ def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call
         bound=roof.bound,
         steps_per_call=per_call,
         rng_impl=recipe.rng_impl,
-        pool_grad=getattr(recipe.model, "pool_grad", "xla"),
+        pool_grad=resolve_pool_grad(getattr(recipe.model, "pool_grad", "xla")),
     )
 
 
-def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> None:
+def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, comparisons: list = ()) -> None:
     lines = [
         f"# Benchmark: `{table}` network",
         "",
@@ -254,10 +267,19 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
             f"- {r.what} {r.dtype} batch {r.batch_size}{f' x {r.models} seeds' if r.models > 1 else ''}, {r.rng_impl}, pool grad {r.pool_grad}: {r.img_per_s / base.img_per_s:.2f}x"
             for r in results
         ]
+    if comparisons:
+        lines += ["", "Against a peer (same network, float32, steps interleaved with ours; median step; ratio = ours / peer's):"]
+        lines += [f"- {c.line()}" for c in comparisons]
     atomic.write_text(path_md, "\n".join(lines) + "\n")
-    atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "provenance": prov})
+    peer_json = [{**dataclasses.asdict(c), "train_ratio": c.train_ratio, "eval_ratio": c.eval_ratio} for c in comparisons]
+    atomic.write_json(path_md.with_suffix(".json"), {"table": table, "results": [dataclasses.asdict(r) for r in results], "peer": peer_json, "provenance": prov})
 
 
+# XLA:CPU flags are left at jaxlib 0.10.2's defaults: none measured a clear gain (MNIST NIN, batch
+# 128, 2 shared cores, ours / PyTorch's training img/s in the same process: defaults 2.25x,
+# --xla_cpu_use_thunk_runtime=false 1.84x, --xla_cpu_use_onednn=true 2.19x, --xla_cpu_use_xnnpack=true
+# 2.49x, within the load's noise). bf16 is for GPUs/TPUs: on XLA:CPU (AVX-512 with bf16) it measured slower than fp32 (MNIST NIN,
+# batch 128, 2 shared cores, steps interleaved: training 96 vs 139 img/s, evaluation 440 vs 653).
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 
 # The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
@@ -272,14 +294,23 @@ def bench_table(
     steps: int,
     seeds: list[int],
     rng_impls: list[str] = ("threefry2x32",),
-    pool_grads: list[str] = ("xla",),
+    pool_grads: list[str] = ("auto",),
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),
-) -> tuple[list[BenchResult], Path, dict]:
+    peer: str | None = None,
+    peer_rounds: int = 8,
+) -> tuple[list[BenchResult], Path, dict, list]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
-    and write ``results_dir/bench.md`` (and .json). Returns the results, the markdown's path and the
-    provenance."""
+    and write ``results_dir/bench.md`` (and .json). ``peer="torch"``: also our float32 steps against
+    the PyTorch peer's, interleaved, per batch size (nin_repro.peer). Returns the results, the
+    markdown's path, the provenance and the peer comparisons."""
+    from nin_repro import peer as peers
+
+    if peer is not None:
+        peers.check_peer(peer)
+        if peer_rounds <= 0:
+            raise UsageError("--peer-rounds must be positive")
     if steps <= 0 or any(b <= 0 for b in batch_sizes) or any(k <= 0 for k in seeds):
         raise UsageError("--steps, --batch-size and --seeds must be positive")
     unknown = [d for d in dtypes if d not in DTYPES]
@@ -306,10 +337,11 @@ def bench_table(
         for r in bench_recipe(recipe, batch_size=b, dtype=DTYPES[d], steps=steps, peak_tflops=peak_tflops, seeds=k, hbm_gb_s=hbm_gb_s, rng_impl=rng, pool_grad=pool)
         if r.what == "train" or (k, rng, pool) == (seeds[0], rng_impls[0], pool_grads[0])  # evaluation depends on none of them
     ]
+    comparisons = [peers.compare(table, recipe, batch_size=b, rounds=peer_rounds) for b in batch_sizes] if peer else []
     out = Path(results_dir) / "bench.md"
     prov = provenance()
-    write_bench(results, out, table, prov)
-    return results, out, prov
+    write_bench(results, out, table, prov, comparisons)
+    return results, out, prov, comparisons
 
 
 def summary_rows(results: list[BenchResult]) -> list[list[str]]:

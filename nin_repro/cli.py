@@ -6,6 +6,7 @@ Errors are one line on stderr with the exit code from the README: 0 ok, 1 run fa
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Optional
@@ -49,9 +50,10 @@ CkptEvery = typer.Option(
 ParallelSeeds = typer.Option(
     None,
     "--parallel-seeds/--no-parallel-seeds",
-    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU, off on a CPU, where it is slower). Resuming needs the same choice as the interrupted run.",
+    help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU; off on a CPU, no faster there). Resuming needs the same choice as the interrupted run.",
     show_default=False,
 )
+Rows = typer.Option(None, "--rows", help="Run only these rows (variants) of the table, e.g. --rows nin_dropout,nin_dropout_aug; the others show as not run.", show_default=False)
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
 
@@ -60,28 +62,31 @@ def _run_table(name: str, **kw) -> None:
     from nin_repro.recipe import load_experiment
     from nin_repro.reproduce import Options, on_cpu, preflight, reproduce, stalled_seeds, training_images
 
-    dry_run = kw.pop("dry_run", False)
+    dry_run, rows = kw.pop("dry_run", False), kw.pop("rows", None)
     module = load_experiment(name.replace("-", "_"))
     table = module.TABLE
     if kw.pop("demo", False):
         if not hasattr(module, "DEMO_TABLE"):
             raise UsageError(f"--demo: {name} has no demo-scale version (`nin-repro demo` is the demo of the main tables)")
         table = module.DEMO_TABLE
+    keys = table.select_rows(rows) if rows is not None else None
+    # What runs (--rows): the plan, the checks and the estimate cover only the chosen rows.
+    chosen = dataclasses.replace(table, variants=tuple(v for v in table.variants if v.key in keys)) if keys else table
     opts = Options(**kw)
     opts.validate()
     if dry_run:
-        _print_plan(table, opts)
+        _print_plan(chosen, opts)
         return
     if not opts.smoke:
-        preflight(table, opts)  # no data and no internet: say so now, not after the estimate below
-    if on_cpu() and not opts.smoke and training_images(table, opts) > 1_000_000:
+        preflight(chosen, opts)  # no data and no internet: say so now, not after the estimate below
+    if on_cpu() and not opts.smoke and training_images(chosen, opts) > 1_000_000:
         # A full-length table on a CPU takes days: say so, with a measured estimate, before starting.
         from nin_repro.results import format_duration
 
-        total = _print_plan(table, opts)
+        total = _print_plan(chosen, opts)
         if total > 86_400:
             err_console.print(f"[yellow]warning:[/yellow] this run needs about {format_duration(total)} on this CPU (estimate); use a GPU, or --smoke / --epochs N to try it")
-    md, js = reproduce(table, opts, RichProgress(err_console))
+    md, js = reproduce(table, opts, RichProgress(err_console), variants=keys)
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
     stalled = stalled_seeds(js)
@@ -123,10 +128,12 @@ def _register_table(name: str, help_text: str, has_demo: bool) -> None:
         parallel_seeds: Optional[bool] = ParallelSeeds,
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
+        rows: Optional[str] = Rows,
     ) -> None:
         _run_table(
             name,
             demo=demo,
+            rows=rows,
             data_dir=data_dir,
             cache_dir=cache_dir,
             results_dir=results_dir,
@@ -319,8 +326,17 @@ def bench(
         help="Repeatable: the random generator of the dropout masks and augmentation (threefry2x32, rbg, unsafe_rbg), e.g. to measure what threefry costs.",
     ),
     pool_grad: list[str] = typer.Option(
-        ["xla"], "--pool-grad", help="Repeatable: the max pools' gradient, xla (select_and_scatter) or mask (no atomics), e.g. --pool-grad xla --pool-grad mask."
+        ["auto"],
+        "--pool-grad",
+        help="Repeatable: the max pools' gradient, xla (select_and_scatter), mask (no scatter) or auto (mask on a CPU, xla elsewhere), e.g. --pool-grad xla --pool-grad mask.",
     ),
+    peer: Optional[str] = typer.Option(
+        None,
+        "--peer",
+        help="torch: also time the same network in PyTorch (bench/peer_torch.py; torch installed), interleaved with ours, and print ours / the peer's.",
+        show_default=False,
+    ),
+    peer_rounds: int = typer.Option(8, "--peer-rounds", help="Interleaved steps per side for --peer (the median step is reported)."),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
@@ -328,7 +344,7 @@ def bench(
 
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
-    results, out, prov = bench_table(
+    results, out, prov, comparisons = bench_table(
         table,
         batch_sizes=batch_size,
         dtypes=dtype,
@@ -339,6 +355,8 @@ def bench(
         peak_tflops=peak_tflops,
         hbm_gb_s=hbm_gb_s,
         results_dir=results_dir,
+        peer=peer,
+        peer_rounds=peer_rounds,
     )
     view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
     for col in COLUMNS:
@@ -346,6 +364,8 @@ def bench(
     for row in summary_rows(results):
         view.add_row(*row)
     console.print(view)
+    for c in comparisons:
+        typer.echo(f"ours vs peer: {c.line()}")
     console.print(f"[green]wrote[/green] {out}")
 
 

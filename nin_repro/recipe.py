@@ -67,7 +67,9 @@ class Recipe:
     seeds: tuple[int, ...]
     # The random-number generator of every key (init, data order, dropout, augmentation). The
     # default is JAX's threefry; "rbg" / "unsafe_rbg" are faster on GPUs for the ~19M dropout
-    # uniforms of a batch-512 step but give other random streams [ours, a recorded option].
+    # uniforms of a batch-512 step but give other random streams [ours, a recorded option]. On a CPU
+    # threefry stays: rbg measured no faster there (CIFAR-10 NIN, batch 128, 2 shared cores, steps
+    # interleaved in one process: 28.9 vs 33.4 img/s best step; MNIST 109 vs 139).
     rng_impl: str = "threefry2x32"
     eval_batch_size: int = 500
     # Stall checks (nin_repro.health; defaults from `nin-repro init-study`): a seed has stalled when
@@ -326,6 +328,17 @@ class Table:
             if v.key == key:
                 return v
         raise UsageError(f"table {self.name} has no variant {key!r}")
+
+    def select_rows(self, names: str) -> tuple[str, ...]:
+        """The variant keys named in ``--rows`` ("a,b"), in the table's order; an unknown name is a
+        usage error listing the valid ones."""
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        keys = [v.key for v in self.variants]
+        unknown = [n for n in wanted if n not in keys]
+        if unknown or not wanted:
+            what = f"unknown row {unknown[0]!r}" if unknown else "no row named"
+            raise UsageError(f"--rows: {what} for {self.name}; choose from {', '.join(keys)}")
+        return tuple(k for k in keys if k in wanted)
 
     def paper_row(self, variant_key: str) -> PaperRow | None:
         return next((r for r in self.rows if r.variant == variant_key), None)

@@ -56,7 +56,10 @@ class Options:
     overrides: tuple[str, ...] = ()  # --set key=value, applied last
     checkpoint_every_min: float = 10.0
     # Train a variant's seeds at once, one vmapped program. None: on a GPU/TPU with several seeds;
-    # off on XLA:CPU, where vmapped convolutions measured 2.6-2.9x slower than one seed after another.
+    # off on XLA:CPU. There the K seeds' gradients run seed by seed in one program (train.grads_seed_by_seed;
+    # vmapped convs measured 0.15x of one seed's img/s): MNIST, batch 128, 2 shared cores, 4 seeds
+    # measured 0.87x (best step) to 1.11x (median step) of one seed per image, no faster, so seeds
+    # run one after another (and one run's checkpoints and health checks stay per seed).
     parallel_seeds: bool | None = None
 
     def validate(self) -> None:
@@ -292,19 +295,19 @@ def shortened_label(recipe: Recipe, planned_epochs: float, smoke: bool, original
 def reproduce(
     table: Table, opts: Options, progress: Progress | None = None, variants: tuple[str, ...] | None = None, seeds: tuple[int, ...] | None = None, write: bool = True
 ) -> tuple[Path, Path] | None:
-    """Train every variant of ``table`` for every seed and write its results table. ``variants``,
-    ``seeds``: train only those (the recipe, and so the run folders and checkpoints, stay the
-    table's); ``write=False``: train only, no table (one job of ``reproduce-all``)."""
+    """Train every variant of ``table`` for every seed and write its results table. ``variants``
+    (``--rows``), ``seeds``: train only those (the recipe, and so the run folders and checkpoints,
+    stay the table's); a variant not run shows as "not run". ``write=False``: train only, no table
+    (one job of ``reproduce-all``)."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     check_folders(opts, table_dir)
-    for variant in table.variants:  # every recipe valid (dataset names too) before any training
+    chosen = [v for v in table.variants if not variants or v.key in variants]
+    for variant in chosen:  # every recipe valid (dataset names too) before any training
         check_dataset(apply_options(variant.recipe, opts, table.smoke)[0])
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}
     results: list[VariantResult] = []
-    for variant in table.variants:
-        if variants and variant.key not in variants:
-            continue
+    for variant in chosen:
         recipe, overrides = apply_options(variant.recipe, opts, table.smoke)
         key = (recipe.dataset, recipe.preprocess)
         if key not in prepared:
@@ -347,7 +350,7 @@ def reproduce(
         return None
     # A lock so that two table commands finishing at once don't interleave their summaries.
     with _results_lock(Path(opts.results_dir)):
-        md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke)
+        md, js = write_table(table, results, Path(opts.results_dir), smoke=opts.smoke, some_rows=len(chosen) < len(table.variants))
         write_report(md.parent)
     return md, js
 

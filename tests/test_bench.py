@@ -63,7 +63,9 @@ def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeyp
     assert evaluate.bound == "memory" and evaluate.pct_of_ceiling == pytest.approx(15.5648)
     prov = {"device": {"kind": "cpu", "platform": "cpu"}, "versions": {"jax": "x"}, "commit": "c", "date": "d"}
     bench.write_bench([train, evaluate], tmp_path / "bench.md", "demo", prov)
-    assert "| train | float32 | 16 | 2 | threefry2x32 | xla | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
+    assert (
+        "| train | float32 | 16 | 2 | threefry2x32 | mask | 1 | 1,600 | 800 | 20.00 | 0.000 | 56.5 | 0.0 | 2,831 | 2,570 | 62.3 (memory) |" in (tmp_path / "bench.md").read_text()
+    )
 
 
 def test_the_cifar10_roofline_from_layer_shapes():
@@ -131,3 +133,36 @@ def test_bench_compares_random_generators_and_the_recipe_records_its_own(tmp_pat
     recipe = load_experiment("demo").RECIPE
     a, b = (init_model(dataclasses.replace(recipe, rng_impl=impl), 0) for impl in ("threefry2x32", "rbg"))
     assert not np.allclose(np.asarray(a.blocks[0].conv.kernel[...]), np.asarray(b.blocks[0].conv.kernel[...]))
+
+
+def test_bench_peer_torch_times_the_same_network_interleaved(tmp_path, capsys):
+    """--peer torch: the peer builds the table's network from its config (the same parameter count),
+    both sides are timed, bench prints and records ours / the peer's."""
+    pytest.importorskip("torch")
+    import sys
+
+    from nin_repro.models import count_params
+    from nin_repro.peer import PEER_SCRIPT
+    from nin_repro.recipe import load_experiment
+    from nin_repro.train import init_model
+
+    sys.path.insert(0, str(PEER_SCRIPT.parent))
+    try:
+        from peer_torch import nin_torch
+    finally:
+        sys.path.remove(str(PEER_SCRIPT.parent))
+    recipe = load_experiment("demo").TABLE.variants[0].recipe
+    assert sum(p.numel() for p in nin_torch(recipe.model).parameters()) == count_params(init_model(recipe, 0))
+    args = ["bench", "--table", "demo", "--steps", "1", "--batch-size", "8", "--peer", "torch", "--peer-rounds", "2", "--results-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert "ours vs peer: batch 8, 2 interleaved rounds, peer torch" in capsys.readouterr().out
+    (peer,) = json.loads((tmp_path / "bench.json").read_text())["peer"]
+    assert peer["rounds"] == 2 and peer["train_ratio"] == pytest.approx(peer["ours_train_img_s"] / peer["peer_train_img_s"])
+    assert min(peer["ours_train_img_s"], peer["peer_train_img_s"], peer["ours_eval_img_s"], peer["peer_eval_img_s"]) > 0
+    assert "Against a peer" in (tmp_path / "bench.md").read_text()
+
+
+def test_bench_rejects_an_unknown_peer(tmp_path, capsys):
+    assert main(["bench", "--table", "demo", "--peer", "tensorflow", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown --peer 'tensorflow': choose one of torch" in capsys.readouterr().err
+    assert not (tmp_path / "bench.json").exists()

@@ -70,6 +70,7 @@ def test_help_lists_the_tables(capsys):
         (["cifar10", "--recipe", "cosine"], "unknown --recipe"),
         (["no-such-table"], "No such command"),
         (["cifar10", "--seeds", "abc"], "Invalid value for '--seeds'"),
+        (["cifar10", "--rows", "nin_dropout,nin_gap"], "--rows: unknown row 'nin_gap' for cifar10; choose from nin_dropout, nin_dropout_aug"),
     ],
 )
 def test_bad_usage_is_one_line_exit_2(args, message, capsys, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from nin_repro.experiments.cifar10 import nin as nin_cifar10
 
-from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool, count_params, final_hw
+from nin_repro.models import NIN, BlockSpec, NINConfig, caffe_pool, count_params, final_hw, resolve_pool_grad
 
 
 def caffe_pool_reference(x_HW: np.ndarray, kind: str, k: int = 3, s: int = 2) -> np.ndarray:
@@ -148,14 +148,15 @@ def test_the_mask_gradient_of_max_pooling_equals_xlas(ties):
     # ties (small integers) the first maximum of a window gets the gradient, as select_and_scatter does.
     from nin_repro.models import caffe_pool
 
-    for hw in ((8, 8), (7, 9)):
+    # 3x3/2 takes the interleaving path (models._scatter_3x3_stride_2), other pools the general one.
+    for hw, (window, stride) in (((8, 8), (3, 2)), ((7, 9), (3, 2)), ((7, 9), (2, 2)), ((7, 8), (3, 1))):
         key_x, key_g = jax.random.split(jax.random.key(hw[1]))
         x = jax.random.normal(key_x, (2, *hw, 3))
         if ties:
             x = jnp.round(2 * x)
-        g = jax.random.normal(key_g, caffe_pool(x, "max").shape)
-        y_xla, vjp_xla = jax.vjp(lambda x: caffe_pool(x, "max"), x)
-        y_mask, vjp_mask = jax.vjp(lambda x: caffe_pool(x, "max", grad="mask"), x)
+        g = jax.random.normal(key_g, caffe_pool(x, "max", window, stride, grad="xla").shape)
+        y_xla, vjp_xla = jax.vjp(lambda x: caffe_pool(x, "max", window, stride, grad="xla"), x)
+        y_mask, vjp_mask = jax.vjp(lambda x: caffe_pool(x, "max", window, stride, grad="mask"), x)
         np.testing.assert_array_equal(y_mask, y_xla)
         dx_mask, dx_xla = np.asarray(vjp_mask(g)[0]), np.asarray(vjp_xla(g)[0])
         np.testing.assert_array_equal(dx_mask != 0, dx_xla != 0)  # the same input gets each window's gradient
@@ -171,6 +172,26 @@ def test_a_network_with_the_mask_pool_gradient_trains_the_same():
         graphdef, params = nnx.split(NIN(config, rngs=nnx.Rngs(0)), nnx.Param)
         return jax.grad(lambda p: nnx.merge(graphdef, p)(x, train=False).sum())(params)
 
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads(dataclasses.replace(cfg, pool_grad="mask")), grads(cfg))
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads(dataclasses.replace(cfg, pool_grad="mask")), grads(dataclasses.replace(cfg, pool_grad="xla"))
+    )
+    assert cfg.pool_grad == "auto" and resolve_pool_grad("auto") == ("mask" if jax.default_backend() == "cpu" else "xla")
     with pytest.raises(ValueError, match="unknown pool_grad"):
         dataclasses.replace(cfg, pool_grad="fast")
+
+
+def test_pointwise_is_the_1x1_conv_and_has_its_gradients():
+    """models.pointwise (a 1x1 conv as one matmul, fast on XLA:CPU) gives the conv's values and weight gradients."""
+    from nin_repro.models import pointwise
+
+    conv = nnx.Conv(5, 3, (1, 1), rngs=nnx.Rngs(0))
+    conv.bias[...] = jnp.arange(3.0)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))
+    np.testing.assert_allclose(pointwise(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+    graphdef, params = nnx.split(conv, nnx.Param)
+
+    def grads(fn):
+        return jax.grad(lambda p: jnp.sum(fn(nnx.merge(graphdef, p), x) ** 2))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(pointwise)), jax.tree.leaves(grads(lambda c, v: c(v)))):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -299,3 +299,42 @@ def test_a_run_of_another_recipe_never_overwrites_the_tables_own_run_folder(tmp_
     assert (own / "metrics.jsonl").read_text() == before and len(before.splitlines()) == 2
     # (Both runs are shortened here, so the second table replaces the first: it cites its own folder.)
     assert short_md == full_md and json.loads(full_js.read_text())["variants"][0]["run_dirs"] == [cited]
+
+
+def test_rows_runs_only_the_named_rows_and_shows_the_others_as_not_run(tmp_path, monkeypatch):
+    """--rows b: only b trains; a's paper row says "not run", never lost; a run of some rows does
+    not replace a full table (it goes to partial/)."""
+    from nin_repro import reproduce as rep
+    from nin_repro.recipe import PaperRow, Table, Variant
+
+    _serve_tiny_data(monkeypatch)
+    rows = (PaperRow("A", 10.0, "", variant="a"), PaperRow("B", 11.0, "", variant="b"))
+    table = Table("tiny", "Tiny", "test", rows, (Variant("a", "A", tiny_recipe()), Variant("b", "B", tiny_recipe())), tolerance_pp=1.0)
+    assert table.select_rows(" b ,") == ("b",) and table.select_rows("b,a") == ("a", "b")
+    opts = rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs")
+    md, js = rep.reproduce(table, opts, variants=table.select_rows("b"))
+    written = json.loads(js.read_text())
+    assert [v["key"] for v in written["variants"]] == ["b"] and written["full_run"] is False
+    assert not (tmp_path / "runs" / "tiny" / "a").exists() and (tmp_path / "runs" / "tiny" / "b" / "seed_0" / "run.json").exists()
+    line_a = next(line for line in md.read_text().splitlines() if line.startswith("| **A**"))
+    assert "not run" in line_a
+
+
+def test_the_vmapped_and_the_seed_by_seed_gradients_agree():
+    """train.grads_over_seeds (GPU/TPU: one vmapped program) and train.grads_seed_by_seed (XLA:CPU)
+    give each seed its own loss and gradient."""
+    from flax import nnx
+
+    recipe = tiny_recipe()
+    models = [train.init_model(recipe, s) for s in (0, 1)]
+    graphdef = nnx.split(models[0], nnx.Param)[0]
+    params_K = jax.tree.map(lambda *a: jnp.stack(a), *(nnx.split(m, nnx.Param)[1] for m in models))
+    x_K = jax.random.normal(jax.random.key(0), (2, 8, *TINY.input_hw, TINY.in_channels))
+    y_K = jnp.array([[0, 1, 2, 3] * 2, [3, 2, 1, 0] * 2])
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2)])
+    loss_fn = train.make_loss_fn(graphdef, recipe)
+    (_, (loss_v, _)), grads_v = jax.jit(train.grads_over_seeds(loss_fn))(params_K, x_K, y_K, keys)
+    (_, (loss_s, _)), grads_s = jax.jit(train.grads_seed_by_seed(loss_fn))(params_K, x_K, y_K, keys)
+    np.testing.assert_allclose(loss_v, loss_s, rtol=1e-5)
+    assert loss_v.shape == (2,) and loss_v[0] != loss_v[1]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads_v, grads_s)

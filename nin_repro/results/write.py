@@ -6,7 +6,7 @@ rows are bold; a smoke or shortened row says so in the row and gets no verdict, 
 is never presented as a reproduction. Where the files go:
 
 * a full run (every variant at paper length) -> ``results_dir/<name>.*``, replacing anything;
-* a shortened run -> ``results_dir/<name>.*`` too, unless that file holds a full run, in which
+* a shortened run, or a run of some of the rows (``--rows``) -> ``results_dir/<name>.*`` too, unless that file holds a full run, in which
   case ``results_dir/partial/<name>.*`` (a full table is never overwritten by a short one);
 * ``smoke=True`` -> ``results_dir/smoke/<name>.*`` only.
 
@@ -33,7 +33,9 @@ from nin_repro.results.stats import VariantResult, _evaluate, _is_short, evaluat
 SCHEMA_VERSION = 1
 
 
-def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None) -> dict:
+def table_json(
+    table: Table, results: list[VariantResult], *, smoke: bool, prov: dict, partial_reason: str | None = None, figure: dict | None = None, some_rows: bool = False
+) -> dict:
     variants = []
     for r in results:
         paper = table.paper_row(r.key)
@@ -62,10 +64,16 @@ def table_json(table: Table, results: list[VariantResult], *, smoke: bool, prov:
         "claims": [evaluate_claim(c, results, table, smoke=smoke) for c in table.claims],
         "figure": figure,
         "smoke": smoke,
-        "full_run": bool(results) and not smoke and not any(r.shortened for r in results),
+        "full_run": not smoke and _is_full(results, some_rows),
         "partial_reason": partial_reason,
         "provenance": prov,
     }
+
+
+def _is_full(results: list[VariantResult], some_rows: bool) -> bool:
+    """Every variant run at paper length. A run of some of the rows (``--rows``) is not full: it
+    never replaces a full table (beside one it goes to partial/)."""
+    return bool(results) and not some_rows and not any(r.shortened for r in results)
 
 
 def _records_full_run(path: Path) -> bool:
@@ -105,9 +113,11 @@ def write_table(
     *,
     smoke: bool = False,
     prov: dict | None = None,
+    some_rows: bool = False,
 ) -> tuple[Path, Path]:
     """Write ``<name>.md`` and ``<name>.json``; returns their paths (see the module docstring
-    for which folder)."""
+    for which folder). ``some_rows``: only some variants were asked for (``--rows``); the others
+    show as not run."""
     results = list(results)
     keys = [r.key for r in results]
     if len(set(keys)) != len(keys):
@@ -119,14 +129,16 @@ def write_table(
         out_dir = results_dir / "smoke"
     else:
         out_dir = results_dir
-        full = bool(results) and not any(r.shortened for r in results)
+        full = _is_full(results, some_rows)
         if not full and _records_full_run(results_dir / f"{table.name}.json"):
             out_dir = results_dir / "partial"
-            partial_reason = f"Written to partial/ because {table.name}.json in the results folder holds a full run, which a shortened run does not replace."
+            partial_reason = (
+                f"Written to partial/ because {table.name}.json in the results folder holds a full run, which a shortened run, or a run of some rows (--rows), does not replace."
+            )
     md_path, json_path = out_dir / f"{table.name}.md", out_dir / f"{table.name}.json"
     figure = _draw_figure(table, results, out_dir, smoke)
     # JSON first: it decides what a later shortened run may replace.
-    atomic.write_json(json_path, table_json(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason, figure=figure))
+    atomic.write_json(json_path, table_json(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason, figure=figure, some_rows=some_rows))
     atomic.write_text(md_path, render_markdown(table, results, smoke=smoke, prov=prov, partial_reason=partial_reason, figure=figure))
     return md_path, json_path
 
