@@ -405,7 +405,8 @@ def compiled_recipe(recipe: Recipe) -> Recipe:
     model = recipe.model
     if hasattr(model, "blocks"):
         model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
-    model = dataclasses.replace(model, **{name: None for name in ("init_std",) if hasattr(model, name)}, head_init_std=0.0)
+    # Initial values only: cleared where the network has them (the baselines' configs have neither).
+    model = dataclasses.replace(model, **{name: value for name, value in (("init_std", None), ("head_init_std", 0.0)) if hasattr(model, name)})
     return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
 
 
