@@ -104,9 +104,9 @@ class BenchResult:
     pool_grad: str = "xla"  # the max pools' gradient
 
 
-def _time(fn, steps: int) -> float:
-    out = fn()
-    jax.block_until_ready(out)
+def _time(fn, steps: int, warmup: bool = True) -> float:
+    if warmup:
+        jax.block_until_ready(fn())
     t0 = time.perf_counter()
     for _ in range(steps):
         out = fn()
@@ -126,6 +126,8 @@ def bench_recipe(
     steps_per_call: int | None = None,
     rng_impl: str | None = None,
     pool_grad: str | None = None,
+    evaluate: bool = True,
+    warmup: bool = True,
 ) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
@@ -134,7 +136,9 @@ def bench_recipe(
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
-    dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool)."""
+    dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool).
+    ``evaluate=False, warmup=False``: the training step only, timed right after the compiling call
+    (what a dry run's estimate needs: a full network's step takes seconds on a CPU)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
@@ -177,19 +181,21 @@ def bench_recipe(
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
-    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))[: 2 if evaluate else 1]
+    return [
+        _measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth, warmup=warmup) for what, fn, models, reps, per in measured
+    ]
 
 
-def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None) -> BenchResult:
-    """Compile and run ``fn`` once, time ``calls`` more calls of ``per_call`` steps each, and put
-    the rate beside the roofline of ``recipe``'s network."""
+def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None, warmup: bool = True) -> BenchResult:
+    """Compile and run ``fn`` once, (``warmup``: run it once more,) time ``calls`` more calls of
+    ``per_call`` steps each, and put the rate beside the roofline of ``recipe``'s network."""
     dtype, batch_size = recipe.model.dtype, recipe.batch_size
     roof = roofline(recipe.model, what, dtype, peak, bandwidth)
     t0 = time.perf_counter()
     jax.block_until_ready(fn())  # compile + first run
     compile_s = time.perf_counter() - t0
-    dt = _time(fn, calls) / per_call  # per step
+    dt = _time(fn, calls, warmup) / per_call  # per step
     ips = models * batch_size / dt
     tflops = ips * roof.flops / 1e12
     ceiling = roof.ceiling_img_s
@@ -275,9 +281,11 @@ def bench_table(
     peak_tflops: float | None = None,
     hbm_gb_s: float | None = None,
     results_dir: Path = Path("results"),
+    cache_dir: Path | None = None,
 ) -> tuple[list[BenchResult], Path, dict]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
-    and write ``results_dir/bench.md`` (and .json). Returns the results, the markdown's path and the
+    and write ``results_dir/bench.md`` (and .json); the training rates of one model at a time go
+    into ``cache_dir``'s step-rate cache (nin_repro.estimate). Returns the results, the markdown's path and the
     provenance."""
     if steps <= 0 or any(b <= 0 for b in batch_sizes) or any(k <= 0 for k in seeds):
         raise UsageError("--steps, --batch-size and --seeds must be positive")
@@ -308,6 +316,9 @@ def bench_table(
     out = Path(results_dir) / "bench.md"
     prov = provenance()
     write_bench(results, out, table, prov)
+    from nin_repro.estimate import remember_bench
+
+    remember_bench(table, recipe, results, cache_dir)  # a dry run's estimates reuse these rates
     return results, out, prov
 
 

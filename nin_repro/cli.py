@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from nin_repro.console import console, err_console, print_table
 from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, UsageError
 from nin_repro.registry import table_commands
 
@@ -23,8 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 DataDir = typer.Option(None, "--data-dir", help="Folder with the original dataset files (e.g. cifar-10-batches-py/).", show_default=False)
 CacheDir = typer.Option(None, "--cache-dir", help="Where converted datasets are cached as .npz [default: $NIN_REPRO_CACHE or ~/.cache/nin-repro].", show_default=False)
@@ -93,11 +91,12 @@ def _run_table(name: str, **kw) -> None:
 
 
 def _print_plan(table, opts) -> float:
-    """Print the recipe, images to process and a measured time estimate; return the total seconds."""
-    from nin_repro.reproduce import describe_plan
+    """Print each row's seeds, epochs, images and time estimate, and the worst case with retries; return the total seconds."""
+    from nin_repro.estimate import describe_plan
 
-    lines, total = describe_plan(table, opts)
-    for line in lines:
+    title, columns, rows, notes, total = describe_plan(table, opts)
+    print_table(title, columns, rows)
+    for line in notes:
         typer.echo(line)
     return total
 
@@ -121,7 +120,9 @@ def _register_table(name: str, help_text: str, has_demo: bool) -> None:
         set_: Optional[list[str]] = SetOpt,
         checkpoint_every: float = CkptEvery,
         parallel_seeds: Optional[bool] = ParallelSeeds,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Print each row's size and a time estimate for this device (a cached or short measured img/s), and the worst case with retries, then stop."
+        ),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
     ) -> None:
         _run_table(
@@ -252,10 +253,10 @@ def bench(
         ["xla"], "--pool-grad", help="Repeatable: the max pools' gradient, xla (select_and_scatter) or mask (no atomics), e.g. --pool-grad xla --pool-grad mask."
     ),
     results_dir: Path = ResultsDir,
+    cache_dir: Optional[Path] = CacheDir,
 ) -> None:
-    """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
-    from rich.table import Table as RichTable
-
+    """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md
+    (and caches the training img/s for the estimates of --dry-run)."""
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
     results, out, prov = bench_table(
@@ -269,13 +270,9 @@ def bench(
         peak_tflops=peak_tflops,
         hbm_gb_s=hbm_gb_s,
         results_dir=results_dir,
+        cache_dir=cache_dir,
     )
-    view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
-    for col in COLUMNS:
-        view.add_column(col, justify="right")
-    for row in summary_rows(results):
-        view.add_row(*row)
-    console.print(view)
+    print_table(f"nin-repro bench: {table} on {prov['device']['kind']}", COLUMNS, summary_rows(results))
     console.print(f"[green]wrote[/green] {out}")
 
 
