@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from nin_repro import atomic
+from nin_repro.data.cache import default_cache_dir
 from nin_repro.recipe import Recipe, Table
 from nin_repro.results.stats import format_duration
 
@@ -104,8 +105,6 @@ def _entry(recipe: Recipe, device: str, img_per_s: float, by: str, what: str, st
 
 
 def rates_path(cache_dir: Path | None) -> Path:
-    from nin_repro.data.cache import default_cache_dir
-
     return Path(cache_dir or default_cache_dir()) / RATES_FILE
 
 
