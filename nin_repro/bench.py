@@ -137,12 +137,13 @@ def bench_recipe(
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
     dropout masks cost); ``pool_grad``: the max pools' gradient ("xla" or "mask", see models.caffe_pool).
-    ``evaluate=False, warmup=False``: the training step only, timed right after the compiling call
-    (what a dry run's estimate needs: a full network's step takes seconds on a CPU)."""
+    ``warmup=False``: the training call is compiled ahead (timed apart) and its first runs are the
+    timed ones, no untimed run before them; with ``evaluate=False`` (the training step only) this is
+    what a dry run's estimate needs: a full network's step takes seconds on a CPU."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
-    from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps, run_key
+    from nin_repro.train import default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_optimizer, make_train_steps, run_key
 
     model = dataclasses.replace(recipe.model, dtype=dtype, **({"pool_grad": pool_grad} if pool_grad else {}))
     recipe = dataclasses.replace(recipe, batch_size=batch_size, model=model, rng_impl=rng_impl or recipe.rng_impl)
@@ -154,8 +155,9 @@ def bench_recipe(
     x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
     y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
 
-    graphdef, params = nnx.split(init_model(recipe, 0), nnx.Param)
-    tx = _program(recipe).tx
+    net = init_model(recipe, 0)  # once: a full network's initialisation takes seconds on a CPU
+    graphdef, params = nnx.split(net, nnx.Param)
+    tx = make_optimizer(recipe, params, net.classifier_path())
     state = [(params, tx.init(params))]
     keys = key
     if seeds > 1:
@@ -165,6 +167,12 @@ def bench_recipe(
     train_steps = make_train_steps(graphdef, tx, recipe, per_call, n // batch_size, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
     lr_scale = jnp.float32(recipe.base_lr)
+
+    compiled_s = None
+    if not warmup:
+        t0 = time.perf_counter()
+        train_steps = train_steps.lower(state[0], x, y, perm, keys, 0, 0, lr_scale).compile()
+        compiled_s = time.perf_counter() - t0
 
     def train_once():
         state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lr_scale)
@@ -181,21 +189,27 @@ def bench_recipe(
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))[: 2 if evaluate else 1]
+    measured = (("train", train_once, seeds, calls, per_call, compiled_s), ("eval", eval_once, 1, steps, 1, None))[: 2 if evaluate else 1]
     return [
-        _measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth, warmup=warmup) for what, fn, models, reps, per in measured
+        _measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth, compiled_s=done)
+        for what, fn, models, reps, per, done in measured
     ]
 
 
-def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None, warmup: bool = True) -> BenchResult:
-    """Compile and run ``fn`` once, (``warmup``: run it once more,) time ``calls`` more calls of
-    ``per_call`` steps each, and put the rate beside the roofline of ``recipe``'s network."""
+def _measure(
+    recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None, compiled_s: float | None = None
+) -> BenchResult:
+    """Compile and run ``fn`` once and once more, time ``calls`` more calls of ``per_call`` steps
+    each, and put the rate beside the roofline of ``recipe``'s network. ``compiled_s``: ``fn`` was
+    compiled ahead in that time; its first ``calls`` calls are timed."""
     dtype, batch_size = recipe.model.dtype, recipe.batch_size
     roof = roofline(recipe.model, what, dtype, peak, bandwidth)
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())  # compile + first run
-    compile_s = time.perf_counter() - t0
-    dt = _time(fn, calls, warmup) / per_call  # per step
+    compile_s = compiled_s
+    if compiled_s is None:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())  # compile + first run
+        compile_s = time.perf_counter() - t0
+    dt = _time(fn, calls, warmup=compiled_s is None) / per_call  # per step
     ips = models * batch_size / dt
     tflops = ips * roof.flops / 1e12
     ceiling = roof.ceiling_img_s

@@ -52,7 +52,7 @@ def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeyp
 
     recipe = dataclasses.replace(load_experiment("demo").RECIPE, model=NINConfig(**ONE_BLOCK))
     assert recipe.model.forward_macs() == 5_888 and recipe.model.activation_elements() == 1_216
-    monkeypatch.setattr(bench, "_time", lambda fn, steps: 0.02)  # the compiled step still runs once (compile + first call)
+    monkeypatch.setattr(bench, "_time", lambda fn, steps, warmup=True: 0.02)  # the compiled step still runs once (compile + first call)
     train, evaluate = bench.bench_recipe(recipe, batch_size=16, dtype="float32", steps=1, peak_tflops=1e-4, seeds=2, hbm_gb_s=0.05)
     assert (train.models, evaluate.models) == (2, 1)
     assert train.img_per_s == pytest.approx(1600) and train.img_per_s_per_model == pytest.approx(800) and train.ms_per_step == pytest.approx(20)
