@@ -50,16 +50,19 @@ def test_bench_piped_shows_every_column_and_number_and_a_dry_run_reuses_its_figu
     from nin_repro.bench import COLUMNS as BENCH_COLUMNS
 
     cache = tmp_path / "cache"
-    args = ["bench", "--table", "demo", "--batch-size", "64", "--steps", "1", "--results-dir", str(tmp_path), "--cache-dir", str(cache)]
+    args = ["bench", "--table", "demo", "--batch-size", "16", "--steps", "2", "--peak-tflops", "1.0", "--results-dir", str(tmp_path), "--cache-dir", str(cache)]
     assert main(args) == 0
     out = capsys.readouterr().out
     rows = json.loads((tmp_path / "bench.json").read_text())["results"]
+    assert {r["what"] for r in rows} == {"train", "eval"} and "img/s" in (tmp_path / "bench.md").read_text()
+    for r in rows:
+        assert r["img_per_s"] > 0 and r["steps"] == 2 and r["batch_size"] == 16 and r["pct_of_peak"] > 0
     numbers = [f"{r[k]:,.0f}" for r in rows for k in ("img_per_s", "img_per_s_per_model")] + [f"{r['ms_per_step']:.2f}" for r in rows]
     _all_in(out, [*BENCH_COLUMNS, *numbers, "bench.md"])
 
     # `ablate-aux --demo` trains the demo network: its dry run reads bench's figure and measures nothing.
     monkeypatch.setattr(estimate, "measure", lambda recipe: pytest.fail("measured, with a cached figure of this network"))
-    assert main(["ablate-aux", "--demo", "--dry-run", "--cache-dir", str(cache)]) == 0
+    assert main(["ablate-aux", "--demo", "--dry-run", "--batch-size", "16", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     train = next(r for r in rows if r["what"] == "train")
     _all_in(out, [*estimate.PLAN_COLUMNS, "ablate-aux-demo/nin_gap", "ablate-aux-demo/nin_gap_aux", f"{train['img_per_s']:,.0f}", "cached (bench,"])
