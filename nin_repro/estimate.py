@@ -188,7 +188,7 @@ def step_rate(recipe: Recipe, name: str, device: str, rates: dict[str, dict], ne
     ref = _scaling_reference(recipe, device, rates)
     if ref is not None:
         flops = 3 * 2 * recipe.model.forward_macs()
-        return ref["img_per_s"] * ref["train_flops_per_image"] / flops, f"FLOPs-scaled from {ref.get('what', '?')} ({ref['train_flops_per_image'] / flops:.2f}x its FLOPs)"
+        return ref["img_per_s"] * ref["train_flops_per_image"] / flops, f"FLOPs-scaled from {ref.get('what', '?')} (its img/s x {ref['train_flops_per_image'] / flops:.2f})"
     img_per_s, steps = measure(recipe)
     rates[key] = new[key] = _entry(recipe, device, img_per_s, "dry run", name, steps)
     return img_per_s, f"measured now ({steps} step{'s' if steps > 1 else ''} of batch {recipe.batch_size})"
