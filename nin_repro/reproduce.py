@@ -511,7 +511,7 @@ def _results_lock(results_dir: Path):
 
 
 # Training-set sizes of the paper's splits, for estimates made before any data is loaded.
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 598_388, "mnist": 60_000, "digits5k": 4_000}
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 598_388, "mnist": 60_000, "digits5k": 4_000, "digits5k_rgb32": 4_000}
 
 
 def preflight(table: Table, opts: Options) -> None:
