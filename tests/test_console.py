@@ -138,3 +138,17 @@ def test_init_study_piped_prints_its_table_and_the_whole_path(tmp_path, capsys, 
     monkeypatch.setattr(nin_repro.study, "run_study", lambda *a: (md, md.with_suffix(".json")))
     assert main(["init-study", "--results-dir", str(md.parent)]) == 0
     _all_in(capsys.readouterr().out, [*md.read_text().splitlines(), f"wrote {md} and {md.with_suffix('.json')}"])
+
+
+def test_a_damaged_or_unwritable_rate_cache_costs_a_measurement_never_the_dry_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(estimate, "measure", lambda recipe: (500.0, 1))
+    (tmp_path / "step-rates.json").write_text('{"half a fi')
+    assert main(["cifar100", "--dry-run", "--cache-dir", str(tmp_path)]) == 0
+    assert "| 500 | measured now (1 step of batch 128) |" in capsys.readouterr().out
+    (entry,) = json.loads((tmp_path / "step-rates.json").read_text()).values()
+    assert entry["img_per_s"] == 500.0 and entry["what"] == "cifar100/nin_dropout"
+    blocked = tmp_path / "a-file-not-a-folder"
+    blocked.write_text("")
+    assert main(["cifar100", "--dry-run", "--cache-dir", str(blocked)]) == 0
+    captured = capsys.readouterr()
+    assert "measured now" in captured.out and "could not cache the measured img/s" in captured.err
