@@ -243,7 +243,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
         f"Device: {prov['device']['kind']} ({prov['device']['platform']}); jax {prov['versions']['jax']}; commit `{prov['commit']}`; {prov['date']}.",
         "Synthetic data on the device; the compiled training call that training makes (SGD + dropout as the recipe): "
         f"{max(r.steps_per_call for r in results)} steps scanned in one call on a GPU/TPU (as an epoch is), one step per call on a CPU; "
-        "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
+        f"{results[0].steps} timed steps per configuration after a warm-up; FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
         "models > 1: that many seeds trained by one vmapped step; img/s and TFLOP/s summed over them.",
         "",
         "Ceilings per image from the model config: compute = dense peak / FLOPs, memory = HBM bandwidth / bytes "
@@ -278,6 +278,9 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict) -> 
 
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+# Timed steps per configuration. A CPU step of a full network takes seconds (20 of them took most of
+# a first `nin-repro bench`: 140 of 176 s on 2 cores), so a few give its mean as well.
+DEFAULT_STEPS = {"accelerator": 20, "cpu": 3}
 
 # The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
 COLUMNS = ("what", "dtype", "batch", "models", "rng", "pool grad", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
@@ -288,7 +291,7 @@ def bench_table(
     *,
     batch_sizes: list[int],
     dtypes: list[str],
-    steps: int,
+    steps: int | None,
     seeds: list[int],
     rng_impls: list[str] = ("threefry2x32",),
     pool_grads: list[str] = ("xla",),
@@ -299,8 +302,10 @@ def bench_table(
 ) -> tuple[list[BenchResult], Path, dict]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
     and write ``results_dir/bench.md`` (and .json); the training rates of one model at a time go
-    into ``cache_dir``'s step-rate cache (nin_repro.estimate). Returns the results, the markdown's path and the
-    provenance."""
+    into ``cache_dir``'s step-rate cache (nin_repro.estimate). ``steps=None``: ``DEFAULT_STEPS``.
+    Returns the results, the markdown's path and the provenance."""
+    if steps is None:
+        steps = DEFAULT_STEPS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
     if steps <= 0 or any(b <= 0 for b in batch_sizes) or any(k <= 0 for k in seeds):
         raise UsageError("--steps, --batch-size and --seeds must be positive")
     unknown = [d for d in dtypes if d not in DTYPES]

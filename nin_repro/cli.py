@@ -236,7 +236,9 @@ def bench(
     table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
     batch_size: list[int] = typer.Option([128], "--batch-size", help="Repeatable: --batch-size 128 --batch-size 512."),
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
-    steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Timed steps per configuration, after compile and one warm-up [default: 20; 3 on a CPU, where a step takes seconds].", show_default=False
+    ),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
     hbm_gb_s: Optional[float] = typer.Option(
         None, "--hbm-gb-s", help="Memory bandwidth of this device (GB/s), for the memory ceiling when it is not in our table.", show_default=False
