@@ -4,13 +4,17 @@ NIN ?= nin-repro
 SEEDS ?=
 ARGS ?=
 
-.PHONY: install test demo smoke reproduce-all reproduce-smoke analysis analysis-demo clean
+.PHONY: install test check-gpu demo smoke reproduce-all reproduce-smoke analysis analysis-demo clean
 
 install:
 	$(PY) -m pip install -e '.[dev]'
 
 test:
 	$(PY) -m pytest -q
+
+# The first thing to run on a GPU machine: speed and the recipes at full length in <= 10 minutes.
+check-gpu:
+	$(NIN) check-gpu $(ARGS)
 
 demo:
 	$(NIN) demo

@@ -47,7 +47,7 @@ def nin(num_classes: int = 10, pool2: str = "max", **overrides) -> NINConfig:
         BlockSpec(5, (192, 192, 192), init_std=INIT_STD, pool=pool2, dropout=0.5),
         BlockSpec(3, (192, 192, num_classes), init_std=INIT_STD, pool="none", dropout=0.0),
     )
-    return NINConfig(**{**dict(blocks=blocks, in_channels=3, input_hw=(32, 32), num_classes=num_classes, head="gap", final_relu=True), **overrides})
+    return NINConfig(**{**dict(blocks=blocks, dropout_form="author", in_channels=3, input_hw=(32, 32), num_classes=num_classes, head="gap", final_relu=True), **overrides})
 
 
 RECIPE = Recipe(
@@ -70,7 +70,6 @@ RECIPE = Recipe(
     seeds=(0, 1, 2),
     ours=(
         "each epoch is a fresh permutation of the training images; the fewer-than-a-batch left over are skipped that epoch (80 of 50k for CIFAR)",
-        "dropout is inverted (scaled at training time); cuda-convnet scales at test time, the same in expectation",
         "plateau rule (--recipe plateau only): patience 10 epochs, min gain 0.1 pp of training accuracy, at most 300 epochs",
     ),
 )

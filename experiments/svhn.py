@@ -31,7 +31,7 @@ from .cifar10 import RECIPE as CIFAR10_RECIPE
 COMMAND_HELP = "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN)."
 COMMAND_ORDER = 3
 
-INIT_STD = (0.05, 0.05, 0.05)  # [ours] N(0, 0.05) as for CIFAR-10: svhn_def's initW values were not re-checked (unverified)
+INIT_STD = (0.05, 0.05, 0.05)  # initW=0.05 in every layer of NIN/svhn_def (docs/paper-notes.md, "Every factor of the author's files")
 
 MODEL = NINConfig(
     blocks=(
@@ -39,6 +39,7 @@ MODEL = NINConfig(
         BlockSpec(5, (320, 256, 128), init_std=INIT_STD, pool="max", dropout=0.5),
         BlockSpec(5, (384, 256, 10), init_std=INIT_STD, pool="none", dropout=0.0),
     ),
+    dropout_form="author",  # cuda-convnet's dropout neuron (docs/paper-notes.md, "Dropout")
     in_channels=3,
     input_hw=(32, 32),
     num_classes=10,
@@ -69,9 +70,7 @@ RECIPE = dataclasses.replace(
     plateau_max_epochs=60,
     ours=(
         "schedule: 40 epochs, 30 at LR 0.1, 5 at 0.01, 5 at 0.001 (the CIFAR-10 200/30/30 shape shortened; no SVHN schedule was published)",
-        "init N(0, 0.05) in every layer as for CIFAR-10 (svhn_def's initW values were not re-checked; unverified)",
-        "each epoch is a fresh permutation of the 598,388 training images; dropout is inverted "
-        "(scaled at training time; cuda-convnet scales at test time, the same in expectation)",
+        "each epoch is a fresh permutation of the 598,388 training images",
         "validation split drawn as pylearn2 does (RandomState(322), 400 per class from train, 200 from extra); "
         "it is held out and not used: the final net is trained on the 598,388 images without early stopping",
         "--recipe caffe: one LR drop at 30 of 40 epochs; --recipe plateau: patience 3 epochs, at most 60 epochs",

@@ -435,6 +435,7 @@ def init_study(
     width: float = typer.Option(1.0, "--width", help="Multiply every hidden width (a cheaper check; < 1 marks the study as shortened)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this variant (repeatable).", show_default=False),
     parallel_seeds: Optional[bool] = ParallelSeeds,
+    signal_only: bool = typer.Option(False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."),
 ) -> None:
     """Why the paper's MNIST recipe stalls on real digits, and the smallest change that makes it learn
     (input scale, signal scale at init, stall rate per variant over 8 seeds): results/init-study.md."""
@@ -443,7 +444,40 @@ def init_study(
 
     if seeds is not None and seeds < 1 or epochs is not None and not (epochs > 0 and epochs < float("inf")) or not 0 < width <= 1:
         raise UsageError("--seeds must be >= 1, --epochs positive and --width in (0, 1]")
-    md, js = run_study(results_dir, workdir, seeds, epochs, width, tuple(only or ()), parallel_seeds, RichProgress(err_console))
+    md, js = run_study(results_dir, workdir, seeds, epochs, width, tuple(only or ()), parallel_seeds, RichProgress(err_console), signal_only=signal_only)
+    typer.echo(md.read_text(encoding="utf-8"))
+    console.print(f"[green]wrote[/green] {md} and {js}")
+
+
+@app.command("check-gpu")
+def check_gpu(
+    budget: float = typer.Option(9.0, "--budget", help="Wall-clock minutes for the whole check, compiles included; a part that does not fit is cut and recorded as cut."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate of each part on this device (a few measured steps), train nothing."),
+    scale: str = typer.Option("full", "--scale", help="full (the plan of issue 18) or tiny (seconds on a CPU: a check of the command, marked shortened)."),
+    part: Optional[list[str]] = typer.Option(None, "--part", help="Run only this part (repeatable): bench, cifar, mnist, init-study.", show_default=False),
+    width: Optional[float] = typer.Option(None, "--width", help="Multiply every hidden width (marks the check shortened).", show_default=False),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs of every table row (marks the check shortened).", show_default=False),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds of every row and study variant (marks the check shortened).", show_default=False),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="init-study steps per seed (default 3000).", show_default=False),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="init-study variant (repeatable; default every one).", show_default=False),
+    results_dir: Path = ResultsDir,
+    workdir: Path = typer.Option(Path("runs/check-gpu"), "--workdir", help="Where the check's run folders go (a fresh timestamped folder per check)."),
+) -> None:
+    """The first thing to run on a GPU machine: bench, the CIFAR-10 and MNIST recipes at full length
+    on the shipped digits, and init-study at 3,000 steps, within --budget minutes: results/check-gpu.md."""
+    from nin_repro import checkgpu
+
+    plan = checkgpu.shrunk(scale, width=width, epochs=epochs, seeds=seeds, horizon=horizon, variants=tuple(variant or ()))
+    parts = tuple(part or checkgpu.PARTS)
+    if not budget >= 0 or budget == float("inf"):
+        raise UsageError(f"--budget must be a number of minutes >= 0, got {budget}")
+    if dry_run:
+        typer.echo(f"check-gpu plan ({scale}{', shortened: ' + plan.shortened() if plan.shortened() else ''}), budget {budget:g} min, on this device:")
+        for line in checkgpu.estimate(plan, checkgpu.check_parts(parts), 60 * budget):
+            typer.echo(line)
+        return
+    check = checkgpu.Check(plan, scale, 60 * budget, results_dir, workdir, say=_say)
+    md, js = checkgpu.run_check(check, parts)
     typer.echo(md.read_text(encoding="utf-8"))
     console.print(f"[green]wrote[/green] {md} and {js}")
 

@@ -22,6 +22,10 @@ from flax import nnx
 Pool = Literal["max", "avg", "none"]
 Head = Literal["gap", "fc", "fc_dropout", "gap_dense"]
 HEADS: tuple[str, ...] = ("gap", "fc", "fc_dropout", "gap_dense")
+# "author": cuda-convnet's dropout neuron, the one every paper row uses (docs/paper-notes.md,
+# "Dropout"): survivors pass unscaled in training, the input is multiplied by 1 - p at test.
+# "inverted": survivors scaled by 1 / (1 - p) in training, nothing at test (nnx.Dropout) [ours].
+DROPOUT_FORMS: tuple[str, ...] = ("author", "inverted")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,7 @@ class BlockSpec:
 @dataclasses.dataclass(frozen=True)
 class NINConfig:
     blocks: tuple[BlockSpec, ...]
+    dropout_form: str  # one of DROPOUT_FORMS, for every dropout layer of the net (blocks and head)
     in_channels: int = 3
     input_hw: tuple[int, int] = (32, 32)  # training size; FC heads are built for it
     num_classes: int = 10
@@ -62,9 +67,7 @@ class NINConfig:
     aux_weight: float = 0.3
 
     def __post_init__(self):
-        for rate in [b.dropout for b in self.blocks] + [self.head_dropout]:
-            if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
-                raise ValueError(f"a dropout rate must be in [0, 1), got {rate!r}")
+        _check_dropout(self.dropout_form, [b.dropout for b in self.blocks] + [self.head_dropout])
         if self.aux_after is not None and not 0 <= self.aux_after < len(self.blocks) - 1:
             raise ValueError(f"aux_after must name a block before the last (0..{len(self.blocks) - 2}), got {self.aux_after}")
         if self.pool_grad not in POOL_GRADS:
@@ -187,12 +190,46 @@ def _max_pool_bwd(window, stride, pads, residuals, g_BHWC):
 max_pool_mask_grad.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+class Dropout(nnx.Module):
+    """Dropout in either form of ``DROPOUT_FORMS``. Both draw the same mask from the ``dropout`` RNG
+    stream as ``nnx.Dropout`` (a unit is kept with probability 1 - p), so for one key the two
+    forms' training outputs differ exactly by the factor 1 / (1 - p), and "inverted" equals
+    ``nnx.Dropout`` bit for bit.
+
+    The author's form (mavenlin/cuda-convnet ``PluginsSrc/include/extralayers.cuh``,
+    ``DropoutNeuron``): training zeroes a unit with probability p and passes the survivors, and
+    their gradient, unscaled; testing multiplies the input by 1 - p. Its training signal after a
+    dropout layer is half the inverted form's (p = 0.5), so the class scores at init are up to 4x
+    smaller after two such layers, and the gradient reaching the blocks below up to 4x smaller."""
+
+    def __init__(self, rate: float, form: str):
+        self.rate, self.form = rate, form
+
+    def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
+        keep = 1.0 - self.rate
+        if self.rate == 0.0:
+            return x
+        if not train:
+            return x * jnp.asarray(keep, x.dtype) if self.form == "author" else x
+        mask = jax.random.bernoulli(rngs["dropout"](), p=keep, shape=x.shape, out_sharding=jax.typeof(x).sharding)
+        kept = x if self.form == "author" else x / keep
+        return jax.lax.select(mask, kept, jnp.zeros_like(x))
+
+
+def _check_dropout(form: str, rates) -> None:
+    if form not in DROPOUT_FORMS:
+        raise ValueError(f"unknown dropout_form {form!r}; choose one of {', '.join(DROPOUT_FORMS)}")
+    for rate in rates:
+        if not (isinstance(rate, (int, float)) and 0 <= rate < 1):
+            raise ValueError(f"a dropout rate must be in [0, 1), got {rate!r}")
+
+
 def _kernel_init(std: float | None):
     return nnx.initializers.he_normal() if std is None else nnx.initializers.normal(std)
 
 
 class MLPConv(nnx.Module):
-    def __init__(self, in_channels: int, spec: BlockSpec, dtype, *, rngs: nnx.Rngs, pool_grad: str = "xla"):
+    def __init__(self, in_channels: int, spec: BlockSpec, dtype, *, rngs: nnx.Rngs, dropout_form: str, pool_grad: str = "xla"):
         stds = spec.init_std or (None, None, None)
         w0, w1, w2 = spec.widths
         pad = spec.kernel // 2  # "same" size, as every original config (pad 2 for 5x5, 1 for 3x3)
@@ -200,7 +237,7 @@ class MLPConv(nnx.Module):
         self.cccp_a = nnx.Conv(w0, w1, (1, 1), kernel_init=_kernel_init(stds[1]), dtype=dtype, rngs=rngs)
         self.cccp_b = nnx.Conv(w1, w2, (1, 1), kernel_init=_kernel_init(stds[2]), dtype=dtype, rngs=rngs)
         self.pool, self.pool_grad = spec.pool, pool_grad
-        self.dropout = nnx.Dropout(spec.dropout)
+        self.dropout = Dropout(spec.dropout, dropout_form)
 
     def __call__(self, x_BHWC: jax.Array, *, final_relu: bool, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
         x_BHWC = nnx.relu(self.conv(x_BHWC))
@@ -208,9 +245,7 @@ class MLPConv(nnx.Module):
         x_BHWC = self.cccp_b(x_BHWC)
         x_BHWC = nnx.relu(x_BHWC) if final_relu else x_BHWC
         x_BHWC = caffe_pool(x_BHWC, self.pool, grad=self.pool_grad)
-        if self.dropout.rate > 0:
-            x_BHWC = self.dropout(x_BHWC, deterministic=not train, rngs=rngs)
-        return x_BHWC
+        return self.dropout(x_BHWC, train=train, rngs=rngs)
 
 
 class NIN(nnx.Module):
@@ -222,14 +257,14 @@ class NIN(nnx.Module):
         dtype = jnp.dtype(config.dtype)
         blocks, channels = [], config.in_channels
         for spec in config.blocks:
-            blocks.append(MLPConv(channels, spec, dtype, rngs=rngs, pool_grad=config.pool_grad))
+            blocks.append(MLPConv(channels, spec, dtype, rngs=rngs, dropout_form=config.dropout_form, pool_grad=config.pool_grad))
             channels = spec.widths[-1]
         self.blocks = nnx.List(blocks)
         self.aux = nnx.data(None)
         if config.aux_after is not None:
             aux_in = config.blocks[config.aux_after].widths[-1]
             self.aux = nnx.data(nnx.Conv(aux_in, config.num_classes, (1, 1), kernel_init=_kernel_init(None), dtype=dtype, rngs=rngs))
-        self.head_dropout = nnx.Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0)
+        self.head_dropout = Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0, config.dropout_form)
         self.dense = nnx.data(None)
         if config.head in ("fc", "fc_dropout", "gap_dense"):
             in_features = channels if config.head == "gap_dense" else channels * math.prod(final_hw(config))
@@ -265,7 +300,7 @@ class NIN(nnx.Module):
         else:
             flat_BF = maps_BHWK.reshape(maps_BHWK.shape[0], -1)
             if head == "fc_dropout":
-                flat_BF = self.head_dropout(flat_BF, deterministic=not train, rngs=rngs)
+                flat_BF = self.head_dropout(flat_BF, train=train, rngs=rngs)
             logits_BK = self.dense(flat_BF)
         return logits_BK.astype(jnp.float32)
 
@@ -365,6 +400,7 @@ class ConvNetConfig:
     (GAP). The sizes are ours (docs/paper-notes.md, "Paper tables" (Section 4.6), §8); they are written in ``experiments/ablate_gap.py`` (``cnn``)."""
 
     convs: tuple[ConvSpec, ...]
+    dropout_form: str  # one of DROPOUT_FORMS (the FC + dropout head's)
     local_kernel: int = 3
     local_features: int = 16  # must equal num_classes for head="gap"
     in_channels: int = 3
@@ -384,6 +420,7 @@ class ConvNetConfig:
             raise ValueError(f"with a GAP head the locally connected layer must output one map per class ({self.num_classes}), not {self.local_features}")
         if not self.convs:
             raise ValueError("the conventional CNN needs at least one conv layer")
+        _check_dropout(self.dropout_form, [self.head_dropout])
 
     def hidden_widths(self) -> tuple[int, ...]:
         """The hidden widths, whose narrowest decides the --smoke width factor: the conv layers'
@@ -452,7 +489,7 @@ class ConvNet(nnx.Module):
         hw = config.local_input_hw()
         local_init = None if config.init_std is None else nnx.initializers.normal(config.init_std)
         self.local = LocallyConnected2D(channels, config.local_features, config.local_kernel, hw, padding=config.local_kernel // 2, kernel_init=local_init, dtype=dtype, rngs=rngs)
-        self.head_dropout = nnx.Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0)
+        self.head_dropout = Dropout(config.head_dropout if config.head == "fc_dropout" else 0.0, config.dropout_form)
         self.dense = nnx.data(None)
         if config.head in ("fc", "fc_dropout"):
             in_features = config.local_features * math.prod(self.local.out_hw)
@@ -473,7 +510,7 @@ class ConvNet(nnx.Module):
         else:
             flat_BF = maps_BHWK.reshape(maps_BHWK.shape[0], -1)
             if self.config.head == "fc_dropout":
-                flat_BF = self.head_dropout(flat_BF, deterministic=not train, rngs=rngs)
+                flat_BF = self.head_dropout(flat_BF, train=train, rngs=rngs)
             logits_BK = self.dense(flat_BF)
         return logits_BK.astype(jnp.float32)
 
@@ -499,6 +536,8 @@ def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> NIN | ConvNet:
 def config_from_dict(d: dict) -> ModelConfig:
     """Inverse of ``dataclasses.asdict`` for either config (JSON lists back to tuples), e.g. from run.json."""
     d = dict(d)
+    # Records written before dropout_form existed were trained with inverted dropout.
+    d.setdefault("dropout_form", "inverted")
     if "input_hw" in d:
         d["input_hw"] = tuple(d["input_hw"])
     if "blocks" in d:

@@ -56,10 +56,9 @@ def table_commands(folder: Path | None = None) -> list[TableCommand]:
     return sorted(out, key=lambda c: (c.order, c.name))
 
 
-def load_experiment(name: str):
-    """The module ``experiments/<name>.py``. Installed packages carry the folder as
-    ``nin_repro.experiments``; in a source checkout run with PYTHONPATH=. it is registered under
-    that name from the top-level folder, so experiment files can import each other."""
+def register_experiments() -> str:
+    """Make ``nin_repro.experiments`` importable: installed, it is the package; in a source checkout
+    run with PYTHONPATH=. (no install) it is registered from the top-level ``experiments/`` folder."""
     package = "nin_repro.experiments"
     if package not in sys.modules:
         try:
@@ -74,6 +73,14 @@ def load_experiment(name: str):
             module = importlib.util.module_from_spec(spec)
             sys.modules[package] = module
             spec.loader.exec_module(module)
+    return package
+
+
+def load_experiment(name: str):
+    """The module ``experiments/<name>.py``. Installed packages carry the folder as
+    ``nin_repro.experiments``; in a source checkout run with PYTHONPATH=. it is registered under
+    that name from the top-level folder, so experiment files can import each other."""
+    package = register_experiments()
     try:
         return importlib.import_module(f"{package}.{name}")
     except ModuleNotFoundError as err:

@@ -79,6 +79,23 @@ def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
     return out
 
 
+def _load_checks(results_dir: Path) -> list[tuple[Path, str, str]]:
+    """(path, name, caption) of each device check record (`check-gpu`), with its device and what it finished."""
+    out = []
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("check"), str) and isinstance(data.get("parts"), list):
+            prov = data.get("provenance")
+            dev = prov.get("device", {}) if isinstance(prov, dict) else {}
+            parts = ", ".join(f"{p.get('name')} {p.get('status')}" for p in data["parts"] if isinstance(p, dict))
+            kind = dev.get("kind", "?") if isinstance(dev, dict) else "?"
+            out.append((path, data["check"], f"{kind}{' (shortened plan)' if data.get('shortened') else ''}: {parts}"))
+    return out
+
+
 def _status(v: dict, smoke: bool, scale: str = "paper") -> str:
     if smoke or (v.get("shortened") or "").startswith("smoke"):
         return "smoke"
@@ -133,6 +150,9 @@ def render_report(results_dir: Path) -> str:
     if analyses:
         lines += ["", "## Analyses (why GAP works)", ""]
         lines += [f"- [{ANALYSIS_TITLES.get(name, name)}]({path.name if path.suffix == '.png' else path.with_suffix('.md').name}): {caption}" for path, name, caption in analyses]
+    checks = _load_checks(results_dir)
+    if checks:
+        lines += ["", "## Device checks", ""] + [f"- [{name}]({path.with_suffix('.md').name}): {caption}" for path, name, caption in checks]
     figures = sorted(p.name for p in results_dir.glob("*.png"))
     lines += ["", f"Total wall time: {format_duration(wall)}. Devices: {', '.join(sorted(devices)) or 'n/a'}."]
     if figures:

@@ -12,13 +12,16 @@ criterion agrees with what happened: a flagged seed should end near chance, an u
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from nin_repro import atomic
 from nin_repro.figures import read_metrics
@@ -48,15 +51,23 @@ class SeedOutcome:
 
 
 def signal_scale(recipe: Recipe, x_BHWC: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """Std of the input, of each block's output and of the class scores at initialisation (eval mode)."""
+    """Std of the input, of each block's output and of the class scores at initialisation, as
+    evaluation sees them (no masks; the author's dropout multiplies by 1 - p) and, under ``train_*``,
+    as training sees them (dropout masks on, one fixed key). The two differ by the dropout form:
+    inverted dropout scales the training signal up by 1 / (1 - p) per layer, the author's does not."""
     model = init_model(recipe, seed)
+    x = jax.numpy.asarray(x_BHWC)
     out = {"input": float(np.std(x_BHWC))}
-    h = jax.numpy.asarray(x_BHWC)
     last = len(model.blocks) - 1
-    for i, block in enumerate(model.blocks):
-        h = block(h, final_relu=model.config.final_relu or i != last, train=False, rngs=None)
-        out[f"block{i + 1}"] = float(np.std(h))
-    out["class_scores"] = float(np.std(model(jax.numpy.asarray(x_BHWC))))
+    for prefix, train in (("", False), ("train_", True)):
+        # One fresh stream per pass: the blocks here and the whole model below draw the same masks.
+        rngs = nnx.Rngs(dropout=seed) if train else None
+        h = x
+        for i, block in enumerate(model.blocks):
+            h = block(h, final_relu=model.config.final_relu or i != last, train=train, rngs=rngs)
+            out[f"{prefix}block{i + 1}"] = float(np.std(h))
+        scores = model(x, train=train, rngs=nnx.Rngs(dropout=seed) if train else None)
+        out[f"{prefix}class_scores"] = float(np.std(scores))
     return out
 
 
@@ -87,7 +98,12 @@ def run_study(
     only: tuple[str, ...] = (),
     parallel: bool | None = None,
     progress=None,
+    signal_only: bool = False,
 ) -> tuple[Path, Path]:
+    """Train the variants (``only``: those named) and write results/init-study.md + .json; with
+    ``signal_only``, train nothing and write the signal scale of every variant (of ``only``, if given) to
+    results/init-study-signal.md + .json (seconds on a CPU, so the committed study's trained rows
+    are not replaced by a run that trains none)."""
     study = load_experiment("init_study")
     unknown = [k for k in only if k not in {key for key, *_ in study.VARIANTS}]
     if unknown:
@@ -100,6 +116,8 @@ def run_study(
         recipe = scaled(recipe, width, epochs)
         if seeds is not None:
             recipe = dataclasses.replace(recipe, seeds=tuple(range(seeds)))
+        if signal_only and only and key not in only:
+            continue
         data_key = (recipe.dataset, recipe.preprocess)
         if data_key not in prepared:
             prepared[data_key] = prepare(load_table_data(recipe, Options()), recipe, workdir / "init-study")
@@ -110,7 +128,7 @@ def run_study(
             # What a cuda-convnet data provider would subtract next (its batches' data_mean).
             "max_abs_train_mean": float(np.abs(data.x_train.mean(axis=0)).max()),
         }
-        if only and key not in only:
+        if signal_only or only and key not in only:
             continue
         opts = Options(parallel_seeds=parallel)
         groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
@@ -134,23 +152,47 @@ def run_study(
                 "wall_s": time.perf_counter() - t0,
             }
         )
-    shortened = seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
+    shortened = width != 1.0 if signal_only else seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
     record = {
         "study": "init-study",
         "what": "the MNIST recipe as published, one change at a time, on the 4,000 / 1,000 shipped real digits",
-        "shortened": f"seeds={seeds}, epochs={epochs}, width x{width}" if shortened else None,
+        "shortened": (f"width x{width}" if signal_only else f"seeds={seeds}, epochs={epochs}, width x{width}") if shortened else None,
+        "signal_only": signal_only,
         "learned_below_pct": LEARNED_BELOW_PCT,
         "variants": rows,
         "signal_scale": scales,
         "changes": {key: what for key, _, what, _ in study.VARIANTS},
+        "dropout_forms": {key: recipe.model.dropout_form for key, _, _, recipe in study.VARIANTS},
         "wall_s": time.perf_counter() - started,
         "provenance": provenance(),
     }
     out_dir = Path(results_dir) / ("partial" if shortened else "")
-    md, js = out_dir / "init-study.md", out_dir / "init-study.json"
+    name = "init-study-signal" if signal_only else "init-study"
+    md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    for row in rows:
+        row["provenance"] = record["provenance"]
+    if only and not signal_only:
+        record["variants"] = keep_other_rows(js, rows, [key for key, *_ in study.VARIANTS])
     atomic.write_json(js, record)
     atomic.write_text(md, render(record))
     return md, js
+
+
+def keep_other_rows(previous_json: Path, rows: list[dict], order: list[str]) -> list[dict]:
+    """``rows`` plus the rows of the study already in ``previous_json`` for the variants not re-run
+    (``--only`` adds to the study instead of replacing it), each with the provenance it was
+    measured with, in the study's order. An unreadable previous file is kept out, with a warning."""
+    if not previous_json.exists():
+        return rows
+    try:
+        previous = json.loads(previous_json.read_text(encoding="utf-8"))
+        old = [dict(row, provenance=row.get("provenance", previous["provenance"])) for row in previous["variants"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        warnings.warn(f"{previous_json} is not readable ({err}); its rows are not kept", stacklevel=2)
+        return rows
+    new = {row["key"] for row in rows}
+    merged = [row for row in old if row["key"] not in new and row["key"] in order] + rows
+    return sorted(merged, key=lambda row: order.index(row["key"]))
 
 
 def _median(values):
@@ -168,11 +210,14 @@ def render(record: dict) -> str:
     ]
     if record["shortened"]:
         lines += ["", f"**Shortened run ({record['shortened']}): a check of the command, not evidence.**"]
+    if record.get("signal_only"):
+        lines += ["", "**Signal scale only: nothing was trained in this run** (`nin-repro init-study --signal-only`); the trained study is results/init-study.md."]
     lines += [
         "",
-        "| variant | change | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | change | dropout | epochs | stalled | learned | first epoch below ln C − 0.05 (median) | test error %: learned seeds | test error %: all seeds | flag agrees |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    forms = record.get("dropout_forms", {})
     for v in record["variants"]:
         seeds = v["seeds"]
         n = len(seeds)
@@ -182,7 +227,7 @@ def render(record: dict) -> str:
         first = _median([s["first_learning_epoch"] for s in seeds if s["first_learning_epoch"] is not None])
         agree = sum(1 for s in seeds if bool(s["stalled"]) != s["learned"])
         lines.append(
-            f"| `{v['key']}` | {v['change']} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
+            f"| `{v['key']}` | {v['change']} | {forms.get(v['key'], '?')} | {v['epochs']:g} | {stalled}/{n} | {len(learned)}/{n} | {first if first is not None else 'never'} | "
             f"{_mean_std(learned)} | {_mean_std(all_err)} | {agree}/{n} |"
         )
     lines += [
@@ -194,18 +239,27 @@ def render(record: dict) -> str:
         "",
         "## Signal scale at initialisation (seed 0, 128 training images, std), every variant",
         "",
+        "As evaluation sees it (no dropout masks; the author's dropout multiplies by 1 − p), then as training sees it "
+        "(dropout masks on, one fixed key): inverted dropout scales the training signal by 1 / (1 − p) per dropout layer, "
+        "the author's does not.",
+        "",
     ]
     first = next(iter(record["signal_scale"].values()))
-    names = [k for k in first if k not in ("input", "max_abs_train_mean")]
+    names = [k for k in first if k not in ("input", "max_abs_train_mean") and not k.startswith("train_")]
+    trained = [f"train_{n}" for n in names if f"train_{n}" in first]
     lines += [
-        "| variant | change | input | " + " | ".join(names) + " | max abs per-pixel training mean |",
-        "|---|---|---|" + "---|" * (len(names) + 1),
+        "| variant | change | dropout | input | " + " | ".join(names) + " | " + "".join(f"{n.replace('_', ' ')} | " for n in trained) + "max abs per-pixel training mean |",
+        "|---|---|---|---|" + "---|" * (len(names) + len(trained) + 1),
     ]
     for key, sc in record["signal_scale"].items():
-        lines.append(f"| `{key}` | {record['changes'][key]} | {sc['input']:.3g} | " + " | ".join(f"{sc[n]:.3g}" for n in names) + f" | {sc['max_abs_train_mean']:.3g} |")
-    lines += ["", "## Per seed", ""]
+        cells = [f"{sc[n]:.3g}" for n in names + trained]
+        lines.append(f"| `{key}` | {record['changes'][key]} | {forms.get(key, '?')} | {sc['input']:.3g} | " + " | ".join(cells) + f" | {sc['max_abs_train_mean']:.3g} |")
+    lines += ["", "## Per seed", ""] if record["variants"] else []
     for v in record["variants"]:
-        lines.append(f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}):")
+        commit = v.get("provenance", prov).get("commit", "unknown")
+        lines.append(
+            f"- `{v['key']}` (N = {v['dead_steps']} steps, E = {v['stall_epochs']:g} epochs, {v['epochs']:g} epochs, {format_duration(v['wall_s'])}, commit `{commit[:12]}`):"
+        )
         for s in v["seeds"]:
             state = s["stalled"] or "not stalled"
             lines.append(
@@ -220,6 +274,7 @@ def render(record: dict) -> str:
         f"- Commit: `{prov.get('commit', 'unknown')}`; device: {dev.get('kind', '?') if isinstance(dev, dict) else dev}; "
         f"versions: {', '.join(f'{k} {v}' for k, v in prov.get('versions', {}).items()) if isinstance(prov.get('versions'), dict) else '?'}",
         f"- Wall time: {format_duration(record['wall_s'])}; date (UTC): {prov.get('date', 'unknown')}",
+        "- Rows kept from earlier runs (`--only` adds to the study) name their own commit under Per seed.",
     ]
     return "\n".join(lines) + "\n"
 

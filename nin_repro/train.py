@@ -344,6 +344,19 @@ def _program(recipe: Recipe) -> _Program:
     return _Program(tx, eval_fn, stacked_eval_fn(eval_fn), {})
 
 
+def compiled_recipe(recipe: Recipe) -> Recipe:
+    """``recipe`` without what no compiled program reads: the data (an argument), the seeds and
+    the initial values (keys and parameters are arguments; the init stds only shape the first
+    parameters), the base LR (the ``lr_scale`` argument; the optimizer's LR state is overwritten
+    every step) and the host-side checks. Recipes with the same compiled recipe share one program
+    (``_Run``), so e.g. init-study's variants of the input or of the init compile once."""
+    model = recipe.model
+    if hasattr(model, "blocks"):
+        model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
+    model = dataclasses.replace(model, **{name: None for name in ("init_std",) if hasattr(model, name)}, head_init_std=0.0)
+    return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+
+
 class _Plateau:
     """The paper's rule: divide the LR by 10 when training accuracy stops improving, twice
     (final LR = 1/100); stop when it stalls once more or at the maximum epochs."""
@@ -486,7 +499,7 @@ class _Run:
         self.chunk = min(chunk_steps or default_chunk_steps(self.steps_per_epoch), self.steps_per_epoch)
         self.K = len(seeds)
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
-        self.program = _program(recipe)
+        self.program = _program(compiled_recipe(recipe))
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
         self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]

@@ -21,6 +21,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
+# Tests also run from a source checkout without an install (PYTHONPATH=.): test files import the
+# experiment files as nin_repro.experiments.
+from nin_repro.registry import register_experiments  # noqa: E402
+
+register_experiments()
+
 
 @pytest.fixture(scope="session")
 def smoke_cifar10(tmp_path_factory):

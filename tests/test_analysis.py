@@ -16,6 +16,7 @@ from nin_repro.recipe import load_experiment
 
 TINY = NINConfig(
     blocks=(BlockSpec(3, (8, 8, 8), init_std=None, pool="max", dropout=0.0), BlockSpec(3, (8, 8, 6), init_std=None, pool="none", dropout=0.0)),
+    dropout_form="author",
     in_channels=1,
     input_hw=(12, 12),
     num_classes=4,

@@ -21,7 +21,7 @@ def test_bench_rejects_unknown_dtype(capsys):
     assert "unknown --dtype" in capsys.readouterr().err
 
 
-ONE_BLOCK = dict(blocks=(BlockSpec(3, (4, 4, 10), init_std=None, pool="none", dropout=0.0),), in_channels=1, input_hw=(8, 8), num_classes=10, head="gap")
+ONE_BLOCK = dict(blocks=(BlockSpec(3, (4, 4, 10), init_std=None, pool="none", dropout=0.0),), dropout_form="author", in_channels=1, input_hw=(8, 8), num_classes=10, head="gap")
 
 
 def test_bench_numbers_of_one_mlpconv_block_worked_out_by_hand(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def test_caffe_pool_matches_reference(size, kind):
 def test_pool_sizes_of_the_paper_nets():
     # CIFAR 32 -> 16 -> 8 (GAP 8x8), MNIST 28 -> 14 -> 7 (GAP 7x7): docs/paper-notes.md, "Architecture".
     assert final_hw(nin_cifar10()) == (8, 8)
-    mnist = NINConfig(blocks=nin_cifar10().blocks, in_channels=1, input_hw=(28, 28))
+    mnist = NINConfig(blocks=nin_cifar10().blocks, dropout_form="author", in_channels=1, input_hw=(28, 28))
     assert final_hw(mnist) == (7, 7)
 
 
@@ -101,8 +101,9 @@ def test_caffe_zoo_variant_average_pools_after_the_second_block():
     def pool(h, kind):
         return np.stack([caffe_pool_reference(h[0, :, :, c], kind) for c in range(h.shape[-1])], -1)[None].astype(np.float32)
 
-    h = pool(convs(model.blocks[0], x), "max")
-    h = pool(convs(model.blocks[1], h), "avg")
+    # The author's dropout after blocks 1 and 2 multiplies by 1 - 0.5 at test time.
+    h = 0.5 * pool(convs(model.blocks[0], x), "max")
+    h = 0.5 * pool(convs(model.blocks[1], h), "avg")
     np.testing.assert_allclose(model(x), convs(model.blocks[2], h).mean(axis=(1, 2)), rtol=1e-4, atol=1e-6)
     as_published = NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0))  # the same weights, max pool2
     assert not np.allclose(as_published(x), model(x), rtol=1e-3)
@@ -120,7 +121,7 @@ def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():
 
 def test_gap_head_needs_one_map_per_class():
     with pytest.raises(ValueError):
-        NINConfig(blocks=(BlockSpec(3, (8, 8, 7), init_std=None, pool="none", dropout=0.0),), num_classes=10)
+        NINConfig(blocks=(BlockSpec(3, (8, 8, 7), init_std=None, pool="none", dropout=0.0),), dropout_form="author", num_classes=10)
 
 
 @pytest.mark.parametrize("table, params", [("cifar10", 966_986), ("cifar100", 984_356), ("mnist", 349_674)])

@@ -28,6 +28,7 @@ TINY = NINConfig(
         BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5),
         BlockSpec(3, (6, 6, 4), init_std=None, pool="none", dropout=0.0),
     ),
+    dropout_form="author",
     in_channels=1,
     input_hw=(8, 8),
     num_classes=4,
