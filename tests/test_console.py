@@ -135,7 +135,7 @@ def test_init_study_piped_prints_its_table_and_the_whole_path(tmp_path, capsys, 
     md = _long(tmp_path) / "init-study.md"
     md.parent.mkdir(parents=True)
     md.write_text("| variant | stalled seeds | mean class-score std at init |\n|---|---|---|\n| input_scale01 | 8 / 8 | 0.000123 |\n")
-    monkeypatch.setattr(nin_repro.study, "run_study", lambda *a: (md, md.with_suffix(".json")))
+    monkeypatch.setattr(nin_repro.study, "run_study", lambda *a, **kw: (md, md.with_suffix(".json")))
     assert main(["init-study", "--results-dir", str(md.parent)]) == 0
     _all_in(capsys.readouterr().out, [*md.read_text().splitlines(), f"wrote {md} and {md.with_suffix('.json')}"])
 
