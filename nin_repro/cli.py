@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from nin_repro.console import console, err_console, print_table
+from nin_repro.console import console, err_console, print_table, wide_help_off_a_terminal
 from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, UsageError
 from nin_repro.registry import table_commands
 
@@ -435,7 +435,9 @@ def init_study(
     width: float = typer.Option(1.0, "--width", help="Multiply every hidden width (a cheaper check; < 1 marks the study as shortened)."),
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only this variant (repeatable).", show_default=False),
     parallel_seeds: Optional[bool] = ParallelSeeds,
-    signal_only: bool = typer.Option(False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."),
+    signal_only: bool = typer.Option(
+        False, "--signal-only", help="Train nothing: the signal scale at init of every variant, eval and training view (results/init-study-signal.md)."
+    ),
 ) -> None:
     """Why the paper's MNIST recipe stalls on real digits, and the smallest change that makes it learn
     (input scale, signal scale at init, stall rate per variant over 8 seeds): results/init-study.md."""
@@ -541,6 +543,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run_app(argv: list[str] | None) -> int:
+    wide_help_off_a_terminal()
     try:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.

@@ -3,7 +3,9 @@
 Rich sizes its output to the terminal, and to 80 columns when stdout is not one: a table wider
 than that has every cell cut to an ellipsis, and a long line (a path) is broken in two. So lines
 are never wrapped here (``soft_wrap``), and a table is drawn with rich only on a terminal wide
-enough for all of it; anywhere else it is printed as a markdown table, every cell in full.
+enough for all of it; anywhere else it is printed as a markdown table, every cell in full. And
+``--help``: Typer's rich panels cut long option names and paths to an ellipsis at 80 columns, so
+off a terminal they are drawn at least ``RICH_HELP_MIN_WIDTH`` wide.
 """
 
 from __future__ import annotations
@@ -45,3 +47,17 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
         return
     text = "\n".join([title, "", *markdown_table(columns, rows)])
     out.print(text, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+# Typer's help panels at 80 columns cut some option names and paths (`cifar10 --help` lost
+# "--no-parallel-seeds" and "cifar-10-batches-py/"); at 100 no command's help loses anything.
+RICH_HELP_MIN_WIDTH = 100
+
+
+def wide_help_off_a_terminal() -> None:
+    """``--help`` into a pipe, a file or a CI log: panels ``RICH_HELP_MIN_WIDTH`` wide at least
+    (longer lines there cost nothing; a cut word is lost)."""
+    if not console.is_terminal:
+        import typer.rich_utils
+
+        typer.rich_utils.MAX_WIDTH = max(console.width, RICH_HELP_MIN_WIDTH)

@@ -152,3 +152,20 @@ def test_a_damaged_or_unwritable_rate_cache_costs_a_measurement_never_the_dry_ru
     assert main(["cifar100", "--dry-run", "--cache-dir", str(blocked)]) == 0
     captured = capsys.readouterr()
     assert "measured now" in captured.out and "could not cache the measured img/s" in captured.err
+
+
+def test_every_help_piped_names_every_command_and_option_in_full(capsys):
+    import typer
+
+    from nin_repro.cli import app
+
+    def commands(group, path=()):
+        yield path, group
+        for name, sub in getattr(group, "commands", {}).items():
+            yield from commands(sub, (*path, name))
+
+    for path, command in commands(typer.main.get_command(app)):
+        assert main([*path, "--help"]) == 0
+        out = capsys.readouterr().out
+        names = [opt for param in command.params if not getattr(param, "hidden", False) for opt in (*param.opts, *param.secondary_opts) if opt.startswith("--")]
+        _all_in(out, [*names, *getattr(command, "commands", {})])
