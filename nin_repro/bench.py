@@ -105,9 +105,9 @@ class BenchResult:
     pool_grad: str = "mask"  # the max pools' gradient ("auto" resolved: models.resolve_pool_grad)
 
 
-def _time(fn, steps: int) -> float:
-    out = fn()
-    jax.block_until_ready(out)
+def _time(fn, steps: int, warmup: bool = True) -> float:
+    if warmup:
+        jax.block_until_ready(fn())
     t0 = time.perf_counter()
     for _ in range(steps):
         out = fn()
@@ -127,6 +127,8 @@ def bench_recipe(
     steps_per_call: int | None = None,
     rng_impl: str | None = None,
     pool_grad: str | None = None,
+    evaluate: bool = True,
+    warmup: bool = True,
 ) -> list[BenchResult]:
     """Time ``steps`` training steps and ``steps`` evaluation batches of ``recipe``'s network.
 
@@ -135,27 +137,44 @@ def bench_recipe(
     as an epoch is there; one step per call on a CPU). ``seeds=K``: the call trains K models at
     once (one vmapped program; parameters and optimizer states stacked, each seed its own key, the
     data shared). ``rng_impl``: the recipe's random generator replaced (threefry vs rbg: what the
-    dropout masks cost); ``pool_grad``: the max pools' gradient ("auto", "xla" or "mask", see models.caffe_pool)."""
-    recipe, train_once, eval_once, calls, per_call = bench_programs(
-        recipe, batch_size=batch_size, dtype=dtype, steps=steps, seeds=seeds, steps_per_call=steps_per_call, rng_impl=rng_impl, pool_grad=pool_grad
+    dropout masks cost); ``pool_grad``: the max pools' gradient ("auto", "xla" or "mask", see models.caffe_pool).
+    ``warmup=False``: the training call is compiled ahead (timed apart) and its first runs are the
+    timed ones, no untimed run before them; with ``evaluate=False`` (the training step only) this is
+    what a dry run's estimate needs: a full network's step takes seconds on a CPU."""
+    recipe, train_once, eval_once, calls, per_call, compiled_s = bench_programs(
+        recipe, batch_size=batch_size, dtype=dtype, steps=steps, seeds=seeds, steps_per_call=steps_per_call, rng_impl=rng_impl, pool_grad=pool_grad, warmup=warmup
     )
     device = jax.devices()[0]
     peak = peak_tflops or PEAK_TFLOPS.get(device.device_kind, {}).get(jnp.dtype(dtype).name)
     bandwidth = hbm_gb_s * 1e9 if hbm_gb_s else HBM_BYTES_PER_S.get(device.device_kind)
-    measured = (("train", train_once, seeds, calls, per_call), ("eval", eval_once, 1, steps, 1))
-    return [_measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth) for what, fn, models, reps, per in measured]
+    measured = (("train", train_once, seeds, calls, per_call, compiled_s), ("eval", eval_once, 1, steps, 1, None))[: 2 if evaluate else 1]
+    return [
+        _measure(recipe, what, fn, models=models, calls=reps, per_call=per, steps=steps, peak=peak, bandwidth=bandwidth, compiled_s=done)
+        for what, fn, models, reps, per, done in measured
+    ]
 
 
 def bench_programs(
-    recipe: Recipe, *, batch_size: int, dtype: str, steps: int, seeds: int = 1, steps_per_call: int | None = None, rng_impl: str | None = None, pool_grad: str | None = None
+    recipe: Recipe,
+    *,
+    batch_size: int,
+    dtype: str,
+    steps: int,
+    seeds: int = 1,
+    steps_per_call: int | None = None,
+    rng_impl: str | None = None,
+    pool_grad: str | None = None,
+    warmup: bool = True,
 ):
-    """What bench times, ready to call: ``(recipe as timed, train_once, eval_once, calls, steps per call)``.
-    ``train_once()`` runs one compiled training call (``steps per call`` steps of ``seeds`` models) and
-    ``eval_once()`` evaluates one batch; both return an array to wait on (the first call compiles)."""
+    """What bench times, ready to call: ``(recipe as timed, train_once, eval_once, calls, steps per
+    call, compile seconds)``. ``train_once()`` runs one compiled training call (``steps per call``
+    steps of ``seeds`` models) and ``eval_once()`` evaluates one batch; both return an array to wait
+    on. The first call compiles, unless ``warmup=False``: then the training call is compiled here and
+    its compile time returned (else None)."""
     from flax import nnx
 
     from nin_repro.evaluate import make_eval_fn
-    from nin_repro.train import _program, default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_train_steps, run_key
+    from nin_repro.train import default_chunk_steps, epoch_permutation, init_model, logits_fn_for, make_optimizer, make_train_steps, run_key
 
     # Only NIN has a pool_grad option (the CNN and the baselines' networks have none).
     model = dataclasses.replace(recipe.model, dtype=dtype, **({"pool_grad": pool_grad} if pool_grad and hasattr(recipe.model, "pool_grad") else {}))
@@ -168,8 +187,9 @@ def bench_programs(
     x = jax.random.normal(key, (n, h, w, recipe.model.in_channels), jnp.float32)
     y = jax.random.randint(key, (n,), 0, recipe.model.num_classes, jnp.int32)
 
-    graphdef, params = nnx.split(init_model(recipe, 0), nnx.Param)
-    tx = _program(recipe).tx
+    net = init_model(recipe, 0)  # once: a full network's initialisation takes seconds on a CPU
+    graphdef, params = nnx.split(net, nnx.Param)
+    tx = make_optimizer(recipe, params, net.classifier_path())
     state = [(params, tx.init(params))]
     keys = key
     if seeds > 1:
@@ -179,6 +199,12 @@ def bench_programs(
     train_steps = make_train_steps(graphdef, tx, recipe, per_call, n // batch_size, over_seeds=seeds > 1)
     perm = epoch_permutation(key, 0, n)
     lr_scale = jnp.float32(recipe.base_lr)
+
+    compiled_s = None
+    if not warmup:
+        t0 = time.perf_counter()
+        train_steps = train_steps.lower(state[0], x, y, perm, keys, 0, 0, lr_scale).compile()
+        compiled_s = time.perf_counter() - t0
 
     def train_once():
         state[0], metrics = train_steps(state[0], x, y, perm, keys, 0, 0, lr_scale)
@@ -192,18 +218,23 @@ def bench_programs(
         params = state[0][0] if seeds == 1 else jax.tree.map(lambda a: a[0], state[0][0])
         return eval_fn(params, xb, yb, mb)[0]
 
-    return recipe, train_once, eval_once, calls, per_call
+    return recipe, train_once, eval_once, calls, per_call, compiled_s
 
 
-def _measure(recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None) -> BenchResult:
-    """Compile and run ``fn`` once, time ``calls`` more calls of ``per_call`` steps each, and put
-    the rate beside the roofline of ``recipe``'s network."""
+def _measure(
+    recipe: Recipe, what: str, fn, *, models: int, calls: int, per_call: int, steps: int, peak: float | None, bandwidth: float | None, compiled_s: float | None = None
+) -> BenchResult:
+    """Compile and run ``fn`` once and once more, time ``calls`` more calls of ``per_call`` steps
+    each, and put the rate beside the roofline of ``recipe``'s network. ``compiled_s``: ``fn`` was
+    compiled ahead in that time; its first ``calls`` calls are timed."""
     dtype, batch_size = recipe.model.dtype, recipe.batch_size
     roof = roofline(recipe.model, what, dtype, peak, bandwidth)
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())  # compile + first run
-    compile_s = time.perf_counter() - t0
-    dt = _time(fn, calls) / per_call  # per step
+    compile_s = compiled_s
+    if compiled_s is None:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())  # compile + first run
+        compile_s = time.perf_counter() - t0
+    dt = _time(fn, calls, warmup=compiled_s is None) / per_call  # per step
     ips = models * batch_size / dt
     tflops = ips * roof.flops / 1e12
     ceiling = roof.ceiling_img_s
@@ -237,7 +268,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, com
         f"Device: {prov['device']['kind']} ({prov['device']['platform']}); jax {prov['versions']['jax']}; commit `{prov['commit']}`; {prov['date']}.",
         "Synthetic data on the device; the compiled training call that training makes (SGD + dropout as the recipe): "
         f"{max(r.steps_per_call for r in results)} steps scanned in one call on a GPU/TPU (as an epoch is), one step per call on a CPU; "
-        "FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
+        f"{results[0].steps} timed steps per configuration after a warm-up; FLOPs from layer shapes (train = 3 x forward). Compile time excluded from img/s. "
         "models > 1: that many seeds trained by one vmapped step; img/s and TFLOP/s summed over them.",
         "",
         "Ceilings per image from the model config: compute = dense peak / FLOPs, memory = HBM bandwidth / bytes "
@@ -281,6 +312,9 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, com
 # 2.49x, within the load's noise). bf16 is for GPUs/TPUs: on XLA:CPU (AVX-512 with bf16) it measured slower than fp32 (MNIST NIN,
 # batch 128, 2 shared cores, steps interleaved: training 96 vs 139 img/s, evaluation 440 vs 653).
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+# Timed steps per configuration. A CPU step of a full network takes seconds (20 of them took most of
+# a first `nin-repro bench`: 140 of 176 s on 2 cores), so a few give its mean as well.
+DEFAULT_STEPS = {"accelerator": 20, "cpu": 3}
 
 # The columns of `nin-repro bench`'s terminal table; ``summary_rows`` gives its rows.
 COLUMNS = ("what", "dtype", "batch", "models", "rng", "pool grad", "img/s", "per model", "ms/step", "TFLOP/s", "% peak", "ceiling img/s", "% ceiling", "compile s")
@@ -291,7 +325,7 @@ def bench_table(
     *,
     batch_sizes: list[int],
     dtypes: list[str],
-    steps: int,
+    steps: int | None,
     seeds: list[int],
     rng_impls: list[str] = ("threefry2x32",),
     pool_grads: list[str] = ("auto",),
@@ -300,13 +334,17 @@ def bench_table(
     results_dir: Path = Path("results"),
     peer: str | None = None,
     peer_rounds: int = 8,
+    cache_dir: Path | None = None,
 ) -> tuple[list[BenchResult], Path, dict, list]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
-    and write ``results_dir/bench.md`` (and .json). ``peer="torch"``: also our float32 steps against
-    the PyTorch peer's, interleaved, per batch size (nin_repro.peer). Returns the results, the
-    markdown's path, the provenance and the peer comparisons."""
+    and write ``results_dir/bench.md`` (and .json); the training rates of one model at a time go
+    into ``cache_dir``'s step-rate cache (nin_repro.estimate). ``steps=None``: ``DEFAULT_STEPS``.
+    ``peer="torch"``: also our float32 steps against the PyTorch peer's, interleaved, per batch size
+    (nin_repro.peer). Returns the results, the markdown's path, the provenance and the peer comparisons."""
     from nin_repro import peer as peers
 
+    if steps is None:
+        steps = DEFAULT_STEPS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
     if peer is not None:
         peers.check_peer(peer)
         if peer_rounds <= 0:
@@ -341,6 +379,9 @@ def bench_table(
     out = Path(results_dir) / "bench.md"
     prov = provenance()
     write_bench(results, out, table, prov, comparisons)
+    from nin_repro.estimate import remember_bench
+
+    remember_bench(table, recipe, results, cache_dir)  # a dry run's estimates reuse these rates
     return results, out, prov, comparisons
 
 

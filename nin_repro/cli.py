@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from nin_repro.console import console, err_console, print_table, wide_help_off_a_terminal
 from nin_repro.errors import EXIT_BAD_INPUT, EXIT_RUN_FAILED, NinError, SeedsStalled, TrainingFailed, UsageError
 from nin_repro.registry import table_commands
 
@@ -24,8 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 DataDir = typer.Option(None, "--data-dir", help="Folder with the original dataset files (e.g. cifar-10-batches-py/).", show_default=False)
 CacheDir = typer.Option(None, "--cache-dir", help="Where converted datasets are cached as .npz [default: $NIN_REPRO_CACHE or ~/.cache/nin-repro].", show_default=False)
@@ -98,11 +96,12 @@ def _run_table(name: str, **kw) -> None:
 
 
 def _print_plan(table, opts) -> float:
-    """Print the recipe, images to process and a measured time estimate; return the total seconds."""
-    from nin_repro.reproduce import describe_plan
+    """Print each row's seeds, epochs, images and time estimate, and the worst case with retries; return the total seconds."""
+    from nin_repro.estimate import describe_plan
 
-    lines, total = describe_plan(table, opts)
-    for line in lines:
+    title, columns, rows, notes, total = describe_plan(table, opts)
+    print_table(title, columns, rows)
+    for line in notes:
         typer.echo(line)
     return total
 
@@ -126,7 +125,9 @@ def _register_table(name: str, help_text: str, has_demo: bool) -> None:
         set_: Optional[list[str]] = SetOpt,
         checkpoint_every: float = CkptEvery,
         parallel_seeds: Optional[bool] = ParallelSeeds,
-        dry_run: bool = typer.Option(False, "--dry-run", help="Print the recipe's size and a time estimate for this device from a short measured run, then stop."),
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Print each row's size and a time estimate for this device (a cached or short measured img/s), and the worst case with retries, then stop."
+        ),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
         rows: Optional[str] = Rows,
     ) -> None:
@@ -312,7 +313,9 @@ def bench(
     table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
     batch_size: list[int] = typer.Option([128], "--batch-size", help="Repeatable: --batch-size 128 --batch-size 512."),
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
-    steps: int = typer.Option(20, "--steps", help="Timed steps per configuration (after compile and one warm-up)."),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", help="Timed steps per configuration, after compile and one warm-up [default: 20; 3 on a CPU, where a step takes seconds].", show_default=False
+    ),
     peak_tflops: Optional[float] = typer.Option(None, "--peak-tflops", help="Peak TFLOP/s of this device, for % of peak when it is not in our table.", show_default=False),
     hbm_gb_s: Optional[float] = typer.Option(
         None, "--hbm-gb-s", help="Memory bandwidth of this device (GB/s), for the memory ceiling when it is not in our table.", show_default=False
@@ -338,10 +341,10 @@ def bench(
     ),
     peer_rounds: int = typer.Option(8, "--peer-rounds", help="Interleaved steps per side for --peer (the median step is reported)."),
     results_dir: Path = ResultsDir,
+    cache_dir: Optional[Path] = CacheDir,
 ) -> None:
-    """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md."""
-    from rich.table import Table as RichTable
-
+    """Training and evaluation img/s, TFLOP/s and % of peak for a table's network; writes results/bench.md
+    (and caches the training img/s for the estimates of --dry-run)."""
     from nin_repro.bench import COLUMNS, bench_table, summary_rows
 
     results, out, prov, comparisons = bench_table(
@@ -357,13 +360,9 @@ def bench(
         results_dir=results_dir,
         peer=peer,
         peer_rounds=peer_rounds,
+        cache_dir=cache_dir,
     )
-    view = RichTable(title=f"nin-repro bench: {table} on {prov['device']['kind']}")
-    for col in COLUMNS:
-        view.add_column(col, justify="right")
-    for row in summary_rows(results):
-        view.add_row(*row)
-    console.print(view)
+    print_table(f"nin-repro bench: {table} on {prov['device']['kind']}", COLUMNS, summary_rows(results))
     for c in comparisons:
         typer.echo(f"ours vs peer: {c.line()}")
     console.print(f"[green]wrote[/green] {out}")
@@ -634,6 +633,7 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _run_app(argv: list[str] | None) -> int:
+    wide_help_off_a_terminal()
     try:
         code = app(args=argv, prog_name="nin-repro", standalone_mode=False)
         # Typer turns a KeyboardInterrupt outside our own handlers (start-up, data loading) into 130.

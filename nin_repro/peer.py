@@ -82,7 +82,7 @@ def compare(table: str, recipe: Recipe, *, batch_size: int, rounds: int, threads
     from nin_repro.bench import bench_programs
 
     threads = threads or os.cpu_count() or 1
-    _, train_once, eval_once, _, _ = bench_programs(recipe, batch_size=batch_size, dtype="float32", steps=1)
+    _, train_once, eval_once, _, _, _ = bench_programs(recipe, batch_size=batch_size, dtype="float32", steps=1)
     jax.block_until_ready(train_once())  # compile
     jax.block_until_ready(eval_once())
     proc, ready = _start(table, batch_size, threads)

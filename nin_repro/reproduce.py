@@ -29,7 +29,7 @@ from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.provenance import provenance
 from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant, smoke_recipe
 from nin_repro.report import write_report
-from nin_repro.results.stats import VariantResult, first_epoch_at, format_duration
+from nin_repro.results.stats import VariantResult, first_epoch_at
 from nin_repro.results.write import write_table
 from nin_repro.train import PreparedData, Progress, RunResult, train_and_evaluate_seeds
 
@@ -525,34 +525,7 @@ def _results_lock(results_dir: Path):
 
 
 # Training-set sizes of the paper's splits, for estimates made before any data is loaded.
-TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 598_388, "mnist": 60_000, "digits5k": 4_000}
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    variant: str
-    seeds: int
-    epochs: float
-    images: int  # training images processed, all seeds
-    img_per_s: float  # measured here, one short run
-    estimate_s: float
-
-
-def plan(table: Table, opts: Options, steps: int = 3) -> list[Plan]:
-    """What a table run will do and how long it should take on this device: each variant's
-    training step is timed for a few steps on synthetic data (evaluation time not included)."""
-    from nin_repro.bench import bench_recipe
-
-    opts.validate()
-    plans = []
-    for variant in table.variants:
-        recipe, _ = apply_options(variant.recipe, opts, table.smoke)
-        n = smoke_train_size(recipe.model.num_classes) if opts.smoke else TRAIN_SIZES.get(recipe.dataset, 50_000)
-        spe = max(1, n // recipe.batch_size)
-        images = recipe.total_steps(spe) * recipe.batch_size * len(recipe.seeds)
-        train = next(r for r in bench_recipe(recipe, batch_size=recipe.batch_size, dtype=recipe.model.dtype, steps=steps) if r.what == "train")
-        plans.append(Plan(variant.key, len(recipe.seeds), recipe.total_epochs(spe), images, train.img_per_s, images / train.img_per_s))
-    return plans
+TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 598_388, "mnist": 60_000, "digits5k": 4_000, "digits5k_rgb32": 4_000}
 
 
 def preflight(table: Table, opts: Options) -> None:
@@ -578,22 +551,6 @@ def training_images(table: Table, opts: Options) -> int:
         n = TRAIN_SIZES.get(recipe.dataset, 50_000)
         total += recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size * len(recipe.seeds)
     return total
-
-
-def describe_plan(table: Table, opts: Options) -> tuple[list[str], float]:
-    """``plan`` in words: the recipe, images to process and a measured time estimate, a line per
-    variant and one for the table; and the total seconds."""
-    plans = plan(table, opts)
-    lines = []
-    for p in plans:
-        v = table.variant(p.variant)
-        lines.append(
-            f"{table.name}/{p.variant} ({v.method}): {p.seeds} seed(s) x {p.epochs:g} epochs, {p.images:,} training images; "
-            f"{p.img_per_s:,.0f} img/s measured here -> about {format_duration(p.estimate_s)} (estimate, training only)"
-        )
-    total = sum(p.estimate_s for p in plans)
-    lines.append(f"{table.name}: about {format_duration(total)} in all on this device (estimate)")
-    return lines, total
 
 
 def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:

@@ -50,6 +50,16 @@ def _download_hosts_reachable(monkeypatch):
     monkeypatch.setattr(tfds_source, "_connect", lambda host, port, timeout: None)
 
 
+@pytest.fixture(autouse=True)
+def _step_rates_apart(monkeypatch, tmp_path_factory):
+    """bench and --dry-run cache img/s in the cache folder: without --cache-dir, a test's go to a
+    folder of the session, never to the user's (nor come from it)."""
+    from nin_repro import estimate
+
+    folder = tmp_path_factory.getbasetemp() / "step-rates"
+    monkeypatch.setattr(estimate, "default_cache_dir", lambda: folder)
+
+
 @pytest.fixture
 def drawn(monkeypatch) -> list:
     """The figures saved during the test (see record_figures)."""

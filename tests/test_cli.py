@@ -242,10 +242,14 @@ def test_device_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeyp
     assert not (tmp_path / "r" / "smoke" / "mnist.json").exists()
 
 
-def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys):
-    assert main(["mnist", "--smoke", "--dry-run", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]) == 0
+def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys, monkeypatch):
+    from nin_repro import estimate
+
+    monkeypatch.setattr(estimate, "measure", lambda recipe: (1024.0, 1))  # a real one: tests/test_console.py
+    args = ["mnist", "--smoke", "--dry-run", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "1 seed(s) x 8 epochs" in out and f"{8 * 24 * 64:,} training images" in out and "img/s measured here" in out
+    assert "| mnist/nin_dropout | NIN + Dropout | 1 x 8 | " in out and f"| {8 * 24 * 64:,} | 1,024 | measured now (1 step of batch 64) | 12.0s | 36.0s (3 attempts) |" in out
     assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
 
 
