@@ -61,14 +61,20 @@ ANALYSIS_TITLES = {
 }
 
 
+def _json_records(results_dir: Path):
+    """(path, parsed JSON) of every readable ``results_dir/*.json``; unreadable ones are skipped
+    (tables warn about theirs elsewhere)."""
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            yield path, json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+
+
 def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
     """(path, analysis name, caption) of each analysis record (`figure4`, `cam`, `gap-claims`)."""
     out = []
-    for path in sorted(results_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    for path, data in _json_records(results_dir):
         if isinstance(data, dict) and "analysis" in data:
             # A figure without a page of its own (`plot`) links to the figure itself.
             has_page = path.with_suffix(".md").is_file() or not isinstance(data.get("figure"), str)
@@ -82,11 +88,7 @@ def _load_analyses(results_dir: Path) -> list[tuple[Path, str, str]]:
 def _load_checks(results_dir: Path) -> list[tuple[Path, str, str]]:
     """(path, name, caption) of each device check record (`check-gpu`), with its device and what it finished."""
     out = []
-    for path in sorted(results_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
+    for path, data in _json_records(results_dir):
         if isinstance(data, dict) and isinstance(data.get("check"), str) and isinstance(data.get("parts"), list):
             prov = data.get("provenance")
             dev = prov.get("device", {}) if isinstance(prov, dict) else {}
