@@ -80,7 +80,12 @@ def rate_key(recipe: Recipe, device: str) -> str:
     compute dtype), the random generator of its dropout masks and the batch size."""
     import jax
 
-    what = {"device": device, "jax": jax.__version__, "network": type(recipe.model).__name__, "model": dataclasses.asdict(recipe.model)}
+    from nin_repro.models import resolve_pool_grad
+
+    model = dataclasses.asdict(recipe.model)
+    if "pool_grad" in model:  # "auto" compiles the same program as what it resolves to on this backend
+        model["pool_grad"] = resolve_pool_grad(model["pool_grad"])
+    what = {"device": device, "jax": jax.__version__, "network": type(recipe.model).__name__, "model": model}
     what |= {"rng": recipe.rng_impl, "batch": recipe.batch_size}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
