@@ -57,6 +57,7 @@ ANALYSIS_TITLES = {
     "cam": "Class activation maps",
     "gap_claims": "GAP vs FC: the claims measured",
     "init-study": "Init study: why the paper's MNIST recipe stalls on real digits",
+    "init-study-signal": "Init study, signal scale at initialisation of every variant (nothing trained)",
     "curves": "Training curves",
 }
 

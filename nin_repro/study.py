@@ -154,8 +154,12 @@ def run_study(
         )
     shortened = width != 1.0 if signal_only else seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
     record = {
-        "study": "init-study",
-        "what": "the MNIST recipe as published, one change at a time, on the 4,000 / 1,000 shipped real digits",
+        "study": "init-study-signal" if signal_only else "init-study",
+        "what": (
+            "the std of the input, of each block's output and of the class scores at initialisation, as evaluation and as training see them"
+            if signal_only
+            else "the MNIST recipe as published, one change at a time, on the 4,000 / 1,000 shipped real digits"
+        ),
         "shortened": (f"width x{width}" if signal_only else f"seeds={seeds}, epochs={epochs}, width x{width}") if shortened else None,
         "signal_only": signal_only,
         "learned_below_pct": LEARNED_BELOW_PCT,

@@ -98,6 +98,7 @@ def test_signal_only_trains_nothing_and_leaves_the_trained_study_alone(tmp_path)
     assert record["variants"] == [] and not list((tmp_path / "runs").rglob("metrics.jsonl"))
     assert set(record["signal_scale"]) == set(only) and record["dropout_forms"]["author_input_pixel_mean"] == "author"
     assert "nothing was trained" in md.read_text() and "## Per seed" not in md.read_text()
+    assert record["study"] == "init-study-signal"  # results/README.md links it apart from the trained study
 
 
 def test_only_adds_to_the_study_and_keeps_the_other_rows_with_their_commit(tmp_path):
