@@ -130,28 +130,7 @@ def run_study(
         }
         if signal_only or only and key not in only:
             continue
-        opts = Options(parallel_seeds=parallel)
-        groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
-        t0, runs = time.perf_counter(), []
-        for group in groups:
-            dirs = [workdir / "init-study" / key / f"seed_{s}" for s in group]
-            runs += train_and_evaluate_seeds(recipe, data, dirs, group, progress, stop_on_stall=False)
-        ln_c = math.log(data.num_classes)
-        outcomes = [outcome(r, ln_c, recipe.stall_tolerance) for r in runs]
-        rows.append(
-            {
-                "key": key,
-                "group": group,
-                "change": what,
-                "preprocess": recipe.preprocess,
-                "dataset": recipe.dataset,
-                "epochs": runs[0].epochs,
-                "dead_steps": recipe.dead_steps,
-                "stall_epochs": recipe.stall_epochs,
-                "seeds": [dataclasses.asdict(o) | {"learned": o.learned} for o in outcomes],
-                "wall_s": time.perf_counter() - t0,
-            }
-        )
+        rows.append(_trained_row(key, group, what, recipe, data, workdir, parallel, progress))
     shortened = width != 1.0 if signal_only else seeds is not None and seeds < len(study.SEEDS) or epochs is not None or width != 1.0
     record = {
         "study": "init-study-signal" if signal_only else "init-study",
@@ -171,8 +150,7 @@ def run_study(
         "provenance": provenance(),
     }
     out_dir = Path(results_dir) / ("partial" if shortened else "")
-    name = "init-study-signal" if signal_only else "init-study"
-    md, js = out_dir / f"{name}.md", out_dir / f"{name}.json"
+    md, js = out_dir / f"{record['study']}.md", out_dir / f"{record['study']}.json"
     for row in rows:
         row["provenance"] = record["provenance"]
     if only and not signal_only:
@@ -180,6 +158,30 @@ def run_study(
     atomic.write_json(js, record)
     atomic.write_text(md, render(record))
     return md, js
+
+
+def _trained_row(key: str, group: str, what: str, recipe: Recipe, data: PreparedData, workdir: Path, parallel: bool | None, progress) -> dict:
+    """Train every seed of one variant (stall checks watching, never stopping) and describe each seed."""
+    opts = Options(parallel_seeds=parallel)
+    seed_groups = [list(recipe.seeds)] if parallel_seeds(opts, recipe) else [[s] for s in recipe.seeds]
+    t0, runs = time.perf_counter(), []
+    for seed_group in seed_groups:
+        dirs = [workdir / "init-study" / key / f"seed_{s}" for s in seed_group]
+        runs += train_and_evaluate_seeds(recipe, data, dirs, seed_group, progress, stop_on_stall=False)
+    ln_c = math.log(data.num_classes)
+    outcomes = [outcome(r, ln_c, recipe.stall_tolerance) for r in runs]
+    return {
+        "key": key,
+        "group": group,
+        "change": what,
+        "preprocess": recipe.preprocess,
+        "dataset": recipe.dataset,
+        "epochs": runs[0].epochs,
+        "dead_steps": recipe.dead_steps,
+        "stall_epochs": recipe.stall_epochs,
+        "seeds": [dataclasses.asdict(o) | {"learned": o.learned} for o in outcomes],
+        "wall_s": time.perf_counter() - t0,
+    }
 
 
 def keep_other_rows(previous_json: Path, rows: list[dict], order: list[str]) -> list[dict]:
