@@ -400,14 +400,16 @@ def compiled_recipe(recipe: Recipe) -> Recipe:
     """``recipe`` without what no compiled program reads: the data (an argument), the seeds and
     the initial values (keys and parameters are arguments; the init stds only shape the first
     parameters), the base LR (the ``lr_scale`` argument; the optimizer's LR state is overwritten
-    every step) and the host-side checks. Recipes with the same compiled recipe share one program
+    every step; kept for the pylearn2 schedule, whose factor reads it) and the host-side checks. Recipes with the same compiled recipe share one program
     (``_Run``), so e.g. init-study's variants of the input or of the init compile once."""
     model = recipe.model
     if hasattr(model, "blocks"):
         model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
     # Initial values only: cleared where the network has them (the baselines' configs have neither).
     model = dataclasses.replace(model, **{name: value for name, value in (("init_std", None), ("head_init_std", 0.0)) if hasattr(model, name)})
-    return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=0.0, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+    # The pylearn2 schedule's on-device factor reads the base LR (ExponentialDecay's floor min_lr / base_lr).
+    base_lr = recipe.base_lr if recipe.schedule == "pylearn2" else 0.0
+    return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=base_lr, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
 
 
 class _Plateau:

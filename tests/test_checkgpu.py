@@ -212,3 +212,14 @@ def test_init_study_part_runs_the_authors_dropout_variants_first():
     authors = [k for k in keys if k.startswith("author_")]
     assert authors and keys[: len(authors)] == authors and len(keys) > len(authors)
     assert "author_standardize_he_no_final_relu_adam" in authors
+
+
+def test_pylearn2_recipes_keep_their_base_lr_in_the_program_key():
+    """ExponentialDecay's floor is min_lr / base_lr, computed in the compiled step: two maxout
+    recipes that differ only in base LR must not share a program."""
+    from nin_repro.recipe import load_experiment
+    from nin_repro.train import compiled_recipe
+
+    recipe = load_experiment("baselines_mnist").TABLE.variants[0].recipe
+    assert recipe.schedule == "pylearn2"
+    assert compiled_recipe(recipe) != compiled_recipe(dataclasses.replace(recipe, base_lr=2 * recipe.base_lr))
