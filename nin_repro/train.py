@@ -409,7 +409,8 @@ def compiled_recipe(recipe: Recipe) -> Recipe:
     model = dataclasses.replace(model, **{name: value for name, value in (("init_std", None), ("head_init_std", 0.0)) if hasattr(model, name)})
     # The pylearn2 schedule's on-device factor reads the base LR (ExponentialDecay's floor min_lr / base_lr).
     base_lr = recipe.base_lr if recipe.schedule == "pylearn2" else 0.0
-    return dataclasses.replace(recipe, model=model, dataset="", preprocess="", seeds=(0,), base_lr=base_lr, attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+    host_only = dict(dataset="", preprocess="", seeds=(0,), attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
+    return dataclasses.replace(recipe, model=model, base_lr=base_lr, **host_only)
 
 
 class _Plateau:
