@@ -28,8 +28,12 @@ with pylearn2's epoch count, see ``pylearn2_count``).
 Stochastic pooling (``StochasticPoolConfig`` / ``StochasticPoolNet``): conv + ReLU, 3x3/2 pooling
 that samples one activation per window with probability proportional to its value (training) or
 takes the probability-weighted average (evaluation), local response normalization across maps,
-then a fully connected softmax layer. No code was released; what the paper does not state is ours
-and listed in the experiment file.
+then a fully connected softmax layer. No code was released. The sampling and the weighted average
+are those of pylearn2's ``expr/stochastic_pool.py`` (a third-party implementation of the paper;
+windows from index 0, ceil((n - 3) / 2) + 1 of them, zero-padded at the far edge, an all-zero window
+gives 0). The network and training facts come from a secondary note [S]: the paper's sections 3-4
+could not be read here (docs/paper-notes.md, "Baselines"); the rest is ours, listed in the
+experiment file.
 """
 
 from __future__ import annotations
@@ -427,22 +431,33 @@ def _windows(x_BHWC: jax.Array, window: int, stride: int) -> jax.Array:
     return jnp.stack(cells, axis=-1)
 
 
+def sample_cell(cells: jax.Array, u: jax.Array) -> jax.Array:
+    """Index (shape ``cells.shape[:-1] + (1,)``) of the cell that inverse-CDF sampling picks for
+    uniforms ``u`` in [0, 1) (shape ``cells.shape[:-1] + (1,)``): the first cell whose running sum
+    exceeds u * total, so a zero cell is never picked. Where u * total rounds up to the total (u near
+    1 in float32) no running sum exceeds it; the pick is then the last positive cell, not the last
+    cell (which may be 0). A window of zeros gives its last cell, whose value is 0."""
+    running = jnp.cumsum(cells, axis=-1)
+    total = running[..., -1:]  # the threshold's scale is the cumsum's own total, not a separate sum
+    index = jnp.sum(running <= u * total, axis=-1, keepdims=True)
+    n = cells.shape[-1]
+    last_positive = (n - 1) - jnp.argmax(jnp.flip(cells > 0, axis=-1), axis=-1, keepdims=True)
+    return jnp.where(index >= n, last_positive, index)
+
+
 def stochastic_pool(x_BHWC: jax.Array, key: jax.Array | None, window: int = 3, stride: int = 2) -> jax.Array:
     """Stochastic pooling of non-negative activations. Training (``key`` given): one cell per window,
     cell i with probability a_i / sum(a); the gradient goes to that cell. Evaluation (no key):
-    sum(a_i * p_i) = sum(a_i^2) / sum(a_i). A window of zeros gives 0 both ways, without NaN."""
+    sum(a_i * p_i) = sum(a_i^2) / sum(a_i). A window of zeros gives 0 both ways, without NaN.
+    The same arithmetic and window geometry as pylearn2's ``expr/stochastic_pool.py``
+    (``stochastic_max_pool_bc01`` / ``weighted_max_pool_bc01``), which implements the paper."""
     cells = _windows(x_BHWC, window, stride)
-    total = cells.sum(axis=-1, keepdims=True)
     if key is None:
+        total = cells.sum(axis=-1)
         safe = jnp.where(total > 0, total, 1.0)
-        return jnp.where(total[..., 0] > 0, (jnp.square(cells).sum(axis=-1, keepdims=True) / safe)[..., 0], 0.0)
-    # Inverse-CDF sampling: the first cell whose running sum exceeds u * total (u in [0, 1)), so
-    # zero cells are never picked. With total = 0 no running sum exceeds 0: the index runs past
-    # the end, is clipped to the last cell, whose value is 0.
-    u = jax.random.uniform(key, total.shape, cells.dtype)
-    running = jnp.cumsum(jax.lax.stop_gradient(cells), axis=-1)
-    index = jnp.sum(running <= jax.lax.stop_gradient(u * total), axis=-1, keepdims=True)
-    index = jnp.minimum(index, cells.shape[-1] - 1)  # u * total rounding up to total
+        return jnp.where(total > 0, jnp.square(cells).sum(axis=-1) / safe, 0.0)
+    u = jax.random.uniform(key, cells.shape[:-1] + (1,), cells.dtype)
+    index = sample_cell(jax.lax.stop_gradient(cells), u)
     return jnp.take_along_axis(cells, index, axis=-1)[..., 0]
 
 

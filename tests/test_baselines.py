@@ -24,6 +24,7 @@ from nin_repro.baselines import (
     momentum_adjustor,
     project_max_norm,
     pylearn2_dropout,
+    sample_cell,
     stochastic_pool,
 )
 from nin_repro.models import config_from_dict, count_params
@@ -177,12 +178,74 @@ def test_an_all_zero_window_gives_zero_and_no_nan():
         assert float(y) == 0.0 and np.isfinite(np.asarray(grad)).all()
 
 
+def test_sampling_never_picks_a_zero_cell_at_either_end_of_u():
+    cells = jnp.asarray([[0.0, 3.0, 1.0, 0.0], [1.0, 2.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    # u = 0: the first positive cell (running sums 0, 3, 4, 4 > 0 first at index 1; 1 at index 0).
+    np.testing.assert_array_equal(sample_cell(cells, jnp.zeros((3, 1)))[:, 0], [1, 0, 3])
+    # u = 1 (what u * total rounding up to the total looks like): the last positive cell, not the
+    # trailing zero; the all-zero window keeps its last cell (value 0).
+    np.testing.assert_array_equal(sample_cell(cells, jnp.ones((3, 1)))[:, 0], [2, 1, 3])
+    # u = 0.5 on [1, 2, 0, 0]: threshold 1.5, running 1, 3 -> index 1.
+    assert int(sample_cell(cells[1:2], jnp.full((1, 1), 0.5))[0, 0]) == 1
+
+
+def test_training_gradient_goes_to_the_picked_cell_only():
+    x = jnp.broadcast_to(WINDOW, (64, 3, 3, 1))
+    y, grad = jax.value_and_grad(lambda a: stochastic_pool(a, jax.random.key(3)).sum())(x)
+    grad = np.asarray(grad).reshape(64, 9)
+    picked = np.asarray(WINDOW).reshape(9)[grad.argmax(axis=1)]
+    np.testing.assert_array_equal(grad.sum(axis=1), np.ones(64))  # one cell per window gets d/dy = 1
+    assert (grad >= 0).all() and ((grad == 0) | (grad == 1)).all()
+    np.testing.assert_array_equal(picked, np.asarray(stochastic_pool(x, jax.random.key(3))).reshape(64))
+    assert len(set(picked.tolist())) > 1  # different windows drew different cells
+
+
+def _pylearn2_weighted_pool(a_HW: np.ndarray, p: int = 3, s: int = 2) -> np.ndarray:
+    """``weighted_max_pool_bc01`` of pylearn2's expr/stochastic_pool.py, in NumPy loops: last pool
+    start ceil((n - p) / s) * s, the image zero-padded up to it + p, each window sum(a * a / norm),
+    norm = the window's sum (1 where it is 0)."""
+    last_r = math.ceil((a_HW.shape[0] - p) / s) * s
+    last_c = math.ceil((a_HW.shape[1] - p) / s) * s
+    padded = np.zeros((last_r + p, last_c + p))
+    padded[: a_HW.shape[0], : a_HW.shape[1]] = a_HW
+    out = np.zeros((last_r // s + 1, last_c // s + 1))
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            w = padded[i * s : i * s + p, j * s : j * s + p]
+            norm = w.sum() if w.sum() != 0 else 1.0
+            out[i, j] = (w * w / norm).sum()
+    return out
+
+
+def test_test_time_average_and_geometry_equal_pylearn2s_weighted_pool():
+    rng = np.random.default_rng(0)
+    for n in (7, 8, 16):  # 8 and 16: the last window hangs over the edge; 7: it fits
+        a = np.maximum(rng.normal(size=(n, n)), 0).astype(np.float32)
+        a[:3, :3] = 0  # an all-zero window
+        ours = np.asarray(stochastic_pool(jnp.asarray(a).reshape(1, n, n, 1), None))[0, :, :, 0]
+        np.testing.assert_allclose(ours, _pylearn2_weighted_pool(a), rtol=1e-5, atol=1e-7)
+        assert ours[0, 0] == 0.0
+
+
 def test_lrn_by_hand():
     # size 3, alpha 3 (alpha / size = 1), beta .5, k 1 across maps 1, 2, 3:
     # 1 / sqrt(1 + 1 + 4), 2 / sqrt(1 + 1 + 4 + 9), 3 / sqrt(1 + 4 + 9)
     x = jnp.asarray([1.0, 2.0, 3.0]).reshape(1, 1, 1, 3)
     y = np.asarray(local_response_norm(x, 3, 3.0, 0.5, 1.0))[0, 0, 0]
     np.testing.assert_allclose(y, [1 / math.sqrt(6), 2 / math.sqrt(15), 3 / math.sqrt(14)], rtol=1e-6)
+
+
+def test_lrn_with_the_recipes_constants_by_hand():
+    # The recipe's constants ([ours]: size 3, alpha 0.001, beta 0.75, k 1), on maps 10, 20, 30, 40 at
+    # one position: map c is divided by (1 + 0.001 / 3 * (sum of squares of maps c-1, c, c+1)) ** 0.75.
+    c = load_experiment("baselines_mnist").STOCHASTIC
+    assert (c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k) == (3, 0.001, 0.75, 1.0)
+    x = jnp.asarray([10.0, 20.0, 30.0, 40.0]).reshape(1, 1, 1, 4)
+    sums = [100 + 400, 100 + 400 + 900, 400 + 900 + 1600, 900 + 1600]  # 500, 1400, 2900, 2500
+    want = [a / (1 + 0.001 / 3 * s) ** 0.75 for a, s in zip((10, 20, 30, 40), sums)]
+    y = np.asarray(local_response_norm(x, c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k))[0, 0, 0]
+    np.testing.assert_allclose(y, want, rtol=1e-6)
+    assert y[3] == pytest.approx(40 / (1 + 2500 / 3000) ** 0.75, rel=1e-6)  # (11 / 6) ** 0.75 = 1.575...
 
 
 # --------------------------------------------------------------------------- the networks of the yamls
