@@ -119,7 +119,7 @@ TABLE = Table(
     variants=(
         Variant("maxout_dropout", "Conv. maxout + Dropout (authors' cifar10_no_aug.yaml)", MAXOUT_RECIPE),
         Variant("maxout_dropout_aug", "Conv. maxout + Dropout + Data Augmentation (authors' cifar10.yaml)", MAXOUT_AUG_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (paper's text, our gaps filled) [ours]", STOCHASTIC_CIFAR_RECIPE),
+        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_CIFAR_RECIPE),
     ),
     tolerance_pp=0.6,
     notes=(

@@ -138,7 +138,7 @@ TABLE = Table(
     # Maxout first: `bench --table baselines-...` times the first variant's network.
     variants=(
         Variant("maxout_dropout", "Conv. maxout + Dropout (authors' mnist.yaml, fixed epochs) [ours]", MAXOUT_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (paper's text, our gaps filled) [ours]", STOCHASTIC_RECIPE),
+        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_RECIPE),
     ),
     tolerance_pp=0.1,
     notes=(

@@ -100,7 +100,7 @@ TABLE = Table(
     # Maxout first: `bench --table baselines-...` times the first variant's network.
     variants=(
         Variant("maxout_dropout", "Conv. maxout + Dropout (authors' svhn.yaml, 142 epochs; no svhn2.yaml)", MAXOUT_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (paper's text, our gaps filled) [ours]", STOCHASTIC_SVHN_RECIPE),
+        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_SVHN_RECIPE),
     ),
     tolerance_pp=0.3,
     notes=(

@@ -19,6 +19,7 @@ from nin_repro.baselines import (
     MaxoutDense,
     MaxoutDenseSpec,
     MaxoutNet,
+    StochasticPoolNet,
     local_response_norm,
     max_norm_projection,
     momentum_adjustor,
@@ -267,6 +268,18 @@ def test_parameter_counts_from_the_yamls():
         assert f"maxout {count:,} " in " ".join(load_experiment(name).TABLE.notes)  # printed under the table
     # The feature-map sizes match the CIFAR-10 yaml's partial_sum (33 for h0, 15 for h1).
     assert [det for det, _ in load_experiment("baselines_cifar10").MAXOUT_RECIPE.model.conv_shapes()][:2] == [33, 15]
+
+
+def test_stochastic_pooling_parameter_counts_by_hand():
+    # Three 5x5 convs of 64 maps (+ bias), "same" padding; 3x3/2 pooling: 28 -> 14 -> 7 -> 3 and
+    # 32 -> 16 -> 8 -> 4; softmax on the last pooled maps (+ bias).
+    mnist = (25 * 1 + 1) * 64 + 2 * (25 * 64 + 1) * 64 + (3 * 3 * 64 + 1) * 10
+    rgb32 = (25 * 3 + 1) * 64 + 2 * (25 * 64 + 1) * 64 + (4 * 4 * 64 + 1) * 10
+    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", rgb32), ("baselines_svhn", rgb32)):
+        [config] = [v.recipe.model for v in load_experiment(name).TABLE.variants if v.recipe.model.__class__.__name__ == "StochasticPoolConfig"]
+        assert config.param_count() == count
+        assert count_params(nnx.eval_shape(lambda config=config: StochasticPoolNet(config, rngs=nnx.Rngs(0)))) == count
+        assert f"stochastic pooling {count:,}." in " ".join(load_experiment(name).TABLE.notes)
 
 
 def test_configs_read_back_from_json():
