@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from nin_repro.models import caffe_pool_padding
+from nin_repro.models import _kernel_init, caffe_pool_padding
 
 # --------------------------------------------------------------------------- geometry
 
@@ -480,7 +480,7 @@ class StochasticPoolConfig:
     sp_features: tuple[int, ...]
     kernel: int
     pool: str  # "stochastic" (the paper's), "max" or "avg" (its baselines)
-    init_std: float
+    init_std: float | None  # N(0, std) conv kernels; None = He-normal (as models.py; train.compiled_recipe sets None)
     head_init_std: float
     lrn_size: int
     lrn_alpha: float
@@ -542,7 +542,7 @@ class StochasticPoolNet(nnx.Module):
         convs, cin = [], config.in_channels
         for f in config.sp_features:
             k = config.kernel
-            convs.append(nnx.Conv(cin, f, (k, k), padding=k // 2, kernel_init=nnx.initializers.normal(config.init_std), dtype=dtype, rngs=rngs))
+            convs.append(nnx.Conv(cin, f, (k, k), padding=k // 2, kernel_init=_kernel_init(config.init_std), dtype=dtype, rngs=rngs))
             cin = f
         self.convs = nnx.List(convs)
         flat = config.sizes()[-1] ** 2 * cin

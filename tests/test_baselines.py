@@ -325,6 +325,20 @@ def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
             assert norms.max() >= limit * 0.99  # LR 0.15 pushes the weights to the limit: the projection acted
 
 
+def test_tiny_stochastic_pooling_recipe_trains_in_the_harness(tmp_path):
+    """The stochastic-pooling recipe through train_and_evaluate_seeds (two seeds, the compiled
+    program built from compiled_recipe, which clears init_std), on a tiny net: finite, all steps."""
+    base = load_experiment("baselines_mnist").STOCHASTIC_RECIPE
+    tiny = dataclasses.replace(base.model, sp_features=(4, 4), input_hw=(8, 8), num_classes=4)
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=3, seeds=(0, 1), eval_batch_size=7, lr_decay=("linear_epoch", 1, 3, 0.01))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 85).astype(np.int32)
+    x = np.maximum(rng.normal(size=(85, 8, 8, 1)) + 0.5 * y[:, None, None, None], 0).astype(np.float32)
+    results = train_and_evaluate_seeds(recipe, PreparedData(x[:64], y[:64], x[64:], y[64:], 4, "test"), [tmp_path / "s0", tmp_path / "s1"], [0, 1])
+    assert [r.steps for r in results] == [3 * 8, 3 * 8]
+    assert all(math.isfinite(r.test_loss) for r in results)
+
+
 def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
     """(include prob, scale) of every layer's input: h0 (0.8, 1), every later layer the Dropout defaults (0.5, 2)."""
     import nin_repro.baselines as baselines
