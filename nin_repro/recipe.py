@@ -273,6 +273,9 @@ class Variant:
     key: str
     method: str
     recipe: Recipe
+    # A baseline of the paper's table (conv. maxout, stochastic pooling) re-run in our harness: the
+    # table command trains it with --baselines (or when --rows names it); reproduce-all by default.
+    baseline: bool = False
 
 
 CLAIM_KINDS = ("order", "relative_reduction")
@@ -339,6 +342,11 @@ class Table:
             what = f"unknown row {unknown[0]!r}" if unknown else "no row named"
             raise UsageError(f"--rows: {what} for {self.name}; choose from {', '.join(keys)}")
         return tuple(k for k in keys if k in wanted)
+
+    def rows_to_run(self, baselines: bool) -> tuple[str, ...]:
+        """The variant keys a run trains when ``--rows`` names none: every one with ``baselines``,
+        else all but the baseline rows (which the table then shows as not run)."""
+        return tuple(v.key for v in self.variants if baselines or not v.baseline)
 
     def paper_row(self, variant_key: str) -> PaperRow | None:
         return next((r for r in self.rows if r.variant == variant_key), None)

@@ -119,6 +119,8 @@ def _rows(table: Table, by_key: dict[str, VariantResult], smoke: bool) -> list[l
         r = by_key.get(pr.variant)
         shown.add(pr.variant)
         cells = _our_cells(r, pr, tol, smoke)
+        if r is None and any(v.baseline for v in table.variants if v.key == pr.variant):
+            cells[0] = "not run (run with --baselines)"
         rows.append([_cell(_method_cell(pr.method, pr.citation, True, r, smoke)), f"{pr.error:.2f}", *map(_cell, cells)])
     # Variants with no paper row (a demo, an ablation): their own rows, no paper number.
     extra_keys = [v.key for v in table.variants if v.key not in shown]
