@@ -319,9 +319,7 @@ def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Option
 @app.command()
 def bench(
     table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
-    row: Optional[str] = typer.Option(
-        None, "--row", help="The table's row (variant) whose network to time, e.g. --row maxout_dropout [default: the first].", show_default=False
-    ),
+    row: Optional[str] = typer.Option(None, "--row", help="The table's row (variant) whose network to time, e.g. --row maxout_dropout [default: the first].", show_default=False),
     batch_size: list[int] = typer.Option([128], "--batch-size", help="Repeatable: --batch-size 128 --batch-size 512."),
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
     steps: Optional[int] = typer.Option(

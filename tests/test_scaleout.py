@@ -110,7 +110,8 @@ def test_host_executor_failed_job_then_every_job_once(tmp_path, sequential_svhn,
 def test_killed_worker_is_rerun_and_resumes(tmp_path):
     """SIGKILL to a worker after its first checkpoint: the job is run again, resumes there, and the table is written."""
     run = seed_folder(tmp_path, "svhn", "nin_dropout", 2)
-    cmd = [sys.executable, "-m", "nin_repro", "reproduce-all", "--tables", "svhn", "--devices", "1", "--smoke", "--epochs", "2", "--no-baselines", "--checkpoint-every", "0", *folders(tmp_path)]
+    cmd = [sys.executable, "-m", "nin_repro", "reproduce-all", "--tables", "svhn", "--devices", "1", "--smoke", "--epochs", "2", "--no-baselines", "--checkpoint-every", "0"]
+    cmd += folders(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed, deadline = None, time.monotonic() + 600
