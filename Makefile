@@ -54,7 +54,7 @@ analysis-demo:
 reproduce-smoke:
 	$(NIN) demo
 	@test -n "$(TABLES)" || { echo "no table commands found: install nin-repro first (make install)" >&2; exit 2; }
-	for t in $(TABLES); do $(NIN) $$t --smoke || exit 1; done
+	for t in $(TABLES); do $(NIN) $$t --smoke --baselines || exit 1; done
 	$(NIN) report --results-dir results/smoke
 
 clean:

@@ -1,8 +1,8 @@
 """Table 1's baseline rows re-run in our harness (CIFAR-10): conv. maxout + dropout with and without
 augmentation, and stochastic pooling.
 
-Command: ``nin-repro baselines-cifar10`` (3 rows x 3 seeds; 785 / 474 / 280 epochs: run it on a GPU).
-The NIN rows are ``nin-repro cifar10``.
+Rows of ``nin-repro cifar10 --baselines`` (experiments/cifar10.py imports ``VARIANTS`` and ``NOTES``;
+3 rows x 3 seeds, 785 / 474 / 280 epochs: run them on a GPU). No command of its own: no ``TABLE`` here.
 
 Maxout: the authors' pylearn2 configurations, lisa-lab/pylearn2 ``pylearn2/scripts/papers/maxout/
 cifar10_no_aug.yaml`` (11.68 %, README 3a) and ``cifar10.yaml`` (9.38 %, README 3b); each number below
@@ -19,13 +19,9 @@ minus the per-pixel mean of the 50k training images [S]; trained on all 50k [our
 import dataclasses
 
 from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
-from nin_repro.data import CIFAR10_CLASSES
-from nin_repro.recipe import PaperRow, Recipe, Table, Variant
+from nin_repro.recipe import Recipe, Variant
 
 from .baselines_mnist import STOCHASTIC, STOCHASTIC_OURS, STOCHASTIC_RECIPE
-
-COMMAND_HELP = "Table 1 baselines re-run: conv. maxout + dropout (pylearn2 cifar10_no_aug.yaml / cifar10.yaml) and stochastic pooling (paper text) on CIFAR-10."
-COMMAND_ORDER = 11
 
 CONV_LR = 0.05  # W_lr_scale .05, b_lr_scale .05 on h0, h1, h2
 
@@ -103,32 +99,18 @@ STOCHASTIC_CIFAR_RECIPE = dataclasses.replace(
     ours=STOCHASTIC_OURS + ("the per-pixel mean taken over the 50k training images, applied to train and test",),
 )
 
-TABLE = Table(
-    name="baselines-cifar10",
-    title="Table 1 baselines: test error (%) on CIFAR-10, re-run in our harness",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (secondary summary, [S] in docs/paper-notes.md); "
-    "recipes: pylearn2 cifar10_no_aug.yaml / cifar10.yaml (maxout), arXiv 1301.3557 (stochastic pooling: operation checked, recipe [S])",
-    rows=(
-        PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
-        PaperRow("Conv. maxout + Dropout", 11.68, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
-        PaperRow("NIN + Dropout", 10.41, "this paper (nin-repro cifar10)"),
-        PaperRow("Conv. maxout + Dropout + Data Augmentation", 9.38, "[8] Goodfellow et al. 2013", variant="maxout_dropout_aug"),
-        PaperRow("NIN + Dropout + Data Augmentation", 8.81, "this paper (nin-repro cifar10)"),
-    ),
-    # Maxout first: `bench --table baselines-...` times the first variant's network.
-    variants=(
-        Variant("maxout_dropout", "Conv. maxout + Dropout (authors' cifar10_no_aug.yaml)", MAXOUT_RECIPE),
-        Variant("maxout_dropout_aug", "Conv. maxout + Dropout + Data Augmentation (authors' cifar10.yaml)", MAXOUT_AUG_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_CIFAR_RECIPE),
-    ),
-    tolerance_pp=0.6,
-    notes=(
-        "Tolerance +-0.6 pp is ours (as for the NIN rows).",
-        "Maxout README: the authors' own re-run gave 11.62 % (no augmentation) and 9.45 % (augmentation).",
-        "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
-        "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
-        "not readable here), the rest ours (the recipe's ours list).",
-        f"Parameters: maxout {MAXOUT_RECIPE.model.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_CIFAR_RECIPE.model.param_count():,}.",
-    ),
-    class_names=CIFAR10_CLASSES,
+# The rows of experiments/cifar10.py's table (maxout first: `bench --table cifar10 --row maxout_dropout`).
+VARIANTS = (
+    Variant("maxout_dropout", "Conv. maxout + Dropout (authors' cifar10_no_aug.yaml)", MAXOUT_RECIPE, baseline=True),
+    Variant("maxout_dropout_aug", "Conv. maxout + Dropout + Data Augmentation (authors' cifar10.yaml)", MAXOUT_AUG_RECIPE, baseline=True),
+    Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_CIFAR_RECIPE, baseline=True),
+)
+
+NOTES = (
+    "Baseline rows (--baselines): maxout from the authors' pylearn2 yamls (cifar10_no_aug.yaml, cifar10.yaml); its README: the authors' own re-run gave 11.62 % "
+    "(no augmentation) and 9.45 % (augmentation).",
+    "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
+    "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
+    "not readable here), the rest ours (the recipe's ours list).",
+    f"Parameters: maxout {MAXOUT_RECIPE.model.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_CIFAR_RECIPE.model.param_count():,}.",
 )

@@ -1,7 +1,7 @@
 """Table 4's baseline rows re-run in our harness (MNIST): conv. maxout + dropout and stochastic pooling.
 
-Command: ``nin-repro baselines-mnist`` (2 rows x 3 seeds; run it on a GPU). The NIN rows are
-``nin-repro mnist``; this table shows the paper's numbers beside the baselines we re-ran.
+Rows of ``nin-repro mnist --baselines`` (experiments/mnist.py imports ``VARIANTS`` and ``NOTES``; 2 rows
+x 3 seeds: run them on a GPU). No command of its own: no ``TABLE`` here.
 
 Maxout: the authors' pylearn2 configuration, lisa-lab/pylearn2 ``pylearn2/scripts/papers/maxout/
 mnist.yaml`` (0.45 % after ``mnist_continued.yaml``, README section 2). Each number below names its key.
@@ -21,11 +21,7 @@ were not readable); [ours] stated by neither, listed in ``STOCHASTIC_RECIPE.ours
 """
 
 from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, StochasticPoolConfig
-from nin_repro.data import DIGIT_CLASSES
-from nin_repro.recipe import PaperRow, Recipe, Table, Variant
-
-COMMAND_HELP = "Table 4 baselines re-run: conv. maxout + dropout (pylearn2 mnist.yaml) and stochastic pooling (paper text) on MNIST."
-COMMAND_ORDER = 14
+from nin_repro.recipe import Recipe, Variant
 
 # mnist.yaml: MaxoutConvC01B h0, h1, h2 (every key as written there; tied_b absent = False, untied
 # biases; W_lr_scale / b_lr_scale absent = 1). Dropout cost: input_include_probs {'h0': .8},
@@ -125,30 +121,17 @@ STOCHASTIC_RECIPE = Recipe(
     ours=STOCHASTIC_OURS + ("MNIST uses the same three-layer net as the other datasets, with one input channel [S]",),
 )
 
-TABLE = Table(
-    name="baselines-mnist",
-    title="Table 4 baselines: test error (%) on MNIST, re-run in our harness",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (secondary summary, [S] in docs/paper-notes.md); "
-    "recipes: pylearn2 mnist.yaml (maxout), arXiv 1301.3557 (stochastic pooling: operation checked, recipe [S])",
-    rows=(
-        PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
-        PaperRow("NIN + Dropout", 0.47, "this paper (nin-repro mnist)"),
-        PaperRow("Conv. maxout + Dropout", 0.45, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
-    ),
-    # Maxout first: `bench --table baselines-...` times the first variant's network.
-    variants=(
-        Variant("maxout_dropout", "Conv. maxout + Dropout (authors' mnist.yaml, fixed epochs) [ours]", MAXOUT_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_RECIPE),
-    ),
-    tolerance_pp=0.1,
-    notes=(
-        "Tolerance +-0.1 pp is ours.",
-        "Maxout: the authors' yaml (pylearn2/scripts/papers/maxout/mnist.yaml), trained for a fixed 500 epochs on all 60k; the published "
-        "protocol (early stopping on 50-60k, then mnist_continued.yaml) is not run.",
-        "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
-        "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
-        "not readable here), the rest ours (the recipe's ours list).",
-        f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC.param_count():,}.",
-    ),
-    class_names=DIGIT_CLASSES,
+# The rows of experiments/mnist.py's table (maxout first: `bench --table mnist --row maxout_dropout`).
+VARIANTS = (
+    Variant("maxout_dropout", "Conv. maxout + Dropout (authors' mnist.yaml, fixed epochs) [ours]", MAXOUT_RECIPE, baseline=True),
+    Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_RECIPE, baseline=True),
+)
+
+NOTES = (
+    "Baseline rows (--baselines): maxout from the authors' yaml (pylearn2/scripts/papers/maxout/mnist.yaml), trained for a fixed 500 epochs on all 60k; "
+    "the published protocol (early stopping on 50-60k, then mnist_continued.yaml) is not run.",
+    "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
+    "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
+    "not readable here), the rest ours (the recipe's ours list).",
+    f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC.param_count():,}.",
 )

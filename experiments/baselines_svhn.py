@@ -1,6 +1,7 @@
 """Table 3's baseline rows re-run in our harness (SVHN): conv. maxout + dropout and stochastic pooling.
 
-Command: ``nin-repro baselines-svhn`` (2 rows x 3 seeds; run it on a GPU). The NIN row is ``nin-repro svhn``.
+Rows of ``nin-repro svhn --baselines`` (experiments/svhn.py imports ``VARIANTS`` and ``NOTES``; 2 rows
+x 3 seeds: run them on a GPU). No command of its own: no ``TABLE`` here.
 
 Maxout: the authors' pylearn2 configuration, lisa-lab/pylearn2 ``pylearn2/scripts/papers/maxout/
 svhn.yaml`` (README section 5: best validation error at epoch 142, test 2.50 %), then ``svhn2.yaml``
@@ -16,13 +17,9 @@ row would be 2.47 %, this one's reference is the README's 2.50 %.
 import dataclasses
 
 from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
-from nin_repro.data import DIGIT_CLASSES
-from nin_repro.recipe import PaperRow, Recipe, Table, Variant
+from nin_repro.recipe import Recipe, Variant
 
 from .baselines_mnist import STOCHASTIC, STOCHASTIC_OURS, STOCHASTIC_RECIPE
-
-COMMAND_HELP = "Table 3 baselines re-run: conv. maxout + dropout (pylearn2 svhn.yaml) and stochastic pooling (paper text) on SVHN."
-COMMAND_ORDER = 13
 
 CONV_LR = 0.05  # W_lr_scale .05, b_lr_scale .05 on h0, h1, h2
 
@@ -87,29 +84,17 @@ STOCHASTIC_SVHN_RECIPE = dataclasses.replace(
     ),
 )
 
-TABLE = Table(
-    name="baselines-svhn",
-    title="Table 3 baselines: test error (%) on SVHN, re-run in our harness",
-    source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 3 (secondary summary, [S] in docs/paper-notes.md); "
-    "recipes: pylearn2 svhn.yaml (maxout), arXiv 1301.3557 (stochastic pooling: operation checked, recipe [S])",
-    rows=(
-        PaperRow("Stochastic Pooling", 2.80, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
-        PaperRow("Conv. maxout + Dropout", 2.47, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
-        PaperRow("NIN + Dropout", 2.35, "this paper (nin-repro svhn)"),
-    ),
-    # Maxout first: `bench --table baselines-...` times the first variant's network.
-    variants=(
-        Variant("maxout_dropout", "Conv. maxout + Dropout (authors' svhn.yaml, 142 epochs; no svhn2.yaml)", MAXOUT_RECIPE),
-        Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_SVHN_RECIPE),
-    ),
-    tolerance_pp=0.3,
-    notes=(
-        "Tolerance +-0.3 pp is ours (as for the NIN row).",
-        "Maxout: svhn.yaml alone gave 2.50 % in the authors' run (README); the paper's 2.47 % adds svhn2.yaml, which is not run here.",
-        "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
-        "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
-        "not readable here), the rest ours (the recipe's ours list).",
-        f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_SVHN_RECIPE.model.param_count():,}.",
-    ),
-    class_names=DIGIT_CLASSES,
+# The rows of experiments/svhn.py's table (maxout first: `bench --table svhn --row maxout_dropout`).
+VARIANTS = (
+    Variant("maxout_dropout", "Conv. maxout + Dropout (authors' svhn.yaml, 142 epochs; no svhn2.yaml)", MAXOUT_RECIPE, baseline=True),
+    Variant("stochastic_pooling", "Stochastic Pooling (operation as the paper's abstract and pylearn2; recipe [S] + ours)", STOCHASTIC_SVHN_RECIPE, baseline=True),
+)
+
+NOTES = (
+    "Baseline rows (--baselines): maxout from the authors' svhn.yaml, which alone gave 2.50 % in the authors' run (README); the paper's 2.47 % adds svhn2.yaml, "
+    "which is not run here.",
+    "Stochastic pooling: no code was released; the pooling operation is checked (the paper's abstract, pylearn2's "
+    "stochastic_pool.py), the network and training settings are a secondary note's [S] (the paper's sections 3-4 were "
+    "not readable here), the rest ours (the recipe's ours list).",
+    f"Parameters: maxout {MAXOUT.param_count():,} (as the yaml allocates them), stochastic pooling {STOCHASTIC_SVHN_RECIPE.model.param_count():,}.",
 )

@@ -28,8 +28,10 @@ from nin_repro.data import CIFAR10_CLASSES
 from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import PaperRow, Recipe, Table, Variant
 
+from . import baselines_cifar10
+
 # The command `nin-repro cifar10` (nin_repro.recipe.table_commands reads these two without importing the file).
-COMMAND_HELP = "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs)."
+COMMAND_HELP = "Table 1: CIFAR-10 test error, NIN + Dropout with and without augmentation (GCN+ZCA, 260 epochs); --baselines: also conv. maxout and stochastic pooling."
 COMMAND_ORDER = 1
 
 INIT_STD = (0.05, 0.05, 0.05)  # initW of every conv in cifar-10_def (docs/paper-notes.md, "Architecture")
@@ -90,18 +92,19 @@ TABLE = Table(
     title="Table 1: test error (%) on CIFAR-10",
     source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 1 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
-        PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013"),
+        PaperRow("Stochastic Pooling", 15.13, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
         PaperRow("CNN + Spearmint", 14.98, "[14] Snoek et al. 2012"),
-        PaperRow("Conv. maxout + Dropout", 11.68, "[8] Goodfellow et al. 2013"),
+        PaperRow("Conv. maxout + Dropout", 11.68, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
         PaperRow("NIN + Dropout", 10.41, "this paper", variant="nin_dropout"),
         PaperRow("CNN + Spearmint + Data Augmentation", 9.50, "[14] Snoek et al. 2012"),
-        PaperRow("Conv. maxout + Dropout + Data Augmentation", 9.38, "[8] Goodfellow et al. 2013"),
+        PaperRow("Conv. maxout + Dropout + Data Augmentation", 9.38, "[8] Goodfellow et al. 2013", variant="maxout_dropout_aug"),
         PaperRow("DropConnect + 12 networks + Data Augmentation", 9.32, "[15] Wan et al. 2013"),
         PaperRow("NIN + Dropout + Data Augmentation", 8.81, "this paper", variant="nin_dropout_aug"),
     ),
     variants=(
         Variant("nin_dropout", "NIN + Dropout", RECIPE),
         Variant("nin_dropout_aug", "NIN + Dropout + Data Augmentation", AUGMENTED),
+        *baselines_cifar10.VARIANTS,  # --baselines (experiments/baselines_cifar10.py)
     ),
     # Faithful ports land at 10.0-11 % without augmentation and 8.3-8.8 % with it (docs/paper-notes.md, 'Public reimplementations').
     tolerance_pp=0.6,
@@ -109,6 +112,7 @@ TABLE = Table(
         "Tolerance +-0.6 pp is ours: the band in which the author's own code and faithful ports land (docs/paper-notes.md, 'Public reimplementations').",
         "The paper's numbers come from a secondary summary of the paper ([S]); the citations' reference numbers are the paper's [R].",
         "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); the run stops with a message instead of reporting it.",
+        *baselines_cifar10.NOTES,
     ),
     class_names=CIFAR10_CLASSES,
 )

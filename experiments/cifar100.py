@@ -14,11 +14,12 @@ import dataclasses
 from nin_repro.data import CIFAR100_CLASSES
 from nin_repro.recipe import PaperRow, Table, Variant
 
+from . import baselines_cifar100
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 from .cifar10 import nin
 
 # The command `nin-repro cifar100` (nin_repro.recipe.table_commands reads these two without importing the file).
-COMMAND_HELP = "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay)."
+COMMAND_HELP = "Table 2: CIFAR-100 test error, NIN + Dropout (the author's CIFAR-100 init, LR and decay); --baselines: also conv. maxout and stochastic pooling."
 COMMAND_ORDER = 2
 
 _base = nin(num_classes=100)
@@ -41,13 +42,13 @@ TABLE = Table(
     source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 2 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("Learned Pooling", 43.71, "[16] Malinowski & Fritz 2013"),
-        PaperRow("Stochastic Pooling", 42.51, "[11] Zeiler & Fergus 2013"),
-        PaperRow("Conv. maxout + Dropout", 38.57, "[8] Goodfellow et al. 2013"),
+        PaperRow("Stochastic Pooling", 42.51, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
+        PaperRow("Conv. maxout + Dropout", 38.57, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
         PaperRow("Tree based priors", 36.85, "[17] Srivastava & Salakhutdinov 2013"),
         PaperRow("NIN + Dropout", 35.68, "this paper", variant="nin_dropout"),
     ),
-    variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE),),
+    variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE), *baselines_cifar100.VARIANTS),
     tolerance_pp=1.0,
-    notes=("Tolerance +-1.0 pp is ours (CIFAR-100 errors vary more between seeds than CIFAR-10's).",),
+    notes=("Tolerance +-1.0 pp is ours (CIFAR-100 errors vary more between seeds than CIFAR-10's).", *baselines_cifar100.NOTES),
     class_names=CIFAR100_CLASSES,
 )

@@ -30,10 +30,14 @@ from nin_repro.data import DIGIT_CLASSES
 from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import PaperRow, Table, Variant
 
+from . import baselines_mnist
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
 # The command `nin-repro mnist` (nin_repro.recipe.table_commands reads these two without importing the file).
-COMMAND_HELP = "Table 4: MNIST test error, NIN + Dropout: the recipe as published, and with our departure (standardized input, He init, no final ReLU, Adam)."
+COMMAND_HELP = (
+    "Table 4: MNIST test error, NIN + Dropout: the recipe as published, and with our departure (standardized input, He init, no final ReLU, Adam); "
+    "--baselines: also conv. maxout and stochastic pooling."
+)
 COMMAND_ORDER = 4
 
 INIT_STD = (0.05, 0.05, 0.05)  # initW 0.05 in every layer of NIN/mnist_def (docs/paper-notes.md, "Architecture")
@@ -95,14 +99,15 @@ TABLE = Table(
     source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 4 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
         PaperRow("2-Layer CNN + 2-Layer NN", 0.53, "[11] Zeiler & Fergus 2013"),
-        PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013"),
+        PaperRow("Stochastic Pooling", 0.47, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
         PaperRow("NIN + Dropout", 0.47, "this paper", variant="nin_dropout"),
         PaperRow("NIN + Dropout, with our departure (not the paper's recipe)", 0.47, "this paper's number; recipe changed by us", variant="nin_dropout_ours"),
-        PaperRow("Conv. maxout + Dropout", 0.45, "[8] Goodfellow et al. 2013"),
+        PaperRow("Conv. maxout + Dropout", 0.45, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
     ),
     variants=(
         Variant("nin_dropout", "NIN + Dropout", PUBLISHED),
         Variant("nin_dropout_ours", "NIN + Dropout, with our departure [ours]", DEPARTURE),
+        *baselines_mnist.VARIANTS,  # --baselines (experiments/baselines_mnist.py)
     ),
     tolerance_pp=0.1,
     notes=(
@@ -112,6 +117,7 @@ TABLE = Table(
         "a stalled seed is retried from a fresh initialisation, 3 attempts in all, and the row says how many it took.",
         "The second row departs from the paper (standardized input, He init, no final ReLU, Adam): it is ours, "
         "shown so the table has a number that learned; compare it with the paper's with that in mind.",
+        *baselines_mnist.NOTES,
     ),
     class_names=DIGIT_CLASSES,
 )

@@ -25,10 +25,11 @@ from nin_repro.data import DIGIT_CLASSES
 from nin_repro.models import BlockSpec, NINConfig
 from nin_repro.recipe import PaperRow, Table, Variant
 
+from . import baselines_svhn
 from .cifar10 import RECIPE as CIFAR10_RECIPE
 
 # The command `nin-repro svhn` (nin_repro.recipe.table_commands reads these two without importing the file).
-COMMAND_HELP = "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN)."
+COMMAND_HELP = "Table 3: SVHN test error, NIN + Dropout (train+extra less 6,000 validation, GCN + LeCun LCN); --baselines: also conv. maxout and stochastic pooling."
 COMMAND_ORDER = 3
 
 INIT_STD = (0.05, 0.05, 0.05)  # initW=0.05 in every layer of NIN/svhn_def (docs/paper-notes.md, "Every factor of the author's files")
@@ -82,15 +83,15 @@ TABLE = Table(
     title="Table 3: test error (%) on SVHN",
     source="Lin, Chen & Yan, Network In Network, ICLR 2014, Table 3 (rows copied from a secondary summary; [S] in docs/paper-notes.md, 'Paper tables')",
     rows=(
-        PaperRow("Stochastic Pooling", 2.80, "[11] Zeiler & Fergus 2013"),
+        PaperRow("Stochastic Pooling", 2.80, "[11] Zeiler & Fergus 2013", variant="stochastic_pooling"),
         PaperRow("Rectifier + Dropout", 2.78, "[18] Srivastava 2013 (MSc thesis)"),
         PaperRow("Rectifier + Dropout + Synthetic Translation", 2.68, "[18] Srivastava 2013 (MSc thesis)"),
-        PaperRow("Conv. maxout + Dropout", 2.47, "[8] Goodfellow et al. 2013"),
+        PaperRow("Conv. maxout + Dropout", 2.47, "[8] Goodfellow et al. 2013", variant="maxout_dropout"),
         PaperRow("NIN + Dropout", 2.35, "this paper", variant="nin_dropout"),
         PaperRow("Multi-digit Number Recognition", 2.16, "[19] Goodfellow et al. 2014"),
         PaperRow("DropConnect", 1.94, "[15] Wan et al. 2013"),
     ),
-    variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE),),
+    variants=(Variant("nin_dropout", "NIN + Dropout", RECIPE), *baselines_svhn.VARIANTS),
     tolerance_pp=0.3,
     notes=(
         "Tolerance +-0.3 pp is ours: SVHN errors sit within a few tenths of each other (maxout 2.47, NIN 2.35), and the schedule is ours.",
@@ -99,6 +100,7 @@ TABLE = Table(
         "Preprocessing: GCN (scale 1) + LeCun LCN (7x7 Gaussian, sigma 2) on all three channels, as the maxout-era "
         "pylearn2 code; pylearn2's later code normalizes only channel 0 (an indentation bug, docs/paper-notes.md, 'Preprocessing').",
         "Known failure of this recipe: the ReLU after cccp6 can die (every class score 0, loss exactly ln 10 = 2.3026); the run stops with a message instead of reporting it.",
+        *baselines_svhn.NOTES,
     ),
     class_names=DIGIT_CLASSES,
 )

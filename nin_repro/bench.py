@@ -335,12 +335,13 @@ def bench_table(
     peer: str | None = None,
     peer_rounds: int = 8,
     cache_dir: Path | None = None,
+    row: str | None = None,
 ) -> tuple[list[BenchResult], Path, dict, list]:
     """`nin-repro bench`: time ``table``'s network for every dtype (fp32, bf16) x batch size x seeds
     and write ``results_dir/bench.md`` (and .json); the training rates of one model at a time go
     into ``cache_dir``'s step-rate cache (nin_repro.estimate). ``steps=None``: ``DEFAULT_STEPS``.
     ``peer="torch"``: also our float32 steps against the PyTorch peer's, interleaved, per batch size
-    (nin_repro.peer). Returns the results, the markdown's path, the provenance and the peer comparisons."""
+    (nin_repro.peer). ``row``: that variant's network (default: the table's first). Returns the results, the markdown's path, the provenance and the peer comparisons."""
     from nin_repro import peer as peers
 
     if steps is None:
@@ -364,7 +365,10 @@ def bench_table(
     bad_pool = [p for p in pool_grads if p not in POOL_GRADS]
     if bad_pool:
         raise UsageError(f"unknown --pool-grad {bad_pool[0]!r}: choose one of {', '.join(POOL_GRADS)}")
-    recipe = load_experiment(table).TABLE.variants[0].recipe
+    t = load_experiment(table).TABLE
+    recipe = (t.variant(row) if row else t.variants[0]).recipe
+    if row and peer is not None:
+        raise UsageError("--peer builds the table's first network (NIN): drop --row")
     results = [
         r
         for d in dtypes
@@ -378,10 +382,10 @@ def bench_table(
     comparisons = [peers.compare(table, recipe, batch_size=b, rounds=peer_rounds) for b in batch_sizes] if peer else []
     out = Path(results_dir) / "bench.md"
     prov = provenance()
-    write_bench(results, out, table, prov, comparisons)
+    write_bench(results, out, f"{table}/{row}" if row else table, prov, comparisons)
     from nin_repro.estimate import remember_bench
 
-    remember_bench(table, recipe, results, cache_dir)  # a dry run's estimates reuse these rates
+    remember_bench(f"{table} --row {row}" if row else table, recipe, results, cache_dir)  # a dry run's estimates reuse these rates
     return results, out, prov, comparisons
 
 

@@ -51,6 +51,11 @@ ParallelSeeds = typer.Option(
     help="Train a variant's seeds at once, one vmapped program (default: on a GPU/TPU; off on a CPU, no faster there). Resuming needs the same choice as the interrupted run.",
     show_default=False,
 )
+Baselines = typer.Option(
+    False,
+    "--baselines/--no-baselines",
+    help="Also train the table's baseline rows (conv. maxout + dropout, stochastic pooling) re-run in our harness; without it they show as not run.",
+)
 Rows = typer.Option(None, "--rows", help="Run only these rows (variants) of the table, e.g. --rows nin_dropout,nin_dropout_aug; the others show as not run.", show_default=False)
 TfdsDir = typer.Option(None, "--tfds-data-dir", help="tensorflow-datasets data folder [default: $TFDS_DATA_DIR or ~/tensorflow_datasets].", show_default=False)
 
@@ -67,11 +72,11 @@ def _run_table(name: str, **kw) -> None:
         if not hasattr(module, "DEMO_TABLE"):
             raise UsageError(f"--demo: {name} has no demo-scale version (`nin-repro demo` is the demo of the main tables)")
         table = module.DEMO_TABLE
-    keys = table.select_rows(rows) if rows is not None else None
-    # What runs (--rows): the plan, the checks and the estimate cover only the chosen rows.
-    chosen = dataclasses.replace(table, variants=tuple(v for v in table.variants if v.key in keys)) if keys else table
     opts = Options(**kw)
     opts.validate()
+    keys = table.select_rows(rows) if rows is not None else table.rows_to_run(opts.baselines)
+    # What runs (--rows, --baselines): the plan, the checks and the estimate cover only the chosen rows.
+    chosen = dataclasses.replace(table, variants=tuple(v for v in table.variants if v.key in keys))
     if dry_run:
         _print_plan(chosen, opts)
         return
@@ -130,11 +135,13 @@ def _register_table(name: str, help_text: str, has_demo: bool) -> None:
         ),
         demo: bool = typer.Option(False, "--demo", help="The demo-scale version on 5,000 real digits (about two minutes on a CPU).", hidden=not has_demo),
         rows: Optional[str] = Rows,
+        baselines: bool = Baselines,
     ) -> None:
         _run_table(
             name,
             demo=demo,
             rows=rows,
+            baselines=baselines,
             data_dir=data_dir,
             cache_dir=cache_dir,
             results_dir=results_dir,
@@ -226,6 +233,7 @@ def reproduce_all(
     set_: Optional[list[str]] = SetOpt,
     checkpoint_every: float = CkptEvery,
     parallel_seeds: Optional[bool] = ParallelSeeds,
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also the tables' baseline rows (conv. maxout + dropout, stochastic pooling)."),
 ) -> None:
     """Every table (or --tables), its (table, variant, seed group) jobs spread over the devices: one
     worker per GPU here, a SLURM job array, or --shard i/N; each table written once its jobs finish, then the report."""
@@ -238,7 +246,7 @@ def reproduce_all(
             raise UsageError(f"--slurm-option {item!r}: expected key=value, e.g. exclude=node12")
     opts = Options(
         results_dir=results_dir, workdir=workdir, data_dir=data_dir, cache_dir=cache_dir, download=download, seeds=seeds, epochs=epochs, batch_size=batch_size,
-        schedule=recipe, smoke=smoke, overrides=tuple(set_ or ()), checkpoint_every_min=checkpoint_every, parallel_seeds=parallel_seeds,
+        schedule=recipe, smoke=smoke, overrides=tuple(set_ or ()), checkpoint_every_min=checkpoint_every, parallel_seeds=parallel_seeds, baselines=baselines,
     )  # fmt: skip
     cluster = None
     if executor in ("slurm", "local"):
@@ -311,6 +319,7 @@ def data_verify(dataset: Optional[str] = typer.Argument(None), cache_dir: Option
 @app.command()
 def bench(
     table: str = typer.Option("cifar10", "--table", help="Whose network to time (cifar10, cifar100, mnist, demo)."),
+    row: Optional[str] = typer.Option(None, "--row", help="The table's row (variant) whose network to time, e.g. --row maxout_dropout [default: the first].", show_default=False),
     batch_size: list[int] = typer.Option([128], "--batch-size", help="Repeatable: --batch-size 128 --batch-size 512."),
     dtype: list[str] = typer.Option(["fp32"], "--dtype", help="Repeatable: fp32 and/or bf16 (compute dtype; parameters stay fp32)."),
     steps: Optional[int] = typer.Option(
@@ -361,8 +370,9 @@ def bench(
         peer=peer,
         peer_rounds=peer_rounds,
         cache_dir=cache_dir,
+        row=row,
     )
-    print_table(f"nin-repro bench: {table} on {prov['device']['kind']}", COLUMNS, summary_rows(results))
+    print_table(f"nin-repro bench: {table}{'/' + row if row else ''} on {prov['device']['kind']}", COLUMNS, summary_rows(results))
     for c in comparisons:
         typer.echo(f"ours vs peer: {c.line()}")
     console.print(f"[green]wrote[/green] {out}")

@@ -237,19 +237,33 @@ SMOKE_EVAL_BATCH = 128
 SMOKE_SEEDS = (0,)
 
 
+# The baseline rows' networks cost far more per smoke step than NIN's (maxout: 8x8 kernels on 33x33
+# maps, ~170 s for 8 epochs at 16 channels on 2 shared cores): their smoke is narrower and shorter.
+SMOKE_BASELINE_MIN_CHANNELS = 8
+SMOKE_BASELINE_EPOCHS = 2
+
+
+def _is_baseline(recipe: Recipe) -> bool:
+    from nin_repro.baselines import BASELINE_CONFIGS
+
+    return isinstance(recipe.model, BASELINE_CONFIGS)
+
+
 def smoke_width(recipe: Recipe) -> float:
+    if _is_baseline(recipe):
+        return max(SMOKE_WIDTH / 2, SMOKE_BASELINE_MIN_CHANNELS / min(recipe.model.hidden_widths()))
     return max(SMOKE_WIDTH, SMOKE_MIN_CHANNELS / min(recipe.model.hidden_widths()))
 
 
 def smoke_recipe(recipe: Recipe) -> Recipe:
-    """The default --smoke rewrite: tiny widths, 8 epochs, one seed. Tiny widths with N(0, 0.05),
+    """The default --smoke rewrite: tiny widths, 8 epochs (the baseline rows: 2), one seed. Tiny widths with N(0, 0.05),
     SGD and ZCA fitted on 1.5k images (fewer than its 3072 dimensions) learn nothing in 200 steps,
     so smoke also uses He init, no ReLU on the class maps (with tiny widths the last layer
     otherwise dies within the few steps), standardized pixels and Adam."""
     return dataclasses.replace(
         recipe,
         model=recipe.model.scaled(smoke_width(recipe)).with_he_init(final_relu=False),
-        epochs=float(SMOKE_EPOCHS),
+        epochs=float(SMOKE_BASELINE_EPOCHS if _is_baseline(recipe) else SMOKE_EPOCHS),
         batch_size=SMOKE_BATCH,
         eval_batch_size=SMOKE_EVAL_BATCH,
         seeds=SMOKE_SEEDS,
@@ -273,6 +287,9 @@ class Variant:
     key: str
     method: str
     recipe: Recipe
+    # A baseline of the paper's table (conv. maxout, stochastic pooling) re-run in our harness: the
+    # table command trains it with --baselines (or when --rows names it); reproduce-all by default.
+    baseline: bool = False
 
 
 CLAIM_KINDS = ("order", "relative_reduction")
@@ -339,6 +356,11 @@ class Table:
             what = f"unknown row {unknown[0]!r}" if unknown else "no row named"
             raise UsageError(f"--rows: {what} for {self.name}; choose from {', '.join(keys)}")
         return tuple(k for k in keys if k in wanted)
+
+    def rows_to_run(self, baselines: bool) -> tuple[str, ...]:
+        """The variant keys a run trains when ``--rows`` names none: every one with ``baselines``,
+        else all but the baseline rows (which the table then shows as not run)."""
+        return tuple(v.key for v in self.variants if baselines or not v.baseline)
 
     def paper_row(self, variant_key: str) -> PaperRow | None:
         return next((r for r in self.rows if r.variant == variant_key), None)

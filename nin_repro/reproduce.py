@@ -53,6 +53,7 @@ class Options:
     schedule: str | None = None  # --recipe paper|caffe|plateau|zoo
     warmup_epochs: float | None = None
     smoke: bool = False
+    baselines: bool = False  # also the tables' baseline rows (Variant.baseline) when no --rows are named
     overrides: tuple[str, ...] = ()  # --set key=value, applied last
     checkpoint_every_min: float = 10.0
     # Train a variant's seeds at once, one vmapped program. None: on a GPU/TPU with several seeds;
@@ -297,12 +298,14 @@ def reproduce(
 ) -> tuple[Path, Path] | None:
     """Train every variant of ``table`` for every seed and write its results table. ``variants``
     (``--rows``), ``seeds``: train only those (the recipe, and so the run folders and checkpoints,
-    stay the table's); a variant not run shows as "not run". ``write=False``: train only, no table
+    stay the table's); a variant not run shows as "not run". No ``variants``: the table's rows,
+    its baseline rows only with ``opts.baselines``. ``write=False``: train only, no table
     (one job of ``reproduce-all``)."""
     opts.validate()
     table_dir = Path(opts.workdir) / ("smoke" if opts.smoke else "") / table.name
     check_folders(opts, table_dir)
-    chosen = [v for v in table.variants if not variants or v.key in variants]
+    variants = variants or table.rows_to_run(opts.baselines)
+    chosen = [v for v in table.variants if v.key in variants]
     for variant in chosen:  # every recipe valid (dataset names too) before any training
         check_dataset(apply_options(variant.recipe, opts, table.smoke)[0])
     prepared: dict[tuple[str, str], tuple[PreparedData, Path]] = {}

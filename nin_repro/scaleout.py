@@ -83,13 +83,14 @@ def group_seeds(seeds: tuple[int, ...], schedule: str, together: bool) -> list[t
 
 
 def job_list(tables: list[str], opts: Options, device_kind: str | None = None) -> list[Job]:
-    """Every (table, variant, seed group) of ``tables``, in the tables' order; ``opts.parallel_seeds`` resolved."""
+    """Every (table, variant, seed group) of ``tables``, in the tables' order (the baseline rows
+    with ``opts.baselines``); ``opts.parallel_seeds`` resolved."""
     from nin_repro.bench import HBM_BYTES_PER_S, PEAK_TFLOPS, roofline
 
     jobs = []
     for command in tables:
         table = load_table(command)
-        for variant in table.variants:
+        for variant in (v for v in table.variants if v.key in table.rows_to_run(opts.baselines)):
             recipe, _ = apply_options(variant.recipe, opts, table.smoke)
             n = smoke_train_size(recipe.model.num_classes) if opts.smoke else TRAIN_SIZES.get(recipe.dataset, 50_000)
             per_seed = recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size

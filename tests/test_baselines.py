@@ -261,11 +261,17 @@ def test_parameter_counts_from_the_yamls():
     cifar = 36864 + 192 + 2359296 + 384 + 1843200 + 384 + 4801 * 2500 + 5010
     # svhn.yaml (tied): h0 5*5*3*128 + 128, h1 5*5*64*256 + 256, h2 5*5*128*256 + 256, h3 (128*6*6 + 1) * 400*5, y 401 * 10
     svhn = 9600 + 128 + 409600 + 256 + 819200 + 256 + 4609 * 2000 + 4010
-    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", cifar), ("baselines_svhn", svhn)):
+    # galatea maxout/expdir/c100_david_full_no_randomize.yaml (tied biases), the CIFAR-10 layers with
+    # Softmax n_classes 100: h0 8*8*3*(96*2) + 96*2, h1 8*8*96*(192*2) + 192*2, h2 5*5*192*(192*2) + 192*2,
+    # h2's 192 maps of 5x5 (32 +8 -8 +1 = 33 -> pool 4/2: 16; 16 +6 -8 +1 = 15 -> 7; 7 +6 -5 +1 = 9 -> pool 2/2: 5)
+    # into h3 (192*5*5 + 1) * (500*5), y (500 + 1) * 100
+    cifar100 = (8 * 8 * 3 * 192 + 192) + (8 * 8 * 96 * 384 + 384) + (5 * 5 * 192 * 384 + 384) + (192 * 5 * 5 + 1) * 500 * 5 + 501 * 100
+    tables = {"baselines_mnist": "mnist", "baselines_cifar10": "cifar10", "baselines_svhn": "svhn", "baselines_cifar100": "cifar100"}
+    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", cifar), ("baselines_svhn", svhn), ("baselines_cifar100", cifar100)):
         config = load_experiment(name).MAXOUT_RECIPE.model
         assert config.param_count() == count
         assert count_params(nnx.eval_shape(lambda config=config: MaxoutNet(config, rngs=nnx.Rngs(0)))) == count  # shapes only
-        assert f"maxout {count:,} " in " ".join(load_experiment(name).TABLE.notes)  # printed under the table
+        assert f"maxout {count:,} " in " ".join(load_experiment(tables[name]).TABLE.notes)  # printed under the NIN table
     # The feature-map sizes match the CIFAR-10 yaml's partial_sum (33 for h0, 15 for h1).
     assert [det for det, _ in load_experiment("baselines_cifar10").MAXOUT_RECIPE.model.conv_shapes()][:2] == [33, 15]
 
@@ -283,8 +289,8 @@ def test_stochastic_pooling_parameter_counts_by_hand():
 
 
 def test_configs_read_back_from_json():
-    for name in ("baselines_mnist", "baselines_cifar10", "baselines_svhn"):
-        for v in load_experiment(name).TABLE.variants:
+    for name in ("baselines_mnist", "baselines_cifar10", "baselines_svhn", "baselines_cifar100"):
+        for v in load_experiment(name).VARIANTS:
             assert config_from_dict(json.loads(json.dumps(dataclasses.asdict(v.recipe.model)))) == v.recipe.model
 
 
@@ -366,3 +372,6 @@ def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
         c = load_experiment(name).MAXOUT_RECIPE.model
         probs = [(s.include_prob, s.input_scale) for s in (*c.maxout_convs, *c.maxout_dense)] + [(c.softmax_include_prob, c.softmax_input_scale)]
         assert probs == [(0.8, 1.0)] + [(0.5, 2.0)] * 4
+    # c100_david_full_no_randomize.yaml: `cost: Dropout {}`, no per-layer values: the image too (0.5, 2).
+    c = load_experiment("baselines_cifar100").MAXOUT_RECIPE.model
+    assert [(s.include_prob, s.input_scale) for s in (*c.maxout_convs, *c.maxout_dense)] + [(c.softmax_include_prob, c.softmax_input_scale)] == [(0.5, 2.0)] * 5

@@ -220,6 +220,6 @@ def test_pylearn2_recipes_keep_their_base_lr_in_the_program_key():
     from nin_repro.recipe import load_experiment
     from nin_repro.train import compiled_recipe
 
-    recipe = load_experiment("baselines_mnist").TABLE.variants[0].recipe
+    recipe = load_experiment("baselines_mnist").MAXOUT_RECIPE
     assert recipe.schedule == "pylearn2"
     assert compiled_recipe(recipe) != compiled_recipe(dataclasses.replace(recipe, base_lr=2 * recipe.base_lr))

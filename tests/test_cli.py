@@ -39,6 +39,34 @@ def test_smoke_rows_are_marked_and_learn(smoke_cifar10):
     assert variants["nin_dropout_aug"]["mean"] < 50.0
     # Smoke output never lands in the real results folder.
     assert not (smoke_cifar10["results"] / "cifar10.md").exists()
+    # Without --baselines the baseline rows are named and not run: nothing trained for them.
+    baselines = [v for v in load_experiment("cifar10").TABLE.variants if v.baseline]
+    assert {v.key for v in baselines} == {"maxout_dropout", "maxout_dropout_aug", "stochastic_pooling"}
+    assert md.count("not run (run with --baselines)") == len(baselines)
+    assert sorted(p.name for p in (smoke_cifar10["runs"] / "smoke" / "cifar10").iterdir() if p.is_dir()) == ["nin_dropout", "nin_dropout_aug"]
+    assert table["full_run"] is False
+
+
+def test_smoke_baseline_row_beside_the_nin_row(smoke_cifar10, tmp_path):
+    """--baselines --rows: a baseline row trained (tiny widths, 2 epochs) into the NIN table, the
+    finished NIN row restored from its run folder, both with a number in the same table."""
+    import shutil
+
+    runs = tmp_path / "runs" / "smoke" / "cifar10"
+    shutil.copytree(smoke_cifar10["runs"] / "smoke" / "cifar10" / "nin_dropout", runs / "nin_dropout")
+    args = ["cifar10", "--smoke", "--baselines", "--rows", "nin_dropout,stochastic_pooling", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")]
+    assert main(args) == 0
+    table = json.loads((tmp_path / "results" / "smoke" / "cifar10.json").read_text())
+    variants = {v["key"]: v for v in table["variants"]}
+    assert set(variants) == {"nin_dropout", "stochastic_pooling"}
+    nin = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout")
+    assert variants["nin_dropout"]["errors_pct"] == nin["errors_pct"]  # restored, not trained again
+    sp = variants["stochastic_pooling"]
+    assert sp["paper_error"] == 15.13 and sp["steps"] == 2 * (1536 // 64) and 0 <= sp["mean"] <= 100
+    md = (tmp_path / "results" / "smoke" / "cifar10.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| **Stochastic Pooling**"))
+    assert "smoke: synthetic data, 2 epochs" in row and f"{sp['mean']:.2f}" in row
+    assert md.count("not run (run with --baselines)") == 2  # the two maxout rows
 
 
 def test_smoke_error_equals_a_fresh_evaluation_of_saved_parameters(smoke_cifar10):
@@ -157,7 +185,7 @@ def test_other_tables_smoke(name, chance, tmp_path):
     table = json.loads((results / "smoke" / f"{name}.json").read_text())
     experiment = load_experiment(name).TABLE
     assert [(r["method"], r["error"]) for r in table["paper_rows"]] == [(r.method, r.error) for r in experiment.rows]
-    assert [v["key"] for v in table["variants"]] == [v.key for v in experiment.variants]
+    assert [v["key"] for v in table["variants"]] == list(experiment.rows_to_run(False))  # no --baselines: the NIN rows
     for variant in table["variants"]:
         assert variant["shortened"].startswith("smoke") and variant["within_tolerance"] is None
         assert variant["mean"] < chance - 10.0
@@ -250,6 +278,11 @@ def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys, monkeyp
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "| mnist/nin_dropout | NIN + Dropout | 1 x 8 | " in out and f"| {8 * 24 * 64:,} | 1,024 | measured now (1 step of batch 64) | 12.0s | 36.0s (3 attempts) |" in out
+    assert "maxout" not in out  # the baseline rows: only with --baselines
+    assert main([*args, "--baselines"]) == 0
+    out = capsys.readouterr().out
+    for key in ("maxout_dropout", "stochastic_pooling"):  # their smoke: 2 epochs of 24 steps, then img/s and its estimate
+        assert f"| mnist/{key} | " in out and f"| 1 x 2 | {2 * 24 * 64:,} | " in out.split(f"| mnist/{key} | ")[1].splitlines()[0]
     assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
 
 

@@ -18,7 +18,7 @@ from nin_repro.reproduce import Options, apply_options, variant_dir
 from nin_repro.scaleout import load_table, make_plan, parse_shard, place, shard_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ["--smoke", "--epochs", "1"]
+SMOKE = ["--smoke", "--epochs", "1", "--no-baselines"]  # the NIN rows: reproduce-all runs the baseline rows by default
 
 
 def folders(tmp: Path) -> list[str]:
@@ -57,7 +57,8 @@ def test_job_list_shards_and_placement(capsys):
     opts = Options(smoke=True, seeds=3)
     cpu = make_plan(["mnist", "ablate-gap"], opts, "cpu")
     gpu = make_plan(["mnist", "ablate-gap"], opts, "gpu")
-    variants = [(t, v.key) for t in ("mnist", "ablate-gap") for v in load_table(t).variants]
+    # Without opts.baselines the tables' NIN rows only (mnist's baseline rows: --baselines, below).
+    variants = [(t, key) for t in ("mnist", "ablate-gap") for key in load_table(t).rows_to_run(False)]
     # Every (variant, seed) in exactly one job: on a CPU one seed a job, on a GPU a variant's seeds together.
     assert sorted((j.table, j.variant, s) for j in cpu.jobs for s in j.seeds) == sorted((t, v, s) for t, v in variants for s in range(3))
     assert [len(j.seeds) for j in cpu.jobs] == [1] * 3 * len(variants)
@@ -74,6 +75,10 @@ def test_job_list_shards_and_placement(capsys):
     assert main(["reproduce-all", "--dry-run", "--devices", "8", "--device-kind", "NVIDIA H100", "--tables", "mnist,ablate-gap"]) == 0
     out = capsys.readouterr().out
     assert "on 8 x NVIDIA H100" in out and "makespan about" in out and out.count("\ndevice ") == 8
+    # reproduce-all runs the tables' baseline rows by default, each a job like the NIN rows.
+    assert "mnist.maxout_dropout.seeds_0_1_2" in out and "mnist.stochastic_pooling.seeds_0_1_2" in out and "mnist.nin_dropout.seeds_0_1_2" in out
+    assert main(["reproduce-all", "--dry-run", "--device-kind", "NVIDIA H100", "--tables", "mnist", "--no-baselines"]) == 0
+    assert "maxout" not in capsys.readouterr().out
     assert main(["reproduce-all", "--shard", "4/4", "--tables", "mnist"]) == 2
 
 
@@ -105,7 +110,8 @@ def test_host_executor_failed_job_then_every_job_once(tmp_path, sequential_svhn,
 def test_killed_worker_is_rerun_and_resumes(tmp_path):
     """SIGKILL to a worker after its first checkpoint: the job is run again, resumes there, and the table is written."""
     run = seed_folder(tmp_path, "svhn", "nin_dropout", 2)
-    cmd = [sys.executable, "-m", "nin_repro", "reproduce-all", "--tables", "svhn", "--devices", "1", "--smoke", "--epochs", "2", "--checkpoint-every", "0", *folders(tmp_path)]
+    cmd = [sys.executable, "-m", "nin_repro", "reproduce-all", "--tables", "svhn", "--devices", "1", "--smoke", "--epochs", "2", "--no-baselines", "--checkpoint-every", "0"]
+    cmd += folders(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     killed, deadline = None, time.monotonic() + 600
@@ -150,7 +156,7 @@ def test_slurm_executor_submits_an_array_and_a_dependent_report(tmp_path, monkey
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     slurm = ["--partition", "gpu", "--time", "90", "--account", "acc", "--slurm-option", "exclude=n1"]
-    args = ["reproduce-all", "--executor", "slurm", "--tables", "mnist", "--smoke", *slurm, *folders(tmp_path)]
+    args = ["reproduce-all", "--executor", "slurm", "--tables", "mnist", "--smoke", "--no-baselines", *slurm, *folders(tmp_path)]
     assert main(args) == 0
     assert "as array 71" in capsys.readouterr().out
     array, report = log.read_text().split("#!/bin/bash")[1:]

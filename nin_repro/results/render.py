@@ -119,7 +119,12 @@ def _rows(table: Table, by_key: dict[str, VariantResult], smoke: bool) -> list[l
         r = by_key.get(pr.variant)
         shown.add(pr.variant)
         cells = _our_cells(r, pr, tol, smoke)
-        rows.append([_cell(_method_cell(pr.method, pr.citation, True, r, smoke)), f"{pr.error:.2f}", *map(_cell, cells)])
+        citation = pr.citation
+        baseline = next((v for v in table.variants if v.key == pr.variant and v.baseline), None)
+        if baseline is not None:  # a baseline re-run by us: the row says whose recipe it is
+            citation += f"; ours: {baseline.method}"
+            cells[0] = "not run (run with --baselines)" if r is None else cells[0]
+        rows.append([_cell(_method_cell(pr.method, citation, True, r, smoke)), f"{pr.error:.2f}", *map(_cell, cells)])
     # Variants with no paper row (a demo, an ablation): their own rows, no paper number.
     extra_keys = [v.key for v in table.variants if v.key not in shown]
     extra_keys += [k for k in by_key if k not in shown and k not in extra_keys]
