@@ -58,21 +58,24 @@ def table_commands(folder: Path | None = None) -> list[TableCommand]:
 
 def register_experiments() -> str:
     """Make ``nin_repro.experiments`` importable: installed, it is the package; in a source checkout
-    run with PYTHONPATH=. (no install) it is registered from the top-level ``experiments/`` folder."""
+    run with PYTHONPATH=. (no install) it is registered from the top-level ``experiments/`` folder,
+    which wins over any installed copy (an editable install of another checkout would otherwise
+    serve that checkout's experiment files to this one's code)."""
     package = "nin_repro.experiments"
     if package not in sys.modules:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as err:
-            if err.name != package:
-                raise
-            folder = Path(__file__).resolve().parents[1] / "experiments"
-            spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
-            if spec is None or not folder.is_dir():
+        folder = Path(__file__).resolve().parents[1] / "experiments"
+        if not ((folder / "__init__.py").is_file() and (folder.parent / "pyproject.toml").is_file()):  # not a source checkout
+            try:
+                importlib.import_module(package)
+                return package
+            except ModuleNotFoundError as err:
+                if err.name != package:
+                    raise
                 raise UsageError(f"the experiments folder is missing (looked in {folder}): reinstall nin-repro") from None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[package] = module
-            spec.loader.exec_module(module)
+        spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
     return package
 
 

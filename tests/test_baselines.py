@@ -146,6 +146,56 @@ def test_exponential_decay_by_hand():
         assert m.base_lr * float(device(step)[0]) == pytest.approx(lr, rel=1e-4)
 
 
+def test_svhn2_second_phase_lr_and_momentum_at_chosen_steps():
+    # svhn.yaml: LR .2, LinearDecayOverEpoch(1, 250, .001), momentum .5 -> .6 (start 1, saturate 250),
+    # 142 epochs; then svhn2.yaml: LR .0086, momentum .9, a fresh velocity, 9 epochs. 10 steps per epoch.
+    m = load_experiment("baselines_svhn").MAXOUT_RECIPE
+    assert m.pylearn2_phase2 == (9, 0.0086, 0.9) and m.max_epochs == 142
+    spe = 10
+    assert m.total_steps(spe) == 1510
+    lr_dev, mom_dev = lr_schedule(m, spe), momentum_schedule(m, spe)
+    # step: (LR, momentum). Epoch 141 trains with count 142: LR .2 - .2 * .999 * 142 / 250 = .0865136,
+    # momentum .5 + .1 * 141 / 249 = .5566265; step 1420 starts svhn2 with momentum 0 (v = -lr g).
+    expected = {1419: (0.0865136, 0.5566265), 1420: (0.0086, 0.0), 1421: (0.0086, 0.9), 1509: (0.0086, 0.9)}
+    for step, (lr, mom) in expected.items():
+        assert m.base_lr * m.lr_factor(step, spe) == pytest.approx(lr, rel=1e-5)
+        assert m.base_lr * float(lr_dev(step)[0]) == pytest.approx(lr, rel=1e-5)
+        assert m.base_lr * float(lr_dev(step)[1]) == pytest.approx(lr, rel=1e-5)
+        assert float(mom_dev(step)) == pytest.approx(mom, abs=1e-6)
+    # --epochs 15.1 shrinks both phases by 0.1: step 141 is schedule epoch 141, the second phase starts at step 142.
+    short = dataclasses.replace(m, epochs=15.1)
+    assert short.total_steps(spe) == 151
+    assert [float(momentum_schedule(short, spe)(s)) for s in (141, 142, 143)] == pytest.approx([0.5 + 0.1 * 141 / 249, 0.0, 0.9])
+    assert short.base_lr * short.lr_factor(142, spe) == pytest.approx(0.0086)
+
+
+def test_a_zero_momentum_step_restarts_the_velocity_as_a_fresh_momentum_rule_does():
+    # pylearn2 Momentum: vel <- m vel - lr g, param += vel; a new rule's vel starts at 0.
+    from nin_repro.baselines import pylearn2_optimizer
+
+    config = MaxoutConfig(maxout_convs=(), maxout_dense=(), softmax_irange=0.1, softmax_max_col_norm=None, in_channels=1, input_hw=(1, 1), num_classes=1)
+    params = {"softmax": {"kernel": jnp.zeros((1, 1)), "bias": jnp.zeros((1,))}}
+    tx = pylearn2_optimizer(config, params)
+    state = tx.init(params)
+    g = {"softmax": {"kernel": jnp.ones((1, 1)), "bias": jnp.ones((1,))}}
+    history = []
+    for lr, m in ((0.1, 0.5), (0.1, 0.5), (0.01, 0.0), (0.01, 0.9)):
+        state.hyperparams.update(learning_rate=lr, bias_learning_rate=lr, momentum=m)
+        updates, state = tx.update(g, state, params)
+        history.append(float(updates["softmax"]["kernel"][0, 0]))
+    # -.1; .5 * -.1 - .1 = -.15; 0 * -.15 - .01 = -.01 (fresh); .9 * -.01 - .01 = -.019
+    assert history == pytest.approx([-0.1, -0.15, -0.01, -0.019])
+
+
+def test_phase2_must_be_epochs_lr_momentum():
+    from nin_repro.errors import UsageError
+
+    m = load_experiment("baselines_svhn").MAXOUT_RECIPE
+    for bad in ((9, 0.0086), (0, 0.0086, 0.9), (9, 0.0086, 1.0), (9, -1, 0.9)):
+        with pytest.raises(UsageError, match="pylearn2_phase2"):
+            dataclasses.replace(m, pylearn2_phase2=bad)
+
+
 # --------------------------------------------------------------------------- stochastic pooling and LRN
 
 WINDOW = jnp.asarray([[1, 0, 2], [0, 3, 0], [0, 0, 4]], jnp.float32).reshape(1, 3, 3, 1)  # p = .1, .2, .3, .4
