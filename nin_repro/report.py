@@ -59,6 +59,8 @@ ANALYSIS_TITLES = {
     "init-study": "Init study: why the paper's MNIST recipe stalls on real digits",
     "init-study-signal": "Init study, signal scale at initialisation of every variant (nothing trained)",
     "curves": "Training curves",
+    "baselines-real-digits": "Maxout baselines on the shipped real digits (issue 19, section 5; shortened runs)",
+    "baselines-real-digits-steps": "Maxout mnist.yaml on the shipped real digits: does the yaml's init leave ln 10? (shortened run)",
 }
 
 
