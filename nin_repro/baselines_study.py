@@ -7,7 +7,8 @@ the data (the 4,000 / 1,000 shipped real MNIST digits: ``digits5k`` for the MNIS
 ``digits5k_rgb32``, the same digits as 32x32x3, for the SVHN- and CIFAR-shaped nets; each net's own
 preprocessing fitted on them) and the length, ``max_epochs`` = the epochs run, so pylearn2's
 schedules keep their own per-step (``ExponentialDecay``) and per-epoch (``MomentumAdjustor``,
-``LinearDecayOverEpoch``) arithmetic, unscaled, on epochs of 31 steps. The stall checks watch but
+``LinearDecayOverEpoch``) arithmetic, unscaled, on epochs of 31 steps (the SVHN net's second
+phase, svhn2.yaml, is not run). The stall checks watch but
 never stop a run. Per seed: the mean training loss and the test error of every epoch, the first
 epoch whose mean training loss is below ln 10 - 0.05 (and its last step), the final test error.
 """
@@ -42,9 +43,10 @@ NETS = (
 
 
 def real_digit_recipe(experiment: str, variant: str, dataset: str, epochs: int, seeds: tuple[int, ...]):
-    """The table's recipe with only the data, the length and the seeds changed (see the module doc)."""
+    """The table's recipe with only the data, the length and the seeds changed (see the module doc);
+    a second phase (svhn2.yaml) is left out: the run is ``epochs`` epochs of the first."""
     recipe = load_experiment(experiment).TABLE.variant(variant).recipe
-    return dataclasses.replace(recipe, dataset=dataset, max_epochs=epochs, epochs=None, seeds=seeds)
+    return dataclasses.replace(recipe, dataset=dataset, max_epochs=epochs, epochs=None, seeds=seeds, pylearn2_phase2=())
 
 
 def class_score_spread(recipe, data: PreparedData, seed: int, params_dir: Path | None = None) -> float:
@@ -113,7 +115,7 @@ def render(record: dict) -> str:
         "",
         "Each baseline table's maxout recipe as its experiment file has it (the authors' pylearn2 yaml), on the "
         "4,000 / 1,000 shipped real MNIST digits, for the epochs listed: only the data, the length (`max_epochs`) and the "
-        "seeds differ from the table's row; pylearn2's schedules run unscaled (module doc of `nin_repro/baselines_study.py`). "
+        "seeds differ from the table's row (the SVHN net's svhn2.yaml phase is not run); pylearn2's schedules run unscaled (module doc of `nin_repro/baselines_study.py`). "
         "Not a paper table. **Shortened runs: a few epochs of 4,000 digits, not the yaml's length or data.**",
         "",
         f"Command: `{record['command']}`; commit `{prov.get('commit', '?')}`, device {prov.get('device', '?')}, {prov.get('date', '?')}.",

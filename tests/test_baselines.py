@@ -326,3 +326,15 @@ def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
         c = load_experiment(name).MAXOUT_RECIPE.model
         probs = [(s.include_prob, s.input_scale) for s in (*c.maxout_convs, *c.maxout_dense)] + [(c.softmax_include_prob, c.softmax_input_scale)]
         assert probs == [(0.8, 1.0)] + [(0.5, 2.0)] * 4
+
+
+def test_the_real_digit_runs_change_only_data_length_seeds_and_the_second_phase():
+    from nin_repro.baselines_study import NETS, real_digit_recipe
+
+    for key, experiment, variant, dataset in NETS:
+        table_recipe = load_experiment(experiment).TABLE.variant(variant).recipe
+        recipe = real_digit_recipe(experiment, variant, dataset, 4, (0, 1, 2))
+        assert recipe.total_steps(31) == 4 * 31, key  # 4 epochs, the svhn2.yaml phase left out
+        changed = {f.name for f in dataclasses.fields(recipe) if getattr(recipe, f.name) != getattr(table_recipe, f.name)}
+        assert changed <= {"dataset", "max_epochs", "seeds", "pylearn2_phase2"}, (key, changed)
+        assert recipe.dataset == ("digits5k" if key == "mnist" else "digits5k_rgb32")
