@@ -61,6 +61,7 @@ ANALYSIS_TITLES = {
     "curves": "Training curves",
     "baselines-real-digits": "Maxout baselines on the shipped real digits (issue 19, section 5; shortened runs)",
     "baselines-real-digits-steps": "Maxout mnist.yaml on the shipped real digits: does the yaml's init leave ln 10? (shortened run)",
+    "baselines-real-digits-124": "Maxout mnist.yaml on the shipped real digits, the first 124 steps (shortened run)",
     "baselines-real-digits-init": "Maxout baselines: the class-score spread at the yamls' init on the shipped digits (nothing trained)",
 }
 
