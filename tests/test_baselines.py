@@ -266,7 +266,8 @@ def test_configs_read_back_from_json():
 
 
 def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
-    """Two seeds at once (the vmapped step, momentum and LR set inside it), through the harness."""
+    """Two seeds at once (the vmapped step, momentum and LR set inside it, a second phase after
+    epoch 4), through the harness."""
     tiny = MaxoutConfig(
         maxout_convs=(
             MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
@@ -279,7 +280,7 @@ def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
         num_classes=4,
     )
     base = load_experiment("baselines_mnist").MAXOUT_RECIPE
-    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0, 1), eval_batch_size=7, base_lr=0.15)
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=4, seeds=(0, 1), eval_batch_size=7, base_lr=0.15, pylearn2_phase2=(2, 0.05, 0.9))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 85).astype(np.int32)
     x = (rng.normal(size=(85, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
