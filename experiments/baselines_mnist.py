@@ -64,7 +64,8 @@ MAXOUT_RECIPE = Recipe(
         "500 epochs on all 60k training images, then the final parameters: mnist.yaml early-stops on 50-60k (N 100) and "
         "mnist_continued.yaml continues to an NLL target; no epoch count is published",
         "the continuation phase (all 60k, no dropout, LR and momentum where phase 1 ended) is not run",
-        "each epoch is a fresh permutation; the fewer-than-a-batch left over are skipped that epoch (pylearn2 default iterator: shuffled_sequential [S])",
+        "each epoch is a fresh permutation; the fewer-than-a-batch left over are skipped that epoch (mnist.yaml 2014-04-23 to 2015-05-12: "
+        "train_iteration_mode even_shuffled_sequential; at HEAD the default shuffled_sequential keeps a smaller last batch)",
     ),
 )
 

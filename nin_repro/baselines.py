@@ -399,22 +399,55 @@ def lr_decay_problem(lr_decay: tuple) -> str | None:
     return None
 
 
-def lr_factor_at(lr_decay: tuple, step, steps_per_epoch: int, scale: float, base_lr: float):
+def in_phase2(step, steps_per_epoch: int, scale: float, phase1_epochs: float):
+    """Whether ``step`` belongs to the second phase (it starts after ``phase1_epochs`` epochs,
+    stretched like the rest of the schedule by ``scale``)."""
+    return step >= phase1_epochs * scale * steps_per_epoch
+
+
+def phase2_problem(phase2: tuple) -> str | None:
+    """What is wrong with a ``Recipe.pylearn2_phase2`` (None when it is valid; () = no second phase)."""
+    if phase2 == ():
+        return None
+    if not (len(phase2) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in phase2) and phase2[0] > 0 and phase2[1] > 0 and 0 <= phase2[2] < 1):
+        return f"pylearn2_phase2 takes (epochs > 0, learning rate > 0, momentum in [0, 1)), got {list(phase2)!r}"
+    return None
+
+
+def lr_factor_at(lr_decay: tuple, step, steps_per_epoch: int, scale: float, base_lr: float, phase2: tuple = (), phase1_epochs: float = 0.0):
     """The LR factor of step ``step`` (a Python number or a device scalar); ``scale`` stretches the
-    schedule when --epochs shortens or lengthens the run (epochs and steps divided by it)."""
+    schedule when --epochs shortens or lengthens the run (epochs and steps divided by it). With a
+    second phase ``(epochs, lr, momentum)`` (svhn2.yaml: a fresh SGD, no LR callback or extension)
+    every step after ``phase1_epochs`` trains with ``lr`` / ``base_lr``."""
     if lr_decay[0] == "exponential":
-        return exponential_decay(step / scale, lr_decay[1], lr_decay[2], base_lr)
-    epoch = jnp.floor(step / steps_per_epoch / scale) if isinstance(step, jax.Array) else math.floor(step / steps_per_epoch / scale)
-    return linear_decay_over_epoch(pylearn2_count(epoch), lr_decay[1], lr_decay[2], lr_decay[3])
+        factor = exponential_decay(step / scale, lr_decay[1], lr_decay[2], base_lr)
+    else:
+        epoch = jnp.floor(step / steps_per_epoch / scale) if isinstance(step, jax.Array) else math.floor(step / steps_per_epoch / scale)
+        factor = linear_decay_over_epoch(pylearn2_count(epoch), lr_decay[1], lr_decay[2], lr_decay[3])
+    if not phase2:
+        return factor
+    second = in_phase2(step, steps_per_epoch, scale, phase1_epochs)
+    return jnp.where(second, phase2[1] / base_lr, factor) if isinstance(step, jax.Array) else (phase2[1] / base_lr if second else factor)
 
 
-def momentum_at(momentum_adjust: tuple, init: float, step, steps_per_epoch: int, scale: float):
-    """The momentum of step ``step`` under ``MomentumAdjustor(final, start, saturate)``; () = fixed."""
+def momentum_at(momentum_adjust: tuple, init: float, step, steps_per_epoch: int, scale: float, phase2: tuple = (), phase1_epochs: float = 0.0):
+    """The momentum of step ``step`` under ``MomentumAdjustor(final, start, saturate)``; () = fixed.
+    In a second phase: its momentum, except 0 on its first step. svhn2.yaml starts a new
+    ``Momentum`` rule, whose velocities start at 0: v = m * 0 - lr g, which momentum 0 gives
+    from any velocity (v <- 0 * v - lr g)."""
     if not momentum_adjust:
-        return init
-    final, start, saturate = momentum_adjust
-    epoch = jnp.floor(step / steps_per_epoch / scale) if isinstance(step, jax.Array) else math.floor(step / steps_per_epoch / scale)
-    return momentum_adjustor(pylearn2_count(epoch), init, final, start, saturate)
+        m = init
+    else:
+        final, start, saturate = momentum_adjust
+        epoch = jnp.floor(step / steps_per_epoch / scale) if isinstance(step, jax.Array) else math.floor(step / steps_per_epoch / scale)
+        m = momentum_adjustor(pylearn2_count(epoch), init, final, start, saturate)
+    if not phase2:
+        return m
+    second = in_phase2(step, steps_per_epoch, scale, phase1_epochs)
+    before = in_phase2(step - 1, steps_per_epoch, scale, phase1_epochs)
+    if isinstance(step, jax.Array):
+        return jnp.where(second & ~before, 0.0, jnp.where(second, phase2[2], m))
+    return 0.0 if second and not before else (phase2[2] if second else m)
 
 
 # --------------------------------------------------------------------------- stochastic pooling

@@ -62,6 +62,9 @@ class Recipe:
     lr_decay: tuple = ()
     momentum_adjust: tuple[float, ...] = ()
     max_epochs: float | None = None
+    # A second phase after max_epochs (svhn2.yaml resuming svhn.yaml's model): (epochs, learning
+    # rate, momentum), both fixed, the velocity restarted from 0; () = none (nin_repro.baselines).
+    pylearn2_phase2: tuple = ()
     warmup_epochs: float = 0.0  # linear warm-up [ours]; 0 in the paper recipe
     epochs: float | None = None  # None = the schedule's own length; otherwise scaled to this
     seeds: tuple[int, ...]
@@ -143,9 +146,9 @@ class Recipe:
         return out
 
     def _pylearn2_problems(self) -> list[str]:
-        from nin_repro.baselines import lr_decay_problem
+        from nin_repro.baselines import lr_decay_problem, phase2_problem
 
-        out = [p for p in (lr_decay_problem(self.lr_decay),) if p]
+        out = [p for p in (lr_decay_problem(self.lr_decay), phase2_problem(self.pylearn2_phase2)) if p]
         if self.momentum_adjust and not (len(self.momentum_adjust) == 3 and 0 <= self.momentum_adjust[0] < 1 and 0 <= self.momentum_adjust[1] <= self.momentum_adjust[2]):
             out.append(f"momentum_adjust must be (final momentum in [0, 1), start, saturate >= start), got {list(self.momentum_adjust)!r}")
         if not (isinstance(self.max_epochs, (int, float)) and self.max_epochs > 0):
@@ -155,7 +158,7 @@ class Recipe:
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
         if self.schedule == "pylearn2":
-            return float(self.max_epochs)
+            return float(self.max_epochs) + (float(self.pylearn2_phase2[0]) if self.pylearn2_phase2 else 0.0)
         if self.schedule == "paper":
             return float(sum(e for e, _ in self.paper_phases))
         if self.schedule == "caffe":
@@ -187,7 +190,7 @@ class Recipe:
         elif self.schedule == "pylearn2":
             from nin_repro.baselines import lr_factor_at
 
-            factor = lr_factor_at(self.lr_decay, step, steps_per_epoch, scale, self.base_lr)
+            factor = lr_factor_at(self.lr_decay, step, steps_per_epoch, scale, self.base_lr, self.pylearn2_phase2, self.max_epochs)
         return factor * self.warmup_factor(step, steps_per_epoch)
 
     def lr_boundaries(self, steps_per_epoch: int) -> tuple[tuple[int, ...], tuple[float, ...]]:

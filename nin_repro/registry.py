@@ -25,8 +25,19 @@ class TableCommand:
     has_demo: bool  # the file defines DEMO_TABLE (--demo)
 
 
+def _checkout_experiments() -> Path | None:
+    """The top-level ``experiments/`` folder when this nin_repro runs from a source checkout, else None.
+    It wins over any installed copy: an editable install of another checkout would otherwise serve
+    that checkout's experiment files to this one's code."""
+    folder = Path(__file__).resolve().parents[1] / "experiments"
+    return folder if (folder / "__init__.py").is_file() and (folder.parent / "pyproject.toml").is_file() else None
+
+
 def experiments_dir() -> Path:
-    """The experiment files: ``nin_repro/experiments`` when installed, else the top-level folder."""
+    """The experiment files: the source checkout's top-level folder, else ``nin_repro/experiments`` (installed)."""
+    checkout = _checkout_experiments()
+    if checkout is not None:
+        return checkout
     try:
         spec = importlib.util.find_spec("nin_repro.experiments")
     except ModuleNotFoundError:
@@ -58,21 +69,25 @@ def table_commands(folder: Path | None = None) -> list[TableCommand]:
 
 def register_experiments() -> str:
     """Make ``nin_repro.experiments`` importable: installed, it is the package; in a source checkout
-    run with PYTHONPATH=. (no install) it is registered from the top-level ``experiments/`` folder."""
+    (PYTHONPATH=., no install) it is registered from the top-level ``experiments/`` folder, even when
+    another copy is installed (``_checkout_experiments``)."""
     package = "nin_repro.experiments"
     if package not in sys.modules:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as err:
-            if err.name != package:
-                raise
-            folder = Path(__file__).resolve().parents[1] / "experiments"
-            spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
-            if spec is None or not folder.is_dir():
-                raise UsageError(f"the experiments folder is missing (looked in {folder}): reinstall nin-repro") from None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[package] = module
-            spec.loader.exec_module(module)
+        folder = _checkout_experiments()
+        if folder is None:
+            try:
+                importlib.import_module(package)
+                return package
+            except ModuleNotFoundError as err:
+                if err.name != package:
+                    raise
+                folder = Path(__file__).resolve().parents[1] / "experiments"
+                if not folder.is_dir():
+                    raise UsageError(f"the experiments folder is missing (looked in {folder}): reinstall nin-repro") from None
+        spec = importlib.util.spec_from_file_location(package, folder / "__init__.py", submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[package] = module
+        spec.loader.exec_module(module)
     return package
 
 

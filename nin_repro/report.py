@@ -59,6 +59,10 @@ ANALYSIS_TITLES = {
     "init-study": "Init study: why the paper's MNIST recipe stalls on real digits",
     "init-study-signal": "Init study, signal scale at initialisation of every variant (nothing trained)",
     "curves": "Training curves",
+    "baselines-real-digits": "Maxout baselines on the shipped real digits (issue 19, section 5; shortened runs)",
+    "baselines-real-digits-steps": "Maxout mnist.yaml on the shipped real digits: does the yaml's init leave ln 10? (shortened run)",
+    "baselines-real-digits-124": "Maxout mnist.yaml on the shipped real digits, the first 124 steps (shortened run)",
+    "baselines-real-digits-init": "Maxout baselines: the class-score spread at the yamls' init on the shipped digits (nothing trained)",
 }
 
 

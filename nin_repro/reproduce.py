@@ -567,7 +567,7 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
             raise TypeError(f"a JSON object expected, got {type(record).__name__}")
         r = dict(record["recipe"])
         # Records written before the "pylearn2" schedule existed lack its fields; their runs used none of them.
-        for name, default in (("lr_decay", ()), ("momentum_adjust", ()), ("max_epochs", None)):
+        for name, default in (("lr_decay", ()), ("momentum_adjust", ()), ("max_epochs", None), ("pylearn2_phase2", ())):
             r.setdefault(name, default)
         _require_fields(r, Recipe, "recipe")
         m = r.pop("model")

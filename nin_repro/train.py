@@ -162,7 +162,7 @@ def _pylearn2_lr_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax
 
     def factor(step: jax.Array) -> jax.Array:
         step = jnp.asarray(step, jnp.int32)
-        f = lr_factor_at(recipe.lr_decay, step.astype(jnp.float32), steps_per_epoch, scale, recipe.base_lr)
+        f = lr_factor_at(recipe.lr_decay, step.astype(jnp.float32), steps_per_epoch, scale, recipe.base_lr, recipe.pylearn2_phase2, recipe.max_epochs)
         w = jnp.where(step < warm, (step + 1) / warm, 1.0) if warm > 0 else jnp.float32(1.0)
         return jnp.stack([f * w, f * w]).astype(jnp.float32)
 
@@ -174,7 +174,8 @@ def momentum_schedule(recipe: Recipe, steps_per_epoch: int) -> Callable[[jax.Arr
     from nin_repro.baselines import momentum_at
 
     scale = recipe.total_epochs(steps_per_epoch) / recipe.schedule_epochs(steps_per_epoch)
-    return lambda step: jnp.float32(momentum_at(recipe.momentum_adjust, recipe.momentum, jnp.asarray(step, jnp.float32), steps_per_epoch, scale))
+    phase2 = (recipe.pylearn2_phase2, recipe.max_epochs or 0.0)
+    return lambda step: jnp.float32(momentum_at(recipe.momentum_adjust, recipe.momentum, jnp.asarray(step, jnp.float32), steps_per_epoch, scale, *phase2))
 
 
 # --------------------------------------------------------------------------- augmentation

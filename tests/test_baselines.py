@@ -148,6 +148,56 @@ def test_exponential_decay_by_hand():
         assert m.base_lr * float(device(step)[0]) == pytest.approx(lr, rel=1e-4)
 
 
+def test_svhn2_second_phase_lr_and_momentum_at_chosen_steps():
+    # svhn.yaml: LR .2, LinearDecayOverEpoch(1, 250, .001), momentum .5 -> .6 (start 1, saturate 250),
+    # 142 epochs; then svhn2.yaml: LR .0086, momentum .9, a fresh velocity, 9 epochs. 10 steps per epoch.
+    m = load_experiment("baselines_svhn").MAXOUT_RECIPE
+    assert m.pylearn2_phase2 == (9, 0.0086, 0.9) and m.max_epochs == 142
+    spe = 10
+    assert m.total_steps(spe) == 1510
+    lr_dev, mom_dev = lr_schedule(m, spe), momentum_schedule(m, spe)
+    # step: (LR, momentum). Epoch 141 trains with count 142: LR .2 - .2 * .999 * 142 / 250 = .0865136,
+    # momentum .5 + .1 * 141 / 249 = .5566265; step 1420 starts svhn2 with momentum 0 (v = -lr g).
+    expected = {1419: (0.0865136, 0.5566265), 1420: (0.0086, 0.0), 1421: (0.0086, 0.9), 1509: (0.0086, 0.9)}
+    for step, (lr, mom) in expected.items():
+        assert m.base_lr * m.lr_factor(step, spe) == pytest.approx(lr, rel=1e-5)
+        assert m.base_lr * float(lr_dev(step)[0]) == pytest.approx(lr, rel=1e-5)
+        assert m.base_lr * float(lr_dev(step)[1]) == pytest.approx(lr, rel=1e-5)
+        assert float(mom_dev(step)) == pytest.approx(mom, abs=1e-6)
+    # --epochs 15.1 shrinks both phases by 0.1: step 141 is schedule epoch 141, the second phase starts at step 142.
+    short = dataclasses.replace(m, epochs=15.1)
+    assert short.total_steps(spe) == 151
+    assert [float(momentum_schedule(short, spe)(s)) for s in (141, 142, 143)] == pytest.approx([0.5 + 0.1 * 141 / 249, 0.0, 0.9])
+    assert short.base_lr * short.lr_factor(142, spe) == pytest.approx(0.0086)
+
+
+def test_a_zero_momentum_step_restarts_the_velocity_as_a_fresh_momentum_rule_does():
+    # pylearn2 Momentum: vel <- m vel - lr g, param += vel; a new rule's vel starts at 0.
+    from nin_repro.baselines import pylearn2_optimizer
+
+    config = MaxoutConfig(maxout_convs=(), maxout_dense=(), softmax_irange=0.1, softmax_max_col_norm=None, in_channels=1, input_hw=(1, 1), num_classes=1)
+    params = {"softmax": {"kernel": jnp.zeros((1, 1)), "bias": jnp.zeros((1,))}}
+    tx = pylearn2_optimizer(config, params)
+    state = tx.init(params)
+    g = {"softmax": {"kernel": jnp.ones((1, 1)), "bias": jnp.ones((1,))}}
+    history = []
+    for lr, m in ((0.1, 0.5), (0.1, 0.5), (0.01, 0.0), (0.01, 0.9)):
+        state.hyperparams.update(learning_rate=lr, bias_learning_rate=lr, momentum=m)
+        updates, state = tx.update(g, state, params)
+        history.append(float(updates["softmax"]["kernel"][0, 0]))
+    # -.1; .5 * -.1 - .1 = -.15; 0 * -.15 - .01 = -.01 (fresh); .9 * -.01 - .01 = -.019
+    assert history == pytest.approx([-0.1, -0.15, -0.01, -0.019])
+
+
+def test_phase2_must_be_epochs_lr_momentum():
+    from nin_repro.errors import UsageError
+
+    m = load_experiment("baselines_svhn").MAXOUT_RECIPE
+    for bad in ((9, 0.0086), (0, 0.0086, 0.9), (9, 0.0086, 1.0), (9, -1, 0.9)):
+        with pytest.raises(UsageError, match="pylearn2_phase2"):
+            dataclasses.replace(m, pylearn2_phase2=bad)
+
+
 # --------------------------------------------------------------------------- stochastic pooling and LRN
 
 WINDOW = jnp.asarray([[1, 0, 2], [0, 3, 0], [0, 0, 4]], jnp.float32).reshape(1, 3, 3, 1)  # p = .1, .2, .3, .4
@@ -281,7 +331,7 @@ def test_stochastic_pooling_parameter_counts_by_hand():
     # 32 -> 16 -> 8 -> 4; softmax on the last pooled maps (+ bias).
     mnist = (25 * 1 + 1) * 64 + 2 * (25 * 64 + 1) * 64 + (3 * 3 * 64 + 1) * 10
     rgb32 = (25 * 3 + 1) * 64 + 2 * (25 * 64 + 1) * 64 + (4 * 4 * 64 + 1) * 10
-    for name, count in (("baselines_mnist", mnist), ("baselines_cifar10", rgb32), ("baselines_svhn", rgb32)):
+    for name, count in (("mnist", mnist), ("cifar10", rgb32), ("svhn", rgb32)):  # the NIN tables that hold the rows
         [config] = [v.recipe.model for v in load_experiment(name).TABLE.variants if v.recipe.model.__class__.__name__ == "StochasticPoolConfig"]
         assert config.param_count() == count
         assert count_params(nnx.eval_shape(lambda config=config: StochasticPoolNet(config, rngs=nnx.Rngs(0)))) == count
@@ -298,7 +348,8 @@ def test_configs_read_back_from_json():
 
 
 def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
-    """Two seeds at once (the vmapped step, momentum and LR set inside it), through the harness."""
+    """Two seeds at once (the vmapped step, momentum and LR set inside it, a second phase after
+    epoch 4), through the harness."""
     tiny = MaxoutConfig(
         maxout_convs=(
             MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
@@ -311,7 +362,7 @@ def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
         num_classes=4,
     )
     base = load_experiment("baselines_mnist").MAXOUT_RECIPE
-    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=6, seeds=(0, 1), eval_batch_size=7, base_lr=0.15)
+    recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=4, seeds=(0, 1), eval_batch_size=7, base_lr=0.15, pylearn2_phase2=(2, 0.05, 0.9))
     rng = np.random.default_rng(0)
     y = rng.integers(0, 4, 85).astype(np.int32)
     x = (rng.normal(size=(85, 8, 8, 1)) + 1.5 * y[:, None, None, None]).astype(np.float32)
@@ -375,3 +426,15 @@ def test_maxout_net_drops_each_layers_input_as_the_yaml_says(monkeypatch):
     # c100_david_full_no_randomize.yaml: `cost: Dropout {}`, no per-layer values: the image too (0.5, 2).
     c = load_experiment("baselines_cifar100").MAXOUT_RECIPE.model
     assert [(s.include_prob, s.input_scale) for s in (*c.maxout_convs, *c.maxout_dense)] + [(c.softmax_include_prob, c.softmax_input_scale)] == [(0.5, 2.0)] * 5
+
+
+def test_the_real_digit_runs_change_only_data_length_seeds_and_the_second_phase():
+    from nin_repro.baselines_study import NETS, real_digit_recipe
+
+    for key, experiment, variant, dataset in NETS:
+        table_recipe = load_experiment(experiment).TABLE.variant(variant).recipe
+        recipe = real_digit_recipe(experiment, variant, dataset, 4, (0, 1, 2))
+        assert recipe.total_steps(31) == 4 * 31, key  # 4 epochs, the svhn2.yaml phase left out
+        changed = {f.name for f in dataclasses.fields(recipe) if getattr(recipe, f.name) != getattr(table_recipe, f.name)}
+        assert changed <= {"dataset", "max_epochs", "seeds", "pylearn2_phase2"}, (key, changed)
+        assert recipe.dataset == ("digits5k" if key == "mnist" else "digits5k_rgb32")
