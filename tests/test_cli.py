@@ -148,6 +148,8 @@ sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
 sys.path.insert(0, REPO)
 from pathlib import Path
 from tests.test_data import write_cifar10
+from nin_repro.registry import register_experiments
+register_experiments()  # nin_repro.experiments from this checkout, installed or not
 from nin_repro.data import load_dataset
 from nin_repro.preprocess import fit_preprocessor
 import dataclasses
