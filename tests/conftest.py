@@ -28,6 +28,24 @@ from nin_repro.registry import register_experiments  # noqa: E402
 register_experiments()
 
 
+# xdist (--dist loadgroup): the tests sharing one of these fixtures run on one worker, so it is built
+# once, not once per worker; they and the longest tests go first, so no worker starts a long one last.
+SHARED_FIXTURES = ("smoke_cifar10", "demo_scale", "sequential_svhn")
+LONGEST_FIRST = ("test_mnist_real_digits.py", "test_demo.py", "smoke_cifar10", "demo_scale", "test_other_tables_smoke", "test_ablation_commands")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        names = (item.nodeid, *getattr(item, "fixturenames", ()))
+        return next((i for i, key in enumerate(LONGEST_FIRST) if any(key in n for n in names)), len(LONGEST_FIRST))
+
+    for item in items:
+        shared = [f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+    items.sort(key=rank)  # stable: the file order otherwise
+
+
 @pytest.fixture(scope="session")
 def smoke_cifar10(tmp_path_factory):
     """Runs `nin-repro cifar10 --smoke` once; returns its folders and the table JSON."""
