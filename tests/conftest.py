@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import json
 import os
 import shutil
@@ -28,9 +29,7 @@ from nin_repro.registry import register_experiments  # noqa: E402
 register_experiments()
 
 
-# xdist (--dist loadgroup): the tests sharing one of these fixtures run on one worker, so it is built
-# once, not once per worker; they and the longest tests go first, so no worker starts a long one last.
-SHARED_FIXTURES = ("smoke_cifar10", "demo_scale", "sequential_svhn")
+# The longest tests go first, so that no xdist worker starts a long one when the other is nearly done.
 LONGEST_FIRST = ("test_mnist_real_digits.py", "test_demo.py", "smoke_cifar10", "demo_scale", "test_other_tables_smoke", "test_ablation_commands")
 
 
@@ -39,22 +38,28 @@ def pytest_collection_modifyitems(config, items):
         names = (item.nodeid, *getattr(item, "fixturenames", ()))
         return next((i for i, key in enumerate(LONGEST_FIRST) if any(key in n for n in names)), len(LONGEST_FIRST))
 
-    for item in items:
-        shared = [f for f in SHARED_FIXTURES if f in getattr(item, "fixturenames", ())]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
     items.sort(key=rank)  # stable: the file order otherwise
 
 
 @pytest.fixture(scope="session")
-def smoke_cifar10(tmp_path_factory):
-    """Runs `nin-repro cifar10 --smoke` once; returns its folders and the table JSON."""
+def smoke_cifar10(tmp_path_factory, worker_id):
+    """Runs `nin-repro cifar10 --smoke` once per test session, however many xdist workers use it:
+    the first builds it under a lock in the folder the workers share, the others read it (xdist's
+    loadgroup cannot send a fixture's tests to one worker under pytest 9: it rewrites
+    ``Item._nodeid``, which pytest 9 no longer reads). The tests only read it or copy from it.
+    Returns its folders and the table JSON."""
     from nin_repro.cli import main
 
-    root = tmp_path_factory.mktemp("smoke")
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    root = shared / "smoke-cifar10"
     results, runs = root / "results", root / "runs"
-    code = main(["cifar10", "--smoke", "--results-dir", str(results), "--workdir", str(runs)])
-    assert code == 0
+    with open(shared / "smoke-cifar10.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (root / "built").exists():
+            code = main(["cifar10", "--smoke", "--results-dir", str(results), "--workdir", str(runs)])
+            assert code == 0
+            (root / "built").write_text("ok\n")
     table = json.loads((results / "smoke" / "cifar10.json").read_text())
     return {"root": root, "results": results, "runs": runs, "table": table}
 
