@@ -63,6 +63,7 @@ ANALYSIS_TITLES = {
     "baselines-real-digits-steps": "Maxout mnist.yaml on the shipped real digits: does the yaml's init leave ln 10? (shortened run)",
     "baselines-real-digits-124": "Maxout mnist.yaml on the shipped real digits, the first 124 steps (shortened run)",
     "baselines-real-digits-init": "Maxout baselines: the class-score spread at the yamls' init on the shipped digits (nothing trained)",
+    "baselines-real-digits-long": "Maxout mnist.yaml at the yaml's init on the shipped real digits, 200 epochs (6,200 steps), one seed (shortened run)",
 }
 
 
