@@ -90,7 +90,8 @@ def job_list(tables: list[str], opts: Options, device_kind: str | None = None) -
     jobs = []
     for command in tables:
         table = load_table(command)
-        for variant in (v for v in table.variants if v.key in table.rows_to_run(opts.baselines)):
+        keys = table.rows_to_run(opts.baselines)
+        for variant in (v for v in table.variants if v.key in keys):
             recipe, _ = apply_options(variant.recipe, opts, table.smoke)
             n = smoke_train_size(recipe.model.num_classes) if opts.smoke else TRAIN_SIZES.get(recipe.dataset, 50_000)
             per_seed = recipe.total_steps(max(1, n // recipe.batch_size)) * recipe.batch_size

@@ -434,12 +434,9 @@ def compiled_recipe(recipe: Recipe) -> Recipe:
     model = recipe.model
     if hasattr(model, "blocks"):
         model = dataclasses.replace(model, blocks=tuple(dataclasses.replace(b, init_std=None) for b in model.blocks))
-    # Initial values only: cleared where the network has them. The baselines' networks are built
-    # from their config when the program is made (stochastic pooling's init_std must stay a number).
-    from nin_repro.baselines import BASELINE_CONFIGS
-
-    if not isinstance(model, BASELINE_CONFIGS):
-        model = dataclasses.replace(model, **{name: value for name, value in (("init_std", None), ("head_init_std", 0.0)) if hasattr(model, name)})
+    # Initial values only: cleared where the network has them (None = He init in every network; the
+    # program only takes the network's structure, by nnx.eval_shape).
+    model = dataclasses.replace(model, **{name: value for name, value in (("init_std", None), ("head_init_std", 0.0)) if hasattr(model, name)})
     # The pylearn2 schedule's on-device factor reads the base LR (ExponentialDecay's floor min_lr / base_lr).
     base_lr = recipe.base_lr if recipe.schedule == "pylearn2" else 0.0
     host_only = dict(dataset="", preprocess="", seeds=(0,), attempts=1, dead_steps=1, stall_epochs=1.0, stall_tolerance=0.0, ours=())
