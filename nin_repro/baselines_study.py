@@ -150,21 +150,34 @@ def render(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def parse_seeds(text: str) -> tuple[int, ...] | None:
+    """``K`` means seeds 0..K-1 (K >= 1); ``a,b,...`` those seeds; None if neither."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        return None
+    if len(parts) == 1 and "," not in text:
+        return tuple(range(int(parts[0]))) or None
+    return tuple(dict.fromkeys(int(p) for p in parts))
+
+
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", action="append", required=True, help="KEY=EPOCHS, e.g. mnist=30 (repeatable; keys: mnist, svhn, cifar10)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..K-1")
+    parser.add_argument("--seeds", default="3", help="K: seeds 0..K-1; or a list, e.g. 1,2 (to add seeds to an earlier run)")
     parser.add_argument("--eval-every", type=int, default=1, help="test error every N epochs (0: the last only)")
     parser.add_argument("--name", default="baselines-real-digits", help="results file stem")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--workdir", type=Path, default=Path("runs/baselines-study"))
     args = parser.parse_args(argv)
     started, nets = time.perf_counter(), []
+    seeds = parse_seeds(args.seeds)
+    if seeds is None:
+        parser.error(f"--seeds {args.seeds}: expected a count K (seeds 0..K-1) or a comma list of seeds, e.g. 1,2")
     for item in args.net:
         key, _, epochs = item.partition("=")
         if key not in {k for k, *_ in NETS} or not epochs.isdigit():
             parser.error(f"--net {item}: expected KEY=EPOCHS (0: the spread at init only) with KEY one of {', '.join(k for k, *_ in NETS)}")
-        nets.append(run_net(key, int(epochs), tuple(range(args.seeds)), args.workdir, args.eval_every))
+        nets.append(run_net(key, int(epochs), seeds, args.workdir, args.eval_every))
     argv_text = " ".join(f"--net {n}" for n in args.net) + f" --seeds {args.seeds} --eval-every {args.eval_every} --name {args.name}"
     command = f"PYTHONPATH=. python -m nin_repro.baselines_study {argv_text}"
     what = "the maxout recipes of the baseline tables (the authors' yamls) on the 4,000 / 1,000 shipped real digits, shortened runs"

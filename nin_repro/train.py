@@ -383,7 +383,7 @@ def run_key_text(seed: int, attempt: int = 0) -> str:
 RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def _run_once_jit(fn: Callable) -> Callable:
+def run_once_jit(fn: Callable) -> Callable:
     return jax.jit(fn, compiler_options=RUN_ONCE_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None)
 
 
@@ -397,7 +397,7 @@ def _initializer(config) -> tuple[nnx.GraphDef, Callable]:
     def init(key):
         return nnx.state(build_model(config, rngs=nnx.Rngs(params=key)))
 
-    return nnx.split(abstract_model(config))[0], _run_once_jit(init)
+    return nnx.split(abstract_model(config))[0], run_once_jit(init)
 
 
 def init_model(recipe: Recipe, seed: int, attempt: int = 0) -> NIN | ConvNet:
@@ -410,7 +410,7 @@ class _Program:
     """What compiles once per recipe and is shared by its seeds."""
 
     tx: optax.GradientTransformation
-    opt_init: Callable  # tx.init, compiled once (_run_once_jit)
+    opt_init: Callable  # tx.init, compiled once (run_once_jit)
     eval_fn: Callable
     eval_fn_K: Callable  # the same for K stacked models (one vmapped program)
     steps: dict[tuple[int, Mesh], Callable]  # by (steps per call, mesh)
@@ -422,7 +422,7 @@ def _program(recipe: Recipe) -> _Program:
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(recipe, params, model.classifier_path())
     eval_fn = make_eval_fn(logits_fn_for(graphdef))
-    return _Program(tx, _run_once_jit(tx.init), eval_fn, stacked_eval_fn(eval_fn), {})
+    return _Program(tx, run_once_jit(tx.init), eval_fn, stacked_eval_fn(eval_fn), {})
 
 
 def compiled_recipe(recipe: Recipe) -> Recipe:

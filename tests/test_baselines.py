@@ -438,3 +438,11 @@ def test_the_real_digit_runs_change_only_data_length_seeds_and_the_second_phase(
         changed = {f.name for f in dataclasses.fields(recipe) if getattr(recipe, f.name) != getattr(table_recipe, f.name)}
         assert changed <= {"dataset", "max_epochs", "seeds", "pylearn2_phase2"}, (key, changed)
         assert recipe.dataset == ("digits5k" if key == "mnist" else "digits5k_rgb32")
+
+
+def test_the_real_digit_study_takes_a_seed_count_or_a_seed_list():
+    from nin_repro.baselines_study import parse_seeds
+
+    assert parse_seeds("3") == (0, 1, 2)
+    assert parse_seeds("1,2") == (1, 2) and parse_seeds("2, 1,2") == (2, 1)
+    assert parse_seeds("4,") is None and parse_seeds("0") is None and parse_seeds("x") is None

@@ -52,6 +52,9 @@ def test_smoke_baseline_row_beside_the_nin_row(smoke_cifar10, tmp_path):
     finished NIN row restored from its run folder, both with a number in the same table."""
     import shutil
 
+    from nin_repro.recipe import SMOKE_BASELINE_EPOCHS, SMOKE_BATCH
+    from nin_repro.reproduce import SMOKE_TRAIN
+
     runs = tmp_path / "runs" / "smoke" / "cifar10"
     shutil.copytree(smoke_cifar10["runs"] / "smoke" / "cifar10" / "nin_dropout", runs / "nin_dropout")
     args = ["cifar10", "--smoke", "--baselines", "--rows", "nin_dropout,stochastic_pooling", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")]
@@ -62,7 +65,7 @@ def test_smoke_baseline_row_beside_the_nin_row(smoke_cifar10, tmp_path):
     nin = next(v for v in smoke_cifar10["table"]["variants"] if v["key"] == "nin_dropout")
     assert variants["nin_dropout"]["errors_pct"] == nin["errors_pct"]  # restored, not trained again
     sp = variants["stochastic_pooling"]
-    assert sp["paper_error"] == 15.13 and sp["steps"] == 2 * (1536 // 64) and 0 <= sp["mean"] <= 100
+    assert sp["paper_error"] == 15.13 and sp["steps"] == SMOKE_BASELINE_EPOCHS * (SMOKE_TRAIN // SMOKE_BATCH) and 0 <= sp["mean"] <= 100
     md = (tmp_path / "results" / "smoke" / "cifar10.md").read_text()
     row = next(line for line in md.splitlines() if line.startswith("| **Stochastic Pooling**"))
     assert "smoke: synthetic data, 2 epochs" in row and f"{sp['mean']:.2f}" in row
@@ -70,6 +73,7 @@ def test_smoke_baseline_row_beside_the_nin_row(smoke_cifar10, tmp_path):
 
 
 def test_smoke_error_equals_a_fresh_evaluation_of_saved_parameters(smoke_cifar10):
+    from nin_repro.recipe import SMOKE_BATCH, SMOKE_EPOCHS
     from nin_repro.reproduce import SMOKE_TRAIN, reevaluate, smoke_dataset
 
     ds = smoke_dataset(load_experiment("cifar10").RECIPE)
@@ -80,7 +84,7 @@ def test_smoke_error_equals_a_fresh_evaluation_of_saved_parameters(smoke_cifar10
     err = reevaluate(run_dir, ds.x_test, ds.y_test)
     assert 100 * err == pytest.approx(variant["errors_pct"][0])
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[-1]["step"] == record["result"]["steps"] == 8 * (SMOKE_TRAIN // 64)
+    assert metrics[-1]["step"] == record["result"]["steps"] == SMOKE_EPOCHS * (SMOKE_TRAIN // SMOKE_BATCH)
 
 
 def test_help_lists_the_tables(capsys):
@@ -256,6 +260,7 @@ def test_unwritable_results_dir_fails_before_training(tmp_path, capsys):
 
 def test_device_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeypatch):
     import nin_repro.train as train
+    from nin_repro.recipe import SMOKE_BATCH
 
     def out_of_memory(*args, **kwargs):
         def step(*a, **k):
@@ -268,23 +273,28 @@ def test_device_out_of_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeyp
     code = main(["mnist", "--smoke", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")])
     train._program.cache_clear()
     err = capsys.readouterr().err
-    assert code == 1 and "ran out of memory at batch size 64" in err and "--batch-size" in err
+    assert code == 1 and f"ran out of memory at batch size {SMOKE_BATCH}" in err and "--batch-size" in err
     assert not (tmp_path / "r" / "smoke" / "mnist.json").exists()
 
 
 def test_dry_run_prints_images_and_a_measured_estimate(tmp_path, capsys, monkeypatch):
     from nin_repro import estimate
+    from nin_repro.recipe import SMOKE_BATCH, SMOKE_EPOCHS
+    from nin_repro.reproduce import SMOKE_TRAIN
 
     monkeypatch.setattr(estimate, "measure", lambda recipe: (1024.0, 1))  # a real one: tests/test_console.py
     args = ["mnist", "--smoke", "--dry-run", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w"), "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "| mnist/nin_dropout | NIN + Dropout | 1 x 8 | " in out and f"| {8 * 24 * 64:,} | 1,024 | measured now (1 step of batch 64) | 12.0s | 36.0s (3 attempts) |" in out
+    e, b, n = SMOKE_EPOCHS, SMOKE_BATCH, SMOKE_TRAIN
+    seconds = e * n / 1024  # the images at the measured 1,024 img/s
+    assert f"| mnist/nin_dropout | NIN + Dropout | 1 x {e} | " in out
+    assert f"| {e * n:,} | 1,024 | measured now (1 step of batch {b}) | {seconds:.1f}s | {3 * seconds:.1f}s (3 attempts) |" in out
     assert "maxout" not in out  # the baseline rows: only with --baselines
     assert main([*args, "--baselines"]) == 0
     out = capsys.readouterr().out
     for key in ("maxout_dropout", "stochastic_pooling"):  # their smoke: 2 epochs of 24 steps, then img/s and its estimate
-        assert f"| mnist/{key} | " in out and f"| 1 x 2 | {2 * 24 * 64:,} | " in out.split(f"| mnist/{key} | ")[1].splitlines()[0]
+        assert f"| mnist/{key} | " in out and f"| 1 x 2 | {2 * n:,} | " in out.split(f"| mnist/{key} | ")[1].splitlines()[0]
     assert not (tmp_path / "r").exists() and not (tmp_path / "w").exists()
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from nin_repro import estimate
 from nin_repro.cli import TABLE_COMMANDS, main
 from nin_repro.console import print_table
+from nin_repro.recipe import SMOKE_BATCH
 from nin_repro.results.stats import format_duration
 
 ELLIPSIS = "…"
@@ -78,13 +79,13 @@ def test_dry_run_shares_one_measurement_per_network_caches_it_and_prints_the_wor
     monkeypatch.setattr(estimate, "measure", lambda recipe: measured.append(recipe.batch_size) or measure(recipe))
     assert main(args) == 0
     cold = capsys.readouterr().out
-    assert measured == [64]  # the two rows train the same network at the same batch size: one measurement
-    assert "measured now (1 step of batch 64)" in cold and "measured now for cifar10/nin_dropout (same network)" in cold
+    assert measured == [SMOKE_BATCH]  # the two rows train the same network at the same batch size: one measurement
+    assert f"measured now (1 step of batch {SMOKE_BATCH})" in cold and "measured now for cifar10/nin_dropout (same network)" in cold
     assert main(args) == 0
     warm = capsys.readouterr().out
-    assert measured == [64] and warm.count("cached (dry run,") == 2
+    assert measured == [SMOKE_BATCH] and warm.count("cached (dry run,") == 2
     (entry,) = json.loads((cache / "step-rates.json").read_text()).values()
-    assert entry["what"] == "cifar10/nin_dropout" and entry["batch"] == 64
+    assert entry["what"] == "cifar10/nin_dropout" and entry["batch"] == SMOKE_BATCH
     from nin_repro.recipe import load_experiment
     from nin_repro.reproduce import Options
 

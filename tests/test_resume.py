@@ -92,6 +92,8 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsy
     ahead), no table; the same command again resumes there and finishes."""
     import nin_repro.progress
     from nin_repro.cli import main
+    from nin_repro.recipe import SMOKE_BATCH
+    from nin_repro.reproduce import SMOKE_TRAIN
 
     args = ["mnist", "--smoke", "--epochs", "1", "--results-dir", str(tmp_path / "results"), "--workdir", str(tmp_path / "runs")]
     stop = StopAt(12, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -109,7 +111,7 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, monkeypatch, capsy
     assert main(args) == 0
     assert again.starts[0].endswith("(resumed at step 13)") and again.steps[:1] == [14]
     variants = json.loads((tmp_path / "results" / "smoke" / "mnist.json").read_text())["variants"]
-    assert [v["steps"] for v in variants] == [24, 24]
+    assert [v["steps"] for v in variants] == [SMOKE_TRAIN // SMOKE_BATCH] * 2  # one epoch, each row
 
 
 def test_two_tables_writing_one_results_folder_at_once(tmp_path):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from nin_repro.cli import main
-from nin_repro.reproduce import Options, apply_options, variant_dir
+from nin_repro.recipe import SMOKE_BATCH
+from nin_repro.reproduce import SMOKE_TRAIN, Options, apply_options, variant_dir
 from nin_repro.scaleout import load_table, make_plan, parse_shard, place, shard_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,9 +127,10 @@ def test_killed_worker_is_rerun_and_resumes(tmp_path):
     assert proc.returncode == 0, out
     assert "no result: running it again" in out and "written: svhn" in out
     log = job_logs(tmp_path)["svhn.nin_dropout.seeds_0"]
-    assert log.count("--- ") == 2 and "resumed at step 24" in log
+    per_epoch = SMOKE_TRAIN // SMOKE_BATCH
+    assert log.count("--- ") == 2 and f"resumed at step {per_epoch}" in log  # the checkpoint at the first epoch's end
     table = json.loads((tmp_path / "results" / "smoke" / "svhn.json").read_text())
-    assert table["variants"][0]["steps"] == 48
+    assert table["variants"][0]["steps"] == 2 * per_epoch
 
 
 def test_submitit_local_executor_array_and_report(tmp_path, sequential_svhn, capsys, monkeypatch):
