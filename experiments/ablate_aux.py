@@ -60,7 +60,7 @@ DEMO_TABLE = Table(
     ),
     tolerance_pp=0.0,
     target_error_pct=5.0,
-    notes=("Demo scale: 4,000 training digits, 12 epochs, one seed unless --seeds; the target error (5 %) is ours.",),
+    notes=("Demo scale: 4,000 training digits, 8 epochs, one seed unless --seeds; the target error (5 %) is ours.",),
     class_names=DIGIT_CLASSES,
     scale="demo",
 )

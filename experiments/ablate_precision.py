@@ -53,7 +53,7 @@ DEMO_TABLE = Table(
         Variant("nin_bf16", "NIN (demo recipe), bfloat16 compute", in_bf16(demo.RECIPE)),
     ),
     tolerance_pp=0.0,
-    notes=("Demo scale: 4,000 training digits, 12 epochs, one seed unless --seeds; on 1,000 test images one image is 0.1 pp.",),
+    notes=("Demo scale: 4,000 training digits, 8 epochs, one seed unless --seeds; on 1,000 test images one image is 0.1 pp.",),
     class_names=DIGIT_CLASSES,
     scale="demo",
 )

@@ -2,7 +2,7 @@
 no saved table run is found. Not a paper table and not a command of its own.
 
 Each is the demo's network (``experiments/demo.py``: the paper's MNIST NIN at 3/8 width, He init,
-Adam, 12 epochs on 4,000 real digits, about a minute on 2 CPU cores) with a different head; every
+Adam, 8 epochs at batch 32 on 4,000 real digits, about 30 s on 2 CPU cores) with a different head; every
 departure from the paper is the demo's, listed in its ``ours``. Run folders:
 ``<workdir>/analysis/<variant>/seed_0``.
 """

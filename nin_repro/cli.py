@@ -195,7 +195,7 @@ def demo(
     seeds: Optional[int] = Seeds,
     epochs: Optional[float] = Epochs,
 ) -> None:
-    """Offline demo: a reduced-width NIN on 5,000 real MNIST digits shipped with the package (about a minute on 2 CPU cores)."""
+    """Offline demo: a reduced-width NIN on 5,000 real MNIST digits shipped with the package (about 30 s on 2 CPU cores)."""
     _run_table("demo", results_dir=results_dir, workdir=workdir, seeds=seeds, epochs=epochs)
 
 

@@ -35,7 +35,7 @@ class Source:
     data_dir: Path | None = None
     cache_dir: Path | None = None
     download: bool = True
-    epochs: float | None = None  # for a model trained on demand (None: the demo's 12 epochs)
+    epochs: float | None = None  # for a model trained on demand (None: the demo's 8 epochs)
 
 
 def _run_dir(workdir: Path, table: str, variant: str, seed: int = 0) -> Path:
@@ -50,7 +50,7 @@ def _train_demo(variant: str, src: Source, say: Say) -> Path:
     from nin_repro.reproduce import Options, train_variant
 
     table = load_experiment("analysis").TABLE
-    say(f"no saved run found in {src.workdir}: training a demo-scale model ({table.variant(variant).method}, 5k real digits, about a minute on 2 CPU cores)")
+    say(f"no saved run found in {src.workdir}: training a demo-scale model ({table.variant(variant).method}, 5k real digits, about 30 s on 2 CPU cores)")
     return train_variant(table, variant, Options(workdir=src.workdir, epochs=src.epochs))
 
 

@@ -14,7 +14,7 @@ from nin_repro.cli import main
 from nin_repro.recipe import load_experiment
 from tests.figures_drawn import panels, record_figures
 
-SHORT = ["--epochs", "0.25"]  # models trained on demand: 15 steps on the demo digits
+SHORT = ["--epochs", "0.25"]  # models trained on demand: 31 steps on the demo digits
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_ablate_aux_demo_reports_both_rows_and_epochs_to_target(tmp_path):
     recipe = json.loads((Path(aux_run) / "run.json").read_text())["recipe"]
     assert recipe["model"]["aux_after"] == 1 and recipe["model"]["aux_weight"] == 0.3
     md = (results / "ablate-aux-demo.md").read_text()
-    assert "Epochs to reach 5 % test error" in md and "shortened: 0.25 of 12 epochs" in md
+    assert "Epochs to reach 5 % test error" in md and "shortened: 0.25 of 8 epochs" in md
 
 
 def test_demo_flag_only_where_a_demo_table_exists(capsys):
