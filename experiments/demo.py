@@ -6,9 +6,10 @@ no comparison with the paper's MNIST row. Everything that differs from the paper
 is ours, chosen so the demo learns in seconds: the paper's N(0, 0.05) init with ReLU on the last
 layer stays at exactly ln 10 on this data (docs/paper-notes.md, "The dead last layer").
 
-Every seed learns: ``nin-repro demo --seeds 8`` gave 2.89 ± 0.27 % (seeds 0-7: 3.0, 2.7, 2.8, 2.8,
-2.7, 3.5, 2.9, 2.7 %; no stall, one attempt each) at commit 1b075a8 on a 2-core CPU (26 min, shared
-with other jobs).
+Every seed learns: ``nin-repro demo --seeds 8`` gave 2.64 ± 0.40 % (seeds 0-7: 2.6, 3.1, 2.4, 3.0,
+3.1, 2.4, 2.5, 2.0 %; no stall, one attempt each) at commit 43d6777 on a 2-core CPU (3 min 8 s of
+training, results/demo.md). The earlier recipe (batch 64, 12 epochs) gave 2.89 ± 0.27 % at commit
+1b075a8.
 """
 
 from nin_repro.data import DIGIT_CLASSES
