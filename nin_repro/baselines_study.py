@@ -1,14 +1,17 @@
-"""``python -m nin_repro.baselines_study``: do the maxout baselines learn on real images, on a CPU?
-(issue 19, section 5). Writes results/baselines-real-digits.md + .json with the commit it ran at.
+"""``python -m nin_repro.baselines_study``: do the baseline rows (conv. maxout + dropout, stochastic
+pooling) learn on real images, on a CPU? (issue 19, section 5). Writes results/<name>.md + .json
+with the commit it ran at.
 
-Each run is a baseline table's maxout recipe exactly as its experiment file has it (the authors'
-yaml: init, LR, momentum, dropout, max norms, batch 128) with two changes, both named in the record:
+Each run is a baseline table's row exactly as its experiment file has it (maxout: the authors'
+yaml: init, LR, momentum, dropout, max norms, batch 128; stochastic pooling: the paper's recipe [S]
+and ours) with two changes, both named in the record:
 the data (the 4,000 / 1,000 shipped real MNIST digits: ``digits5k`` for the MNIST net,
 ``digits5k_rgb32``, the same digits as 32x32x3, for the SVHN- and CIFAR-shaped nets; each net's own
 preprocessing fitted on them) and the length, ``max_epochs`` = the epochs run, so pylearn2's
 schedules keep their own per-step (``ExponentialDecay``) and per-epoch (``MomentumAdjustor``,
 ``LinearDecayOverEpoch``) arithmetic, unscaled, on epochs of 31 steps (the SVHN net's second
-phase, svhn2.yaml, is not run). The stall checks watch but
+phase, svhn2.yaml, is not run); a stochastic-pooling row's schedule (the paper's phases) is scaled
+to the epochs run, as ``--epochs`` scales a table row. The stall checks watch but
 never stop a run. Per seed: the mean training loss and the test error of every epoch, the first
 epoch whose mean training loss is below ln 10 - 0.05 (and its last step), the final test error.
 """
@@ -26,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from nin_repro import atomic
+from nin_repro.baselines import MaxoutConfig
 from nin_repro.figures import read_metrics
 from nin_repro.provenance import provenance
 from nin_repro.recipe import load_experiment
@@ -34,11 +38,14 @@ from nin_repro.train import PreparedData, init_model, load_params, train_and_eva
 
 TRAINED_BY = "trained_by.json"  # in each run folder: the provenance of the process that trained it
 LEFT_LN_C_BY = 0.05  # as nin_repro.study: "learning" = epoch-mean training loss below ln C - this
-# (key, table's experiment file, variant, dataset): the maxout rows of the NIN tables.
+# (key, table's experiment file, variant, dataset): the baseline rows of the NIN tables.
 NETS = (
     ("mnist", "mnist", "maxout_dropout", "digits5k"),
     ("svhn", "svhn", "maxout_dropout", "digits5k_rgb32"),
     ("cifar10", "cifar10", "maxout_dropout", "digits5k_rgb32"),
+    ("stochastic_mnist", "mnist", "stochastic_pooling", "digits5k"),
+    ("stochastic_svhn", "svhn", "stochastic_pooling", "digits5k_rgb32"),
+    ("stochastic_cifar10", "cifar10", "stochastic_pooling", "digits5k_rgb32"),
 )
 
 
@@ -46,6 +53,8 @@ def real_digit_recipe(experiment: str, variant: str, dataset: str, epochs: int, 
     """The table's recipe with only the data, the length and the seeds changed (see the module doc);
     a second phase (svhn2.yaml) is left out: the run is ``epochs`` epochs of the first."""
     recipe = load_experiment(experiment).TABLE.variant(variant).recipe
+    if not isinstance(recipe.model, MaxoutConfig):  # stochastic pooling: its schedule scaled to the run
+        return dataclasses.replace(recipe, dataset=dataset, epochs=float(epochs), seeds=seeds)
     return dataclasses.replace(recipe, dataset=dataset, max_epochs=epochs, epochs=None, seeds=seeds, pylearn2_phase2=())
 
 
@@ -111,11 +120,12 @@ def run_net(key: str, epochs: int, seeds: tuple[int, ...], workdir: Path, eval_e
 def render(record: dict) -> str:
     prov = record["provenance"]
     lines = [
-        "# Maxout baselines on the shipped real digits (issue 19, section 5)",
+        "# Baseline rows on the shipped real digits (issue 19, section 5)",
         "",
-        "Each baseline table's maxout recipe as its experiment file has it (the authors' pylearn2 yaml), on the "
-        "4,000 / 1,000 shipped real MNIST digits, for the epochs listed: only the data, the length (`max_epochs`) and the "
-        "seeds differ from the table's row (the SVHN net's svhn2.yaml phase is not run); pylearn2's schedules run unscaled (module doc of `nin_repro/baselines_study.py`). "
+        "Each baseline row as its table's experiment file has it (maxout: the authors' pylearn2 yaml; stochastic pooling: the paper's recipe [S] "
+        "and ours), on the 4,000 / 1,000 shipped real MNIST digits (`digits5k_rgb32`: the same digits as 32x32x3), for the epochs listed: only the data, "
+        "the length and the seeds differ from the table's row (the SVHN net's svhn2.yaml phase is not run); pylearn2's schedules run unscaled, "
+        "a stochastic-pooling row's schedule is scaled to the epochs run (module doc of `nin_repro/baselines_study.py`). "
         "Not a paper table. **Shortened runs: a few epochs of 4,000 digits, not the yaml's length or data.**",
         "",
         f"Command: `{record['command']}`; commit `{prov.get('commit', '?')}`, device {prov.get('device', '?')}, {prov.get('date', '?')}.",
@@ -162,7 +172,7 @@ def parse_seeds(text: str) -> tuple[int, ...] | None:
 
 def main(argv: list[str] | None = None) -> tuple[Path, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--net", action="append", required=True, help="KEY=EPOCHS, e.g. mnist=30 (repeatable; keys: mnist, svhn, cifar10)")
+    parser.add_argument("--net", action="append", required=True, help=f"KEY=EPOCHS, e.g. mnist=30 (repeatable; keys: {', '.join(k for k, *_ in NETS)})")
     parser.add_argument("--seeds", default="3", help="K: seeds 0..K-1; or a list, e.g. 1,2 (to add seeds to an earlier run)")
     parser.add_argument("--eval-every", type=int, default=1, help="test error every N epochs (0: the last only)")
     parser.add_argument("--name", default="baselines-real-digits", help="results file stem")
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, Path]:
         nets.append(run_net(key, int(epochs), seeds, args.workdir, args.eval_every))
     argv_text = " ".join(f"--net {n}" for n in args.net) + f" --seeds {args.seeds} --eval-every {args.eval_every} --name {args.name}"
     command = f"PYTHONPATH=. python -m nin_repro.baselines_study {argv_text}"
-    what = "the maxout recipes of the baseline tables (the authors' yamls) on the 4,000 / 1,000 shipped real digits, shortened runs"
+    what = "the baseline rows of the NIN tables (maxout: the authors' yamls; stochastic pooling) on the 4,000 / 1,000 shipped real digits, shortened runs"
     record = {"study": args.name, "what": what, "command": command, "nets": nets, "wall_s": round(time.perf_counter() - started, 1), "provenance": provenance()}
     md, js = args.results_dir / f"{args.name}.md", args.results_dir / f"{args.name}.json"
     atomic.write_json(js, record)
