@@ -126,7 +126,7 @@ def render(record: dict) -> str:
         "and ours), on the 4,000 / 1,000 shipped real MNIST digits (`digits5k_rgb32`: the same digits as 32x32x3), for the epochs listed: only the data, "
         "the length and the seeds differ from the table's row (the SVHN net's svhn2.yaml phase is not run); pylearn2's schedules run unscaled, "
         "a stochastic-pooling row's schedule is scaled to the epochs run (module doc of `nin_repro/baselines_study.py`). "
-        "Not a paper table. **Shortened runs: a few epochs of 4,000 digits, not the yaml's length or data.**",
+        "Not a paper table. **Shortened runs: a few epochs of 4,000 digits, not the row's length or data.**",
         "",
         f"Command: `{record['command']}`; commit `{prov.get('commit', '?')}`, device {prov.get('device', '?')}, {prov.get('date', '?')}.",
         "",
