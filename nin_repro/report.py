@@ -64,6 +64,8 @@ ANALYSIS_TITLES = {
     "baselines-real-digits-124": "Maxout mnist.yaml on the shipped real digits, the first 124 steps (shortened run)",
     "baselines-real-digits-init": "Maxout baselines: the class-score spread at the yamls' init on the shipped digits (nothing trained)",
     "baselines-real-digits-long": "Maxout mnist.yaml at the yaml's init on the shipped real digits, 200 epochs (6,200 steps), one seed (shortened run)",
+    "baselines-real-digits-long-seeds12": "Maxout mnist.yaml at the yaml's init on the shipped real digits, 100 epochs, seeds 1 and 2 (shortened runs)",
+    "baselines-real-digits-stochastic-rgb32": "Stochastic pooling, the SVHN and CIFAR-10 nets on the shipped digits as 32x32x3, 10 epochs, 3 seeds (shortened runs)",
 }
 
 
