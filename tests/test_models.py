@@ -1,4 +1,5 @@
 import dataclasses
+import functools
 import math
 
 import jax
@@ -110,12 +111,13 @@ def test_caffe_zoo_variant_average_pools_after_the_second_block():
 
 
 def test_final_relu_makes_scores_nonnegative_and_dropout_is_train_only():
-    model = NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0))
+    model = nnx.jit(lambda: NIN(nin_cifar10().scaled(0.1), rngs=nnx.Rngs(0)))()  # one program, not one per op
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    assert np.all(np.asarray(model(x)) >= 0)
-    np.testing.assert_array_equal(model(x), model(x))
-    a = model(x, train=True, rngs=nnx.Rngs(dropout=1))
-    b = model(x, train=True, rngs=nnx.Rngs(dropout=2))
+    evaluate = nnx.jit(lambda model, x: model(x))
+    train = nnx.jit(lambda model, x, seed: model(x, train=True, rngs=nnx.Rngs(dropout=jax.random.key(seed))))
+    assert np.all(np.asarray(evaluate(model, x)) >= 0)
+    np.testing.assert_array_equal(evaluate(model, x), evaluate(model, x))
+    a, b = train(model, x, 1), train(model, x, 2)
     assert not np.allclose(a, b)
 
 
@@ -149,16 +151,21 @@ def test_the_mask_gradient_of_max_pooling_equals_xlas(ties):
     from nin_repro.models import caffe_pool
 
     # 3x3/2 takes the interleaving path (models._scatter_3x3_stride_2), other pools the general one.
+    @functools.partial(jax.jit, static_argnums=(2, 3, 4))
+    def pool_and_grad(x, g, window, stride, grad):  # one program per case, not one per op
+        y, vjp = jax.vjp(lambda x: caffe_pool(x, "max", window, stride, grad=grad), x)
+        return y, vjp(g)[0]
+
     for hw, (window, stride) in (((8, 8), (3, 2)), ((7, 9), (3, 2)), ((7, 9), (2, 2)), ((7, 8), (3, 1))):
         key_x, key_g = jax.random.split(jax.random.key(hw[1]))
         x = jax.random.normal(key_x, (2, *hw, 3))
         if ties:
             x = jnp.round(2 * x)
-        g = jax.random.normal(key_g, caffe_pool(x, "max", window, stride, grad="xla").shape)
-        y_xla, vjp_xla = jax.vjp(lambda x: caffe_pool(x, "max", window, stride, grad="xla"), x)
-        y_mask, vjp_mask = jax.vjp(lambda x: caffe_pool(x, "max", window, stride, grad="mask"), x)
+        g = jax.random.normal(key_g, jax.eval_shape(lambda x: caffe_pool(x, "max", window, stride, grad="xla"), x).shape)
+        y_xla, dx_xla = pool_and_grad(x, g, window, stride, "xla")
+        y_mask, dx_mask = pool_and_grad(x, g, window, stride, "mask")
         np.testing.assert_array_equal(y_mask, y_xla)
-        dx_mask, dx_xla = np.asarray(vjp_mask(g)[0]), np.asarray(vjp_xla(g)[0])
+        dx_mask, dx_xla = np.asarray(dx_mask), np.asarray(dx_xla)
         np.testing.assert_array_equal(dx_mask != 0, dx_xla != 0)  # the same input gets each window's gradient
         np.testing.assert_allclose(dx_mask, dx_xla, rtol=1e-6, atol=1e-7)  # overlapping windows: sums in another order
         assert np.count_nonzero(dx_mask) > 0
