@@ -165,7 +165,7 @@ def parse_seeds(text: str) -> tuple[int, ...] | None:
     parts = [p.strip() for p in text.split(",")]
     if not all(p.isdigit() for p in parts):
         return None
-    if len(parts) == 1 and "," not in text:
+    if len(parts) == 1:
         return tuple(range(int(parts[0]))) or None
     return tuple(dict.fromkeys(int(p) for p in parts))
 

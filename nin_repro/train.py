@@ -354,7 +354,7 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epo
         return state, jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), metrics) if over_seeds else metrics  # lr: (steps,)
 
     # Donate the training state: parameters and momentum are updated in place.
-    options = TRAIN_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    options = _on_cpu_only(TRAIN_COMPILER_OPTIONS)
     if mesh is None:
         return jax.jit(run, donate_argnums=(0,), compiler_options=options)
     return jax.jit(run, donate_argnums=(0,), out_shardings=NamedSharding(mesh, P()), compiler_options=options)
@@ -395,8 +395,13 @@ def run_key_text(seed: int, attempt: int = 0) -> str:
 RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
+def _on_cpu_only(options: dict) -> dict | None:
+    """XLA options measured on the CPU: there only; other backends compile with their defaults."""
+    return options if jax.default_backend() == "cpu" else None
+
+
 def run_once_jit(fn: Callable) -> Callable:
-    return jax.jit(fn, compiler_options=RUN_ONCE_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None)
+    return jax.jit(fn, compiler_options=_on_cpu_only(RUN_ONCE_COMPILER_OPTIONS))
 
 
 def abstract_model(config) -> NIN | ConvNet:
