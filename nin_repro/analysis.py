@@ -30,6 +30,7 @@ from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
 from nin_repro.models import NIN, ConvNet, count_params
 from nin_repro.preprocess import Preprocessor
 from nin_repro.recipe import Recipe
+from nin_repro.xla_options import jit_repeated
 
 CAM_HEADS = ("gap", "gap_dense")
 
@@ -101,7 +102,7 @@ def _cam_weights(model) -> jax.Array | None:
     raise UsageError(f"class maps need a GAP head ({' or '.join(CAM_HEADS)}); this run has head {head!r}")
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jit_repeated, static_argnums=0)
 def _maps_logits(graphdef, params, x_BHWC):
     model = nnx.merge(graphdef, params)
     feats_BHWF = model.class_maps(x_BHWC).astype(jnp.float32)

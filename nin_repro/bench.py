@@ -307,7 +307,7 @@ def write_bench(results: list[BenchResult], path_md, table: str, prov: dict, com
 
 
 # XLA:CPU flags are left at jaxlib 0.10.2's defaults (but the training step's backend level,
-# train.TRAIN_COMPILER_OPTIONS, chosen for compile time): none measured a clear gain (MNIST NIN, batch
+# xla_options.REPEATED, chosen for compile time): none measured a clear gain (MNIST NIN, batch
 # 128, 2 shared cores, ours / PyTorch's training img/s in the same process: defaults 2.25x,
 # --xla_cpu_use_thunk_runtime=false 1.84x, --xla_cpu_use_onednn=true 2.19x, --xla_cpu_use_xnnpack=true
 # 2.49x, within the load's noise). bf16 is for GPUs/TPUs: on XLA:CPU (AVX-512 with bf16) it measured slower than fp32 (MNIST NIN,

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nin_repro.xla_options import jit_repeated
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
@@ -50,7 +52,7 @@ def make_eval_fn(logits_fn: Callable[[object, jax.Array], jax.Array]):
     """``logits_fn(params, x_BHWC) -> logits`` in eval mode. Returns a jitted
     ``(params, EvalSet arrays) -> (errors, loss_sum, predictions)``."""
 
-    @jax.jit
+    @jit_repeated
     def run(params, x_NBHWC, y_NB, mask_NB):
         def body(carry, batch):
             errors, loss_sum = carry
@@ -81,8 +83,9 @@ def evaluate(eval_fn, params, data: EvalSet, read: bool = True):
 
 
 def stacked_eval_fn(eval_fn):
-    """``eval_fn`` for K models stacked on a leading axis of the parameters: one vmapped program."""
-    return jax.jit(jax.vmap(eval_fn, in_axes=(0, None, None, None)))
+    """``eval_fn`` (from ``make_eval_fn``) for K models stacked on a leading axis of the parameters:
+    one vmapped program, compiled with the same options (they apply to a top-level jit only)."""
+    return jit_repeated(jax.vmap(eval_fn.__wrapped__, in_axes=(0, None, None, None)))
 
 
 def evaluate_stacked(eval_fn_K, params_K, data: EvalSet, read: bool = True):

@@ -30,7 +30,8 @@ from nin_repro.provenance import provenance
 from nin_repro.recipe import Recipe, load_experiment
 from nin_repro.reproduce import Options, load_table_data, parallel_seeds, prepare
 from nin_repro.results.stats import format_duration
-from nin_repro.train import PreparedData, init_model, run_once_jit, train_and_evaluate_seeds
+from nin_repro.train import PreparedData, init_model, train_and_evaluate_seeds
+from nin_repro.xla_options import jit_run_once
 
 LEARNED_BELOW_PCT = 50.0  # a seed "learned" if its final test error is below this (chance: 90 %)
 LEFT_LN_C_BY = 0.05
@@ -81,7 +82,7 @@ def _signal_program(graphdef: nnx.GraphDef):
             out[f"{prefix}class_scores"] = jax.numpy.std(scores)
         return out
 
-    return run_once_jit(stds)
+    return jit_run_once(stds)
 
 
 def outcome(run, ln_c: float, tolerance: float) -> SeedOutcome:

@@ -32,6 +32,7 @@ from nin_repro.health import StallWatch
 from nin_repro.models import NIN, ConvNet, build_model
 from nin_repro.parallel import data_mesh
 from nin_repro.recipe import Recipe
+from nin_repro.xla_options import jit_repeated, jit_run_once
 
 CROP_PAD = 4  # +-4 px translations (Min Lin's --crop-border default, maxout's pad_randomized=4)
 
@@ -269,17 +270,6 @@ def grads_seed_by_seed(loss_fn):
     return grads_of
 
 
-# XLA:CPU's default backend level (3) compiles a training step in about twice the time of level 2
-# and runs it no faster: measured on the 2-core CPU, one step per call, compile / ms a step, level 3
-# vs 2: the smoke CIFAR-10 net 2.3 s / 18 ms vs 1.1 s / 18 ms; the demo net 1.8-2.0 s / 12 ms vs
-# 1.1 s / 13 ms; the MNIST table's net at full width, batch 128, 1.7-1.9 s / 226-232 ms vs 1.2 s /
-# 232-238 ms (20 steps each, within run-to-run noise); `nin-repro bench`, batch 128, idle CPU: the
-# MNIST net 580 vs 550-570 img/s, the CIFAR-10 net 126 vs 127 (compile 2.1 vs 1.6 s, 2.8 vs 2.3 s;
-# ours / PyTorch's was 2.25x for the MNIST net). The tests and smoke runs compile many small
-# programs. CPU only; other backends keep their defaults.
-TRAIN_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
-
-
 def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epoch: int, mesh: Mesh | None = None, over_seeds: bool = False):
     """A jitted function running ``num_steps`` SGD steps as one compiled program:
     ``(state, x_train, y_train, perm, key, first_step, pos_in_epoch, lr_scale) -> (state, metrics)``.
@@ -354,10 +344,9 @@ def make_train_steps(graphdef, tx, recipe: Recipe, num_steps: int, steps_per_epo
         return state, jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), metrics) if over_seeds else metrics  # lr: (steps,)
 
     # Donate the training state: parameters and momentum are updated in place.
-    options = _on_cpu_only(TRAIN_COMPILER_OPTIONS)
     if mesh is None:
-        return jax.jit(run, donate_argnums=(0,), compiler_options=options)
-    return jax.jit(run, donate_argnums=(0,), out_shardings=NamedSharding(mesh, P()), compiler_options=options)
+        return jit_repeated(run, donate_argnums=(0,))
+    return jit_repeated(run, donate_argnums=(0,), out_shardings=NamedSharding(mesh, P()))
 
 
 # --------------------------------------------------------------------------- the run
@@ -386,24 +375,6 @@ def run_key_text(seed: int, attempt: int = 0) -> str:
     return f"key({seed})" if attempt == 0 else f"fold_in(key({seed}), {ATTEMPT_SALT + attempt})"
 
 
-# Initialisation and the optimizer's first state run once per seed, so they compile without LLVM's
-# optimisations. Built op by op, every parameter shape compiled its own random-number program. On
-# the 2-core CPU (six networks: MNIST, CIFAR-10, SVHN at full and 1/4 width, no compilation cache,
-# under load): 44 s op by op, 40 s as one optimised program, 14 s as one program at O0. The values
-# are the op-by-op ones to within a float32 ulp (3e-8 for N(0, 0.05)).
-# The options apply on the CPU only, where they were measured; elsewhere the one program keeps the defaults.
-RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _on_cpu_only(options: dict) -> dict | None:
-    """XLA options measured on the CPU: there only; other backends compile with their defaults."""
-    return options if jax.default_backend() == "cpu" else None
-
-
-def run_once_jit(fn: Callable) -> Callable:
-    return jax.jit(fn, compiler_options=_on_cpu_only(RUN_ONCE_COMPILER_OPTIONS))
-
-
 def abstract_model(config) -> NIN | ConvNet:
     """The network's structure with shapes for values: nothing is computed or compiled."""
     return nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
@@ -414,7 +385,7 @@ def _initializer(config) -> tuple[nnx.GraphDef, Callable]:
     def init(key):
         return nnx.state(build_model(config, rngs=nnx.Rngs(params=key)))
 
-    return nnx.split(abstract_model(config))[0], run_once_jit(init)
+    return nnx.split(abstract_model(config))[0], jit_run_once(init)
 
 
 def init_model(recipe: Recipe, seed: int, attempt: int = 0) -> NIN | ConvNet:
@@ -427,7 +398,7 @@ class _Program:
     """What compiles once per recipe and is shared by its seeds."""
 
     tx: optax.GradientTransformation
-    opt_init: Callable  # tx.init, compiled once (run_once_jit)
+    opt_init: Callable  # tx.init, compiled once (jit_run_once)
     eval_fn: Callable
     eval_fn_K: Callable  # the same for K stacked models (one vmapped program)
     steps: dict[tuple[int, Mesh], Callable]  # by (steps per call, mesh)
@@ -439,7 +410,7 @@ def _program(recipe: Recipe) -> _Program:
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(recipe, params, model.classifier_path())
     eval_fn = make_eval_fn(logits_fn_for(graphdef))
-    return _Program(tx, run_once_jit(tx.init), eval_fn, stacked_eval_fn(eval_fn), {})
+    return _Program(tx, jit_run_once(tx.init), eval_fn, stacked_eval_fn(eval_fn), {})
 
 
 def compiled_recipe(recipe: Recipe) -> Recipe:
