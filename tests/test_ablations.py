@@ -29,6 +29,8 @@ from nin_repro.models import (
 )
 from nin_repro.recipe import Claim, Table, Variant, load_experiment
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 PROV = {"commit": "abc", "device": {"kind": "cpu", "platform": "cpu", "count": 1}, "versions": {}, "date": "d", "hostname": "h"}
 
 

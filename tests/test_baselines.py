@@ -32,6 +32,8 @@ from nin_repro.models import config_from_dict, count_params
 from nin_repro.recipe import load_experiment
 from nin_repro.train import PreparedData, load_params, lr_schedule, momentum_schedule, train_and_evaluate_seeds
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 # --------------------------------------------------------------------------- maxout layers
 
 

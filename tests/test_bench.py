@@ -8,6 +8,8 @@ from nin_repro.cli import main
 from nin_repro.models import BlockSpec
 from nin_repro.recipe import load_experiment
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 
 @pytest.mark.parametrize("table, macs", [("cifar10", 222_486_528), ("cifar100", 223.6e6), ("mnist", 50.7e6)])
 def test_macs_from_layer_shapes_match_the_paper_facts(table, macs):

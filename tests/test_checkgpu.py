@@ -12,6 +12,8 @@ import pytest
 from nin_repro import checkgpu
 from nin_repro.cli import main
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 
 class FakeClock:
     """Time that moves only when told (here: one second per epoch logged)."""

@@ -19,6 +19,8 @@ import nin_repro.train as train
 from nin_repro.recipe import Recipe
 from tests.test_train import CIFAR10_RECIPE, TINY
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 
 def tiny_recipe(**kw) -> Recipe:
     base = dict(dataset="synthetic", preprocess="scale01", model=TINY, batch_size=8, epochs=1, seeds=(0,), eval_batch_size=7, augment=True, bias_lr_drops=True, ours=())

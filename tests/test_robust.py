@@ -11,6 +11,8 @@ import pytest
 from nin_repro.errors import TrainingFailed
 from tests.test_train import tiny_data, tiny_recipe
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 
 def test_non_finite_loss_keeps_the_previous_metrics_history(tmp_path):
     from nin_repro.train import train_and_evaluate

@@ -23,6 +23,8 @@ from nin_repro.train import (
     train_and_evaluate,
 )
 
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
 TINY = NINConfig(
     blocks=(
         BlockSpec(3, (6, 6, 6), init_std=None, pool="max", dropout=0.5),
