@@ -17,6 +17,36 @@ from nin_repro.models import ModelConfig
 from nin_repro.registry import load_experiment  # noqa: F401  (where it always was; lives in registry)
 
 SCHEDULES = ("paper", "caffe", "plateau", "pylearn2")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationProtocol:
+    """How the maxout authors chose a run's length (pylearn2 ``*_valid.yaml`` and the README beside
+    them; `--recipe protocol`, nin_repro.protocol): train on the first ``train_size`` of ``of_total``
+    training images, evaluate the rest after every epoch, stop after ``patience`` epochs in a row
+    without a new lowest validation error (``MonitorBased`` with ``prop_decrease`` 0, ``N`` =
+    patience), then train a fresh network on all the training images for the best epoch's count
+    (``then="retrain"``). A training set of another size (a smoke run, the shipped digits) holds
+    out the same fraction [ours]. ``max_epochs``: phase 1's cap (the yamls have none) [ours]."""
+
+    train_size: int
+    of_total: int
+    patience: int
+    max_epochs: int
+    then: str = "retrain"
+    source: str = ""  # the yaml and keys it comes from
+
+    def problems(self) -> list[str]:
+        out = []
+        if not (0 < self.train_size < self.of_total):
+            out.append(f"protocol.train_size must be in (0, of_total), got {self.train_size} of {self.of_total}")
+        if self.patience < 1 or self.max_epochs < 1:
+            out.append(f"protocol.patience and protocol.max_epochs must be >= 1, got {self.patience}, {self.max_epochs}")
+        if self.then != "retrain":
+            out.append(f"protocol.then must be 'retrain', got {self.then!r}")
+        return out
+
+
 RNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 
 
@@ -91,6 +121,10 @@ class Recipe:
     ours: tuple[str, ...] = ()  # human-readable list of choices/departures that are ours
     # Shortened runs (subset, smoke) say so here; the table row shows it.
     train_subset: int | None = None
+    # The authors' validation protocol of a baseline row (data; None for rows without one), and
+    # whether this run follows it (`--recipe protocol`) instead of the row's fixed epoch count.
+    protocol: ValidationProtocol | None = None
+    run_protocol: bool = False
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -143,6 +177,10 @@ class Recipe:
             out += self._pylearn2_problems()
         if self.train_subset is not None and (not isinstance(self.train_subset, int) or self.train_subset < 1):
             out.append(f"train_subset must be a whole number >= 1, got {self.train_subset!r}")
+        if self.protocol is not None:
+            out += self.protocol.problems()
+        if self.run_protocol and (self.protocol is None or self.schedule != "pylearn2"):
+            out.append("run_protocol needs a pylearn2 recipe with a validation protocol (the maxout rows)")
         return out
 
     def _pylearn2_problems(self) -> list[str]:
@@ -157,6 +195,8 @@ class Recipe:
 
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
+        if self.run_protocol:  # at most: phase 1 to its cap, then the row's own epoch count (nin_repro.protocol)
+            return float(self.protocol.max_epochs + self.max_epochs)
         if self.schedule == "pylearn2":
             return float(self.max_epochs) + (float(self.pylearn2_phase2[0]) if self.pylearn2_phase2 else 0.0)
         if self.schedule == "paper":

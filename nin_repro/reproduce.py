@@ -167,6 +167,13 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
         changes["batch_size"] = opts.batch_size
     if opts.schedule == "zoo":
         changes.update(zoo_changes(recipe))
+    elif opts.schedule == "protocol":
+        if recipe.protocol is None:
+            raise UsageError(
+                "--recipe protocol is the maxout authors' validation protocol (early stopping, then a retrain); "
+                "only rows that have one take it (cifar10's maxout rows): choose them with --rows maxout_dropout,maxout_dropout_aug"
+            )
+        changes["run_protocol"] = True
     elif opts.schedule is not None and opts.schedule != recipe.schedule and not (opts.schedule == "paper" and recipe.schedule == "pylearn2"):
         # --recipe paper (the default) is the published recipe; for the maxout baselines that is pylearn2's.
         changes["schedule"] = opts.schedule
@@ -176,6 +183,7 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
     recorded = (
         tuple(f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo"))
         + (("recipe=zoo (Caffe solver, average pool2)",) if opts.schedule == "zoo" else ())
+        + (("recipe=protocol (the authors' validation phase and early stopping, then a retrain for the best epoch count)",) if opts.schedule == "protocol" else ())
         + tuple(opts.overrides)
     )
     return new, recorded
@@ -183,7 +191,7 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
 
 # --recipe: an LR schedule, or "zoo": Min Lin's Caffe model-zoo configuration as a whole (the Caffe
 # solver and the zoo prototxt's average pooling after block 2; docs/paper-notes.md, "Architecture").
-RECIPES = (*SCHEDULES, "zoo")
+RECIPES = (*SCHEDULES, "zoo", "protocol")
 
 
 def zoo_changes(recipe: Recipe) -> dict:
@@ -336,12 +344,18 @@ def reproduce(
         if not write:
             continue
         runs = [h[-1] for h in histories]
+        schedule = recipe.schedule
+        if recipe.run_protocol:  # each seed retrained for its own best validation epoch: that is its plan
+            from nin_repro.protocol import best_epochs
+
+            bests = best_epochs([r.run_dir for r in runs if not r.stalled])
+            schedule, planned = f"{schedule} + validation protocol (best epochs {', '.join(map(str, bests))})", float(max(bests, default=planned))
         results.append(
             VariantResult.from_runs(
                 variant,
                 runs,
                 histories=histories,
-                schedule=recipe.schedule,
+                schedule=schedule,
                 planned_epochs=planned,
                 shortened=shortened_label(recipe, planned, opts.smoke, variant.recipe),
                 data_source=data.source,
@@ -396,9 +410,9 @@ def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
         import jax
 
         wanted = jax.default_backend() != "cpu"
-    if wanted and recipe.schedule == "plateau":
-        # Each seed's plateau rule picks its own LR drops and last epoch: they cannot share a program.
-        print("note: the plateau schedule trains the seeds one at a time", file=sys.stderr)
+    if wanted and (recipe.schedule == "plateau" or recipe.run_protocol):
+        # Each seed's plateau rule (or early stopping) picks its own LR drops and last epoch: they cannot share a program.
+        print(f"note: {'the plateau schedule' if recipe.schedule == 'plateau' else '--recipe protocol'} trains the seeds one at a time", file=sys.stderr)
         return False
     return wanted
 
@@ -464,10 +478,17 @@ def train_seeds(
     each (what `eval` and the analysis commands read back), with the seed's attempts so far."""
     from nin_repro.train import run_key_text
 
-    results = train_and_evaluate_seeds(
-        recipe, data, run_dirs, seeds, progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref}, attempts=[attempt] * len(seeds)
-    )
-    for run_dir, seed, result in zip(run_dirs, seeds, results):
+    train_kwargs = dict(progress=progress, checkpoint_every_s=60 * opts.checkpoint_every_min, run_info={"preprocess": pre_ref})
+    if recipe.run_protocol:  # one seed at a time (parallel_seeds)
+        from nin_repro.protocol import train_with_protocol
+
+        (seed,) = seeds
+        result, protocol_record = train_with_protocol(recipe, data, run_dirs[0], seed, attempt, **train_kwargs)
+        results, protocols = [result], [protocol_record]
+    else:
+        results = train_and_evaluate_seeds(recipe, data, run_dirs, seeds, attempts=[attempt] * len(seeds), **train_kwargs)
+        protocols = [None] * len(seeds)
+    for run_dir, seed, result, protocol_record in zip(run_dirs, seeds, results, protocols):
         earlier = (histories or {}).get(seed, [])
         atomic.write_json(
             run_dir / "run.json",
@@ -483,6 +504,7 @@ def train_seeds(
                     for r in [*earlier, result]
                 ],
                 "result": dataclasses.asdict(result),
+                **({"protocol": protocol_record} if protocol_record is not None else {}),
                 "recipe": dataclasses.asdict(recipe),
                 "overrides": list(overrides),
                 "smoke": opts.smoke,

@@ -65,6 +65,9 @@ class RunResult:
     stall_step: int | None = None
     max_dead_run: int = 0  # longest streak of steps with at least one dead class map
     max_dead_classes: int = 0  # most class maps dead at once in a batch
+    # With early stopping (phase 1 of --recipe protocol): the epoch of the lowest evaluated error, and that error.
+    best_epoch: int | None = None
+    best_error: float | None = None
 
 
 class Interrupted(NinError):
@@ -450,6 +453,24 @@ class _Plateau:
                 self.factor, self.drops, self.waited = self.factor / 10, self.drops + 1, 0
 
 
+class _EarlyStop:
+    """pylearn2's ``MonitorBased(prop_decrease=0, N=patience)`` on the evaluated error, with
+    ``MonitorBasedSaveBest``'s choice of best (termination_criteria/__init__.py, train_extensions/
+    best_params.py): an error strictly below the best so far is the new best and restarts the count;
+    the run stops after ``patience`` evaluated epochs in a row without one. pylearn2 also evaluates
+    once before the first epoch; we start at epoch 1 [ours]."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.waited, self.done = patience, None, None, 0, False
+
+    def observe(self, epoch: int, error: float) -> None:
+        if self.best is None or error < self.best:
+            self.best, self.best_epoch, self.waited = error, epoch, 0
+        else:
+            self.waited += 1
+            self.done = self.waited >= self.patience
+
+
 def train_and_evaluate(
     recipe: Recipe,
     data: PreparedData,
@@ -483,6 +504,7 @@ def train_and_evaluate_seeds(
     run_info: dict | None = None,
     attempts: list[int] | None = None,
     stop_on_stall: bool = True,
+    early_stop: int | None = None,
 ) -> list[RunResult]:
     """Train K seeds at once, one vmapped program (K = 1: the plain step, no vmap); each seed
     writes its own run folder exactly as a run of that seed alone would, and gets the same numbers.
@@ -494,7 +516,10 @@ def train_and_evaluate_seeds(
 
     The K seeds share one checkpoint of their stacked state, in the first seed's folder under a
     name that lists the seeds: re-running the same K seeds resumes it (a finished group is not
-    trained again); the same seeds run one at a time start afresh."""
+    trained again); the same seeds run one at a time start afresh.
+
+    ``early_stop``: evaluate every epoch and stop ``early_stop`` epochs after the lowest test
+    error (``_EarlyStop``; one seed; the caller passes its validation images as the test set)."""
     from nin_repro.checkpoint import Checkpointer
 
     attempts = list(attempts) if attempts is not None else [0] * len(seeds)
@@ -504,10 +529,12 @@ def train_and_evaluate_seeds(
         # The plateau rule decides each seed's LR drops and its last epoch from its own training
         # accuracy; the seeds would drift apart in length. Run them one at a time.
         raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
+    if early_stop is not None and (len(seeds) > 1 or eval_every != 1):
+        raise ValueError("early stopping decides each seed's length from its own evaluation after every epoch: one seed, eval_every=1")
     from nin_repro.runlock import run_folder_lock
 
     with run_folder_lock([Path(w) for w in workdirs]), Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
-        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
+        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall, early_stop)
         return run.train(progress, eval_every)
 
 
@@ -560,7 +587,7 @@ class RunPosition:
 class _Run:
     """One training run of K seeds (K = 1 without vmap): the named steps of ``train``."""
 
-    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall):
+    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall, early_stop=None):
         self.recipe, self.data, self.workdirs, self.seeds, self.attempts = recipe, data, workdirs, seeds, attempts
         self.ckpt, self.run_info, self.stop_on_stall = ckpt, run_info, stop_on_stall
         n_train = len(data.x_train)
@@ -575,6 +602,7 @@ class _Run:
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
         self.program = _program(compiled_recipe(recipe))
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
+        self.early = _EarlyStop(early_stop) if early_stop is not None else None  # K = 1 too
         self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
 
@@ -602,13 +630,14 @@ class _Run:
         self.t_start = time.perf_counter() - self.position.wall
         self.last_read = time.perf_counter()
         for chunk in self.chunks():
-            if self.halted() or (self.plateau and self.plateau.done):  # as of the metrics read so far
+            if self.halted() or (self.plateau and self.plateau.done) or (self.early and self.early.done):  # as of the metrics read so far
                 break
             if self.ckpt.stop_requested:
                 self.stop()
             self.dispatch(chunk)
-            # The plateau rule sets the next epoch's LR from this one; a checkpoint saves this state.
-            if chunk.ends_epoch and (self.plateau or self.ckpt.due()):
+            # The plateau rule sets the next epoch's LR from this one, early stopping decides whether
+            # there is a next one; a checkpoint saves this state.
+            if chunk.ends_epoch and (self.plateau or self.early or self.ckpt.due()):
                 self.settle()
                 self.checkpoint(force=False)
         self.settle()
@@ -645,6 +674,8 @@ class _Run:
             watch.__dict__.update(saved)
         if self.plateau:
             self.plateau.__dict__.update(meta["plateau"])
+        if self.early:
+            self.early.__dict__.update(meta["early"])
         # The epochs the checkpoint covers; later lines (written after it) are dropped when the
         # next epoch is written, by an atomic rewrite of the whole file.
         self.history = [path.read_text().splitlines()[: position.epoch] if path.exists() else [] for path in self.metrics_paths]
@@ -756,6 +787,8 @@ class _Run:
             for s, watch in enumerate(self.watches):
                 watch.observe_epoch(epoch + 1, pos.step, float(train_loss_K[s]))
         evals = chunk.evals() if chunk.evals else None
+        if self.early:
+            self.early.observe(epoch + 1, evals[0].error)
         for s, seed in enumerate(self.seeds):
             record = {
                 "epoch": epoch + 1,
@@ -795,7 +828,8 @@ class _Run:
         pos.watch = [w.state() for w in self.watches]
         seed_meta = {"seed": self.seeds[0]} if self.K == 1 else {"seed": self.seeds[0], "seeds": self.seeds}
         plateau = {k: v for k, v in vars(self.plateau).items() if k != "r"} if self.plateau else {}
-        meta = {**seed_meta, "attempts": self.attempts, "run": self.run_info, "position": dataclasses.asdict(pos), "plateau": plateau}
+        early = vars(self.early) if self.early else {}
+        meta = {**seed_meta, "attempts": self.attempts, "run": self.run_info, "position": dataclasses.asdict(pos), "plateau": plateau, "early": early}
         self.ckpt.save(pos.step, self.state, meta, force=force)
 
     def finish(self, progress: Progress | None) -> list[RunResult]:
@@ -832,6 +866,8 @@ class _Run:
                     stall_step=watch.stall_step,
                     max_dead_run=watch.max_run,
                     max_dead_classes=watch.max_dead,
+                    best_epoch=self.early.best_epoch if self.early else None,
+                    best_error=self.early.best if self.early else None,
                 )
             )
         if progress:

@@ -1,0 +1,129 @@
+"""--recipe protocol (nin_repro/protocol.py): the maxout authors' validation phase, then the retrain."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
+from nin_repro.errors import UsageError
+from nin_repro.protocol import held_out, train_with_protocol
+from nin_repro.recipe import ValidationProtocol, load_experiment
+from nin_repro.reproduce import Options, apply_options
+from nin_repro.train import _EarlyStop
+from tests.test_train import tiny_data
+
+pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
+
+
+def test_early_stopping_is_pylearn2s_monitor_based_with_prop_decrease_0():
+    """Worked by hand from termination_criteria.MonitorBased (countdown N = 3, reset only by a value
+    strictly below the best): the countdown after each epoch is 3 3 2 1 3 2 1 0, so training stops
+    after epoch 8; the best (MonitorBasedSaveBest, strictly lower) is epoch 5. A tie is no gain."""
+    stop = _EarlyStop(patience=3)
+    done = []
+    for epoch, error in enumerate([0.5, 0.4, 0.4, 0.45, 0.3, 0.35, 0.31, 0.32], start=1):
+        stop.observe(epoch, error)
+        done.append(stop.done)
+    assert done == [False] * 7 + [True]
+    assert (stop.best_epoch, stop.best) == (5, 0.3)
+
+
+def tiny_protocol_recipe(**protocol):
+    tiny = MaxoutConfig(
+        maxout_convs=(MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, include_prob=0.8, input_scale=1.0),),
+        maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
+        softmax_irange=0.3,
+        softmax_max_col_norm=0.9,
+        in_channels=1,
+        input_hw=(8, 8),
+        num_classes=4,
+    )
+    base = load_experiment("baselines_cifar10").MAXOUT_RECIPE
+    spec = ValidationProtocol(**{"train_size": 4, "of_total": 5, "patience": 2, "max_epochs": 12, **protocol})
+    return dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, seeds=(0,), eval_batch_size=7, base_lr=0.15, max_epochs=3, protocol=spec, run_protocol=True)
+
+
+@pytest.mark.parametrize("lr", [0.15, 0.0])
+def test_phase_1_holds_out_the_last_images_and_stops_patience_epochs_after_the_best_then_phase_2_retrains(tmp_path, lr):
+    """64 training images, the protocol's 4/5 split: phase 1 trains on 0-50, validates on 51-63
+    after every epoch and stops 2 epochs after its lowest error (at the cap of 12 at the latest);
+    phase 2 trains a fresh network on all 64 for the best epoch's count and is the result. With
+    LR 0 the error never changes: the best is epoch 1 and phase 1 stops after epoch 3."""
+    recipe = dataclasses.replace(tiny_protocol_recipe(), base_lr=lr)
+    data = tiny_data()
+    result, record = train_with_protocol(recipe, data, tmp_path / "seed_0", seed=0)
+    assert (record["train_images"], record["validation_images"]) == (51, 13)
+    metrics = [json.loads(line) for line in (tmp_path / "seed_0" / "validation" / "metrics.jsonl").read_text().splitlines()]
+    errors = [m["test_error"] for m in metrics]
+    assert all(m["step"] == (i + 1) * (51 // 8) for i, m in enumerate(metrics))  # trained on 51 images a epoch
+    assert all(e * 13 == pytest.approx(round(e * 13)) for e in errors)  # evaluated on the 13 held out
+    best = int(np.argmin(errors)) + 1  # the first lowest
+    assert record["best_epoch"] == best and record["best_validation_error"] == errors[best - 1]
+    assert len(errors) == min(best + 2, 12) and record["stopped_early"] == (len(errors) < 12)
+    if lr == 0.0:
+        assert best == 1 and len(errors) == 3
+    assert result.steps == best * (64 // 8) and result.num_test == 21 and result.run_dir == str(tmp_path / "seed_0")
+    # Run again: phase 1 is read back (not trained), phase 2 restored from its final checkpoint.
+    again, record_again = train_with_protocol(recipe, data, tmp_path / "seed_0", seed=0)
+    assert record_again == record and again.test_error == result.test_error and again.steps == result.steps
+
+
+def test_held_out_images_and_a_training_set_too_small_for_the_split():
+    recipe = tiny_protocol_recipe(train_size=40_000, of_total=50_000)
+    assert held_out(recipe, 50_000) == 40_000  # the yaml's own split
+    assert held_out(recipe, 4_000) == 3_200  # the same fraction [ours]
+    with pytest.raises(UsageError, match="use more training images"):
+        held_out(recipe, 9)  # 7 to train on at batch size 8
+
+
+def test_recipe_protocol_is_for_rows_that_have_one():
+    table = load_experiment("cifar10").TABLE
+    opts = Options(schedule="protocol")
+    recipe, recorded = apply_options(table.variant("maxout_dropout").recipe, opts)
+    assert recipe.run_protocol and recipe.protocol.train_size == 40_000 and recipe.protocol.patience == 100
+    assert any(r.startswith("recipe=protocol") for r in recorded)
+    aug, _ = apply_options(table.variant("maxout_dropout_aug").recipe, opts)
+    assert aug.run_protocol and aug.augment and aug.max_epochs == 474
+    assert not apply_options(table.variant("maxout_dropout").recipe, Options())[0].run_protocol  # the default row: 785 epochs
+    with pytest.raises(UsageError, match="--rows maxout_dropout"):
+        apply_options(table.variant("nin_dropout").recipe, opts)
+
+
+def test_the_table_command_refuses_recipe_protocol_for_a_nin_row(tmp_path, capsys):
+    from nin_repro.cli import main
+
+    args = ["cifar10", "--smoke", "--rows", "nin_dropout", "--recipe", "protocol", "--results-dir", str(tmp_path / "r"), "--workdir", str(tmp_path / "w")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--recipe protocol" in err and "--rows maxout_dropout" in err and "Traceback" not in err
+    assert not list((tmp_path / "w").rglob("nin_dropout*"))  # nothing trained
+
+
+def test_a_table_run_with_recipe_protocol_records_both_phases_in_each_seeds_run(tmp_path, monkeypatch, capsys):
+    """Through the table command's path: each seed on its own (its own early stop), run.json with
+    the protocol's record, the row naming the recipe and each seed's best epoch."""
+    from nin_repro import reproduce as rep
+    from nin_repro.recipe import PaperRow, Table, Variant
+    from tests.test_parallel import _serve_tiny_data
+
+    _serve_tiny_data(monkeypatch)
+    recipe = dataclasses.replace(tiny_protocol_recipe(), run_protocol=False, preprocess="scale01", seeds=(0, 1))
+    table = Table("tiny", "Tiny", "test", (PaperRow("Maxout", 10.0, "", variant="maxout"),), (Variant("maxout", "Maxout", recipe, baseline=True),), tolerance_pp=1.0)
+    opts = rep.Options(results_dir=tmp_path / "results", workdir=tmp_path / "runs", schedule="protocol", parallel_seeds=True)
+    md, js = rep.reproduce(table, opts, variants=("maxout",))
+    assert "--recipe protocol trains the seeds one at a time" in capsys.readouterr().err
+    (variant,) = json.loads(js.read_text())["variants"]
+    assert len(variant["run_dirs"]) == 2
+    bests = []
+    for run_dir in variant["run_dirs"]:
+        record = json.loads((Path(run_dir) / "run.json").read_text())
+        assert record["protocol"] == json.loads((Path(run_dir) / "validation" / "protocol.json").read_text())
+        bests.append(record["protocol"]["best_epoch"])
+        assert record["result"]["steps"] == record["protocol"]["best_epoch"] * (64 // 8)
+    assert variant["schedule"] == f"pylearn2 + validation protocol (best epochs {bests[0]}, {bests[1]})"
+    assert any(o.startswith("recipe=protocol") for o in variant["overrides"])
