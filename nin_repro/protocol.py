@@ -13,6 +13,14 @@ run the README describes:
    count, the yaml's schedule unscaled (``EpochCounter max_epochs`` = that count); its test error
    is the row's.
 
+MNIST (``then="continue"``, mnist.yaml then mnist_continued.yaml): phase 1 as above on 0-50k /
+50k-60k, keeping the parameters of the best epoch (``MonitorBasedSaveBest``); then
+``<run>/continued/`` continues them on all 60k without dropout (``MethodCost cost_from_X``), the LR
+and momentum fixed at the best epoch's (``read_channel``), a fresh velocity, until the mean NLL on
+50k-60k is at or below the best network's on 0-50k (``ChannelTarget``); its ``metrics.jsonl`` calls
+that NLL ``test_loss``. The final parameters, evaluated on the test set, are the row's number
+(saved to ``<run>/params``, as every run's).
+
 Everything else is the row's recipe. The recipe is data: ``recipe.ValidationProtocol``.
 """
 
@@ -25,9 +33,10 @@ from pathlib import Path
 from nin_repro import atomic
 from nin_repro.errors import UsageError
 from nin_repro.recipe import Recipe
-from nin_repro.train import PreparedData, RunResult, train_and_evaluate_seeds
+from nin_repro.train import PreparedData, RunResult, load_params, logits_fn_for, save_params, train_and_evaluate_seeds
 
 VALIDATION_DIR = "validation"
+CONTINUED_DIR = "continued"
 RECORD = "protocol.json"
 
 
@@ -56,26 +65,58 @@ def phase2_recipe(recipe: Recipe, best_epoch: int) -> Recipe:
     return dataclasses.replace(recipe, run_protocol=False, max_epochs=best_epoch, epochs=None)
 
 
+def continued_recipe(recipe: Recipe, best_epoch: int, steps_per_epoch: int) -> Recipe:
+    """mnist_continued.yaml: no dropout; the LR and the momentum the best epoch's monitor recorded
+    (after ``best_epoch`` epochs of ExponentialDecay steps; MomentumAdjustor's value for that epoch),
+    both fixed; the cap as phase 1's."""
+    from nin_repro.baselines import momentum_at
+
+    phase1 = phase1_recipe(recipe)  # the schedule phase 1 trained with (unscaled)
+    lr = phase1.base_lr * phase1.lr_factor(best_epoch * steps_per_epoch, steps_per_epoch)
+    momentum = float(momentum_at(recipe.momentum_adjust, recipe.momentum, (best_epoch - 1) * steps_per_epoch, steps_per_epoch, 1.0))
+    m = recipe.model
+    model = dataclasses.replace(
+        m,
+        maxout_convs=tuple(dataclasses.replace(c, include_prob=1.0, input_scale=1.0) for c in m.maxout_convs),
+        maxout_dense=tuple(dataclasses.replace(d, include_prob=1.0, input_scale=1.0) for d in m.maxout_dense),
+        softmax_include_prob=1.0,
+        softmax_input_scale=1.0,
+    )
+    fixed = ("exponential", 1.0, 0.0)  # no update callback: the LR stays (a decay factor of 1)
+    return dataclasses.replace(
+        recipe, model=model, run_protocol=False, base_lr=lr, momentum=momentum, lr_decay=fixed, momentum_adjust=(), max_epochs=phase1.max_epochs, epochs=None
+    )
+
+
+def _evaluate(recipe: Recipe, params_dir: Path, x, y):
+    """The EvalResult of the parameters saved in ``params_dir`` on (x, y)."""
+    from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
+
+    graphdef, params = load_params(params_dir, recipe)
+    return evaluate(make_eval_fn(logits_fn_for(graphdef)), params, EvalSet.build(x, y, recipe.eval_batch_size))
+
+
 def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed: int, attempt: int = 0, **train_kwargs) -> tuple[RunResult, dict]:
     """Both phases for one seed; (the result to report, the protocol's record). A seed that stalls
     in phase 1 is returned as phase 1's result (the caller retries it). Re-running resumes: a
     finished phase 1 (its ``protocol.json``) is not trained again, and each phase resumes from its
     own checkpoints."""
-    run_dir = Path(run_dir)
+    p, run_dir = recipe.protocol, Path(run_dir)
     valid_dir, record_path = run_dir / VALIDATION_DIR, run_dir / VALIDATION_DIR / RECORD
+    n_all = len(data.x_train)
+    n = held_out(recipe, n_all)
+    best_dir = valid_dir / "best_params" if p.then == "continue" else None
     if record_path.exists():
         record = json.loads(record_path.read_text())
     else:
-        n = held_out(recipe, len(data.x_train))
-        n_all = len(data.x_train)
         source = f"{data.source}; training images 0-{n - 1}, validation {n}-{n_all - 1}"
         split = PreparedData(data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:], data.num_classes, source)
         phase1 = phase1_recipe(recipe)
-        (first,) = train_and_evaluate_seeds(phase1, split, [valid_dir], [seed], attempts=[attempt], eval_every=1, early_stop=recipe.protocol.patience, **train_kwargs)
+        (first,) = train_and_evaluate_seeds(phase1, split, [valid_dir], [seed], attempts=[attempt], eval_every=1, early_stop=p.patience, save_best=best_dir, **train_kwargs)
         if first.stalled:
             return first, {}
         record = {
-            "protocol": dataclasses.asdict(recipe.protocol),
+            "protocol": dataclasses.asdict(p),
             "train_images": n,
             "validation_images": n_all - n,
             "best_epoch": first.best_epoch,
@@ -84,11 +125,32 @@ def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed:
             "stopped_early": first.epochs < phase1.max_epochs,
             "run_dir": str(valid_dir),
         }
+        if p.then == "continue":  # ChannelTarget's target: the best network's mean NLL on the images it trained on
+            record["target_nll"] = _evaluate(recipe, best_dir, data.x_train[:n], data.y_train[:n]).loss
         atomic.write_json(record_path, record)
-    (result,) = train_and_evaluate_seeds(phase2_recipe(recipe, record["best_epoch"]), data, [run_dir], [seed], attempts=[attempt], **train_kwargs)
-    return result, record
+    if p.then == "retrain":
+        (result,) = train_and_evaluate_seeds(phase2_recipe(recipe, record["best_epoch"]), data, [run_dir], [seed], attempts=[attempt], **train_kwargs)
+        return result, record
+    # continue: all the training images; the held-out ones decide when to stop; the test set gives the number.
+    continued = continued_recipe(recipe, record["best_epoch"], n // recipe.batch_size)
+    stop_set = PreparedData(data.x_train, data.y_train, data.x_train[n:], data.y_train[n:], data.num_classes, data.source)
+    (second,) = train_and_evaluate_seeds(
+        continued, stop_set, [run_dir / CONTINUED_DIR], [seed], attempts=[attempt], eval_every=1, target_loss=record["target_nll"], init_params=best_dir, **train_kwargs
+    )
+    final_params = run_dir / CONTINUED_DIR / "params"
+    test = _evaluate(continued, final_params, data.x_test, data.y_test)
+    graphdef, params = load_params(final_params, continued)
+    save_params(run_dir / "params", params)  # where `eval` and the analyses read the seed's network
+    record = {**record, "continued_epochs": second.epochs, "continued_lr": continued.base_lr, "continued_momentum": continued.momentum}
+    return dataclasses.replace(second, test_error=test.error, test_loss=test.loss, num_test=test.num_examples, run_dir=str(run_dir)), record
 
 
-def best_epochs(run_dirs: list[str]) -> list[int]:
-    """Each finished protocol run's best validation epoch (the count its retrain trained for)."""
-    return [json.loads((Path(d) / VALIDATION_DIR / RECORD).read_text())["best_epoch"] for d in run_dirs]
+def describe(recipe: Recipe, runs: list[RunResult]) -> tuple[str, float]:
+    """The row's schedule text and planned epochs for protocol runs: each seed's best validation
+    epoch (and, continued, its epochs on all the images), which is that seed's plan."""
+    done = [r for r in runs if not r.stalled]
+    bests = [json.loads((Path(r.run_dir) / VALIDATION_DIR / RECORD).read_text())["best_epoch"] for r in done]
+    text = f"{recipe.schedule} + validation protocol (best epochs {', '.join(map(str, bests))}"
+    if recipe.protocol.then == "continue":
+        text += f"; then continued {', '.join(f'{r.epochs:g}' for r in done)} epochs without dropout"
+    return text + ")", float(max((r.epochs for r in done), default=0.0))

@@ -27,7 +27,10 @@ class ValidationProtocol:
     without a new lowest validation error (``MonitorBased`` with ``prop_decrease`` 0, ``N`` =
     patience), then train a fresh network on all the training images for the best epoch's count
     (``then="retrain"``). A training set of another size (a smoke run, the shipped digits) holds
-    out the same fraction [ours]. ``max_epochs``: phase 1's cap (the yamls have none) [ours]."""
+    out the same fraction [ours]. ``then="continue"`` (mnist_continued.yaml) instead continues the
+    best phase-1 network on all the training images without dropout, at the LR and momentum of its
+    best epoch, until the held-out images' mean NLL is at or below that network's on the images it
+    trained on. ``max_epochs``: the cap of each phase (the yamls have none) [ours]."""
 
     train_size: int
     of_total: int
@@ -42,8 +45,8 @@ class ValidationProtocol:
             out.append(f"protocol.train_size must be in (0, of_total), got {self.train_size} of {self.of_total}")
         if self.patience < 1 or self.max_epochs < 1:
             out.append(f"protocol.patience and protocol.max_epochs must be >= 1, got {self.patience}, {self.max_epochs}")
-        if self.then != "retrain":
-            out.append(f"protocol.then must be 'retrain', got {self.then!r}")
+        if self.then not in ("retrain", "continue"):
+            out.append(f"protocol.then must be 'retrain' or 'continue', got {self.then!r}")
         return out
 
 

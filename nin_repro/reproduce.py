@@ -171,7 +171,7 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
         if recipe.protocol is None:
             raise UsageError(
                 "--recipe protocol is the maxout authors' validation protocol (early stopping, then a retrain); "
-                "only rows that have one take it (cifar10's maxout rows): choose them with --rows maxout_dropout,maxout_dropout_aug"
+                "only rows that have one take it (the maxout rows of cifar10 and mnist): choose them with --rows maxout_dropout (cifar10: also maxout_dropout_aug)"
             )
         changes["run_protocol"] = True
     elif opts.schedule is not None and opts.schedule != recipe.schedule and not (opts.schedule == "paper" and recipe.schedule == "pylearn2"):
@@ -345,11 +345,10 @@ def reproduce(
             continue
         runs = [h[-1] for h in histories]
         schedule = recipe.schedule
-        if recipe.run_protocol:  # each seed retrained for its own best validation epoch: that is its plan
-            from nin_repro.protocol import best_epochs
+        if recipe.run_protocol:  # each seed's length came from its own validation phase
+            from nin_repro.protocol import describe
 
-            bests = best_epochs([r.run_dir for r in runs if not r.stalled])
-            schedule, planned = f"{schedule} + validation protocol (best epochs {', '.join(map(str, bests))})", float(max(bests, default=planned))
+            schedule, planned = describe(recipe, runs)
         results.append(
             VariantResult.from_runs(
                 variant,

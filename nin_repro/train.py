@@ -463,12 +463,25 @@ class _EarlyStop:
     def __init__(self, patience: int):
         self.patience, self.best, self.best_epoch, self.waited, self.done = patience, None, None, 0, False
 
-    def observe(self, epoch: int, error: float) -> None:
+    def observe(self, epoch: int, evaluation) -> None:
+        error = evaluation.error
         if self.best is None or error < self.best:
             self.best, self.best_epoch, self.waited = error, epoch, 0
         else:
             self.waited += 1
             self.done = self.waited >= self.patience
+
+
+class _ReachLoss:
+    """pylearn2's ``ChannelTarget``: stop once the evaluated mean NLL is at or below ``target``
+    (termination_criteria/__init__.py; mnist_continued.yaml). pylearn2 also checks once before the
+    first epoch; we start at epoch 1 [ours]."""
+
+    def __init__(self, target: float):
+        self.target, self.best, self.best_epoch, self.done = target, None, None, False
+
+    def observe(self, epoch: int, evaluation) -> None:
+        self.done = evaluation.loss <= self.target
 
 
 def train_and_evaluate(
@@ -505,6 +518,9 @@ def train_and_evaluate_seeds(
     attempts: list[int] | None = None,
     stop_on_stall: bool = True,
     early_stop: int | None = None,
+    target_loss: float | None = None,
+    save_best: Path | None = None,
+    init_params: Path | None = None,
 ) -> list[RunResult]:
     """Train K seeds at once, one vmapped program (K = 1: the plain step, no vmap); each seed
     writes its own run folder exactly as a run of that seed alone would, and gets the same numbers.
@@ -519,7 +535,10 @@ def train_and_evaluate_seeds(
     trained again); the same seeds run one at a time start afresh.
 
     ``early_stop``: evaluate every epoch and stop ``early_stop`` epochs after the lowest test
-    error (``_EarlyStop``; one seed; the caller passes its validation images as the test set)."""
+    error (``_EarlyStop``; one seed; the caller passes its validation images as the test set), the
+    parameters of each new lowest saved to ``save_best``. ``target_loss``: stop once the test
+    loss is at or below it (``_ReachLoss``). ``init_params``: start from these saved parameters
+    (``save_params``) instead of a fresh initialisation."""
     from nin_repro.checkpoint import Checkpointer
 
     attempts = list(attempts) if attempts is not None else [0] * len(seeds)
@@ -529,12 +548,16 @@ def train_and_evaluate_seeds(
         # The plateau rule decides each seed's LR drops and its last epoch from its own training
         # accuracy; the seeds would drift apart in length. Run them one at a time.
         raise UsageError("the plateau schedule trains one seed at a time: run the seeds separately (--no-parallel-seeds)")
-    if early_stop is not None and (len(seeds) > 1 or eval_every != 1):
-        raise ValueError("early stopping decides each seed's length from its own evaluation after every epoch: one seed, eval_every=1")
+    stops = early_stop is not None or target_loss is not None
+    if stops and (len(seeds) > 1 or eval_every != 1 or (early_stop is not None and target_loss is not None)):
+        raise ValueError("a stop rule decides each seed's length from its own evaluation after every epoch: one rule, one seed, eval_every=1")
     from nin_repro.runlock import run_folder_lock
 
     with run_folder_lock([Path(w) for w in workdirs]), Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
-        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall, early_stop)
+        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
+        if stops:
+            run.stop_rule = _EarlyStop(early_stop) if early_stop is not None else _ReachLoss(target_loss)
+        run.save_best, run.init_params = save_best, init_params
         return run.train(progress, eval_every)
 
 
@@ -587,7 +610,7 @@ class RunPosition:
 class _Run:
     """One training run of K seeds (K = 1 without vmap): the named steps of ``train``."""
 
-    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall, early_stop=None):
+    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall):
         self.recipe, self.data, self.workdirs, self.seeds, self.attempts = recipe, data, workdirs, seeds, attempts
         self.ckpt, self.run_info, self.stop_on_stall = ckpt, run_info, stop_on_stall
         n_train = len(data.x_train)
@@ -602,7 +625,8 @@ class _Run:
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
         self.program = _program(compiled_recipe(recipe))
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
-        self.early = _EarlyStop(early_stop) if early_stop is not None else None  # K = 1 too
+        self.stop_rule = None  # a stop rule (_EarlyStop, _ReachLoss; K = 1), set by train_and_evaluate_seeds
+        self.save_best = self.init_params = None
         self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
 
@@ -630,14 +654,14 @@ class _Run:
         self.t_start = time.perf_counter() - self.position.wall
         self.last_read = time.perf_counter()
         for chunk in self.chunks():
-            if self.halted() or (self.plateau and self.plateau.done) or (self.early and self.early.done):  # as of the metrics read so far
+            if self.halted() or (self.plateau and self.plateau.done) or (self.stop_rule and self.stop_rule.done):  # as of the metrics read so far
                 break
             if self.ckpt.stop_requested:
                 self.stop()
             self.dispatch(chunk)
             # The plateau rule sets the next epoch's LR from this one, early stopping decides whether
             # there is a next one; a checkpoint saves this state.
-            if chunk.ends_epoch and (self.plateau or self.early or self.ckpt.due()):
+            if chunk.ends_epoch and (self.plateau or self.stop_rule or self.ckpt.due()):
                 self.settle()
                 self.checkpoint(force=False)
         self.settle()
@@ -649,7 +673,10 @@ class _Run:
     def init_states(self) -> None:
         states = []
         for seed, attempt in zip(self.seeds, self.attempts):
-            self.graphdef, params = nnx.split(init_model(self.recipe, seed, attempt), nnx.Param)
+            if self.init_params is not None:  # K = 1: a run continued from saved parameters
+                self.graphdef, params = load_params(self.init_params, self.recipe)
+            else:
+                self.graphdef, params = nnx.split(init_model(self.recipe, seed, attempt), nnx.Param)
             states.append((params, self.program.opt_init(params)))
         self.mesh = data_mesh(self.recipe.batch_size)
         self.on_mesh = NamedSharding(self.mesh, P())  # the dataset and the training state on every device
@@ -674,8 +701,8 @@ class _Run:
             watch.__dict__.update(saved)
         if self.plateau:
             self.plateau.__dict__.update(meta["plateau"])
-        if self.early:
-            self.early.__dict__.update(meta["early"])
+        if self.stop_rule:
+            self.stop_rule.__dict__.update(meta["stop_rule"])
         # The epochs the checkpoint covers; later lines (written after it) are dropped when the
         # next epoch is written, by an atomic rewrite of the whole file.
         self.history = [path.read_text().splitlines()[: position.epoch] if path.exists() else [] for path in self.metrics_paths]
@@ -787,8 +814,10 @@ class _Run:
             for s, watch in enumerate(self.watches):
                 watch.observe_epoch(epoch + 1, pos.step, float(train_loss_K[s]))
         evals = chunk.evals() if chunk.evals else None
-        if self.early:
-            self.early.observe(epoch + 1, evals[0].error)
+        if self.stop_rule:
+            self.stop_rule.observe(epoch + 1, evals[0])
+            if self.save_best and self.stop_rule.best_epoch == epoch + 1:  # MonitorBasedSaveBest
+                save_params(self.save_best, self.state[0])
         for s, seed in enumerate(self.seeds):
             record = {
                 "epoch": epoch + 1,
@@ -828,8 +857,8 @@ class _Run:
         pos.watch = [w.state() for w in self.watches]
         seed_meta = {"seed": self.seeds[0]} if self.K == 1 else {"seed": self.seeds[0], "seeds": self.seeds}
         plateau = {k: v for k, v in vars(self.plateau).items() if k != "r"} if self.plateau else {}
-        early = vars(self.early) if self.early else {}
-        meta = {**seed_meta, "attempts": self.attempts, "run": self.run_info, "position": dataclasses.asdict(pos), "plateau": plateau, "early": early}
+        stop_rule = vars(self.stop_rule) if self.stop_rule else {}
+        meta = {**seed_meta, "attempts": self.attempts, "run": self.run_info, "position": dataclasses.asdict(pos), "plateau": plateau, "stop_rule": stop_rule}
         self.ckpt.save(pos.step, self.state, meta, force=force)
 
     def finish(self, progress: Progress | None) -> list[RunResult]:
@@ -866,8 +895,8 @@ class _Run:
                     stall_step=watch.stall_step,
                     max_dead_run=watch.max_run,
                     max_dead_classes=watch.max_dead,
-                    best_epoch=self.early.best_epoch if self.early else None,
-                    best_error=self.early.best if self.early else None,
+                    best_epoch=self.stop_rule.best_epoch if self.stop_rule else None,
+                    best_error=self.stop_rule.best if self.stop_rule else None,
                 )
             )
         if progress:

@@ -11,6 +11,7 @@ import pytest
 
 from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
 from nin_repro.errors import UsageError
+from nin_repro.evaluate import EvalResult
 from nin_repro.protocol import held_out, train_with_protocol
 from nin_repro.recipe import ValidationProtocol, load_experiment
 from nin_repro.reproduce import Options, apply_options
@@ -27,7 +28,7 @@ def test_early_stopping_is_pylearn2s_monitor_based_with_prop_decrease_0():
     stop = _EarlyStop(patience=3)
     done = []
     for epoch, error in enumerate([0.5, 0.4, 0.4, 0.45, 0.3, 0.35, 0.31, 0.32], start=1):
-        stop.observe(epoch, error)
+        stop.observe(epoch, EvalResult(error, 0.0, 100, round(100 * error)))
         done.append(stop.done)
     assert done == [False] * 7 + [True]
     assert (stop.best_epoch, stop.best) == (5, 0.3)
@@ -127,3 +128,42 @@ def test_a_table_run_with_recipe_protocol_records_both_phases_in_each_seeds_run(
         assert record["result"]["steps"] == record["protocol"]["best_epoch"] * (64 // 8)
     assert variant["schedule"] == f"pylearn2 + validation protocol (best epochs {bests[0]}, {bests[1]})"
     assert any(o.startswith("recipe=protocol") for o in variant["overrides"])
+
+
+def test_the_mnist_continuation_starts_where_the_best_epoch_was_without_dropout():
+    """mnist_continued.yaml's LR and momentum are the best epoch's, read off mnist.yaml's schedule
+    by hand: ExponentialDecay, lr 0.05 / 1.00004^t after t = best x 390 steps (50k images, batch
+    128); MomentumAdjustor .5 -> .7 from count 1 to 250, count = the best epoch."""
+    from nin_repro.protocol import continued_recipe
+
+    recipe = apply_options(load_experiment("mnist").TABLE.variant("maxout_dropout").recipe, Options(schedule="protocol"))[0]
+    assert recipe.protocol.then == "continue" and (recipe.protocol.train_size, recipe.protocol.of_total) == (50_000, 60_000)
+    for best in (1, 100, 300):
+        c = continued_recipe(recipe, best, 50_000 // 128)
+        assert c.base_lr == pytest.approx(max(0.05 / 1.00004 ** (best * 390), 1e-6), rel=1e-6)
+        a = min(max((best - 1) / 249, 0.0), 1.0)
+        assert c.momentum == pytest.approx(0.5 * (1 - a) + 0.7 * a)
+        assert (c.lr_decay, c.momentum_adjust, c.run_protocol) == (("exponential", 1.0, 0.0), (), False)  # both fixed
+        assert {s.include_prob for s in c.model.maxout_convs} == {1.0} and c.model.softmax_include_prob == 1.0
+        assert {s.input_scale for s in c.model.maxout_convs} == {1.0} and c.model.softmax_input_scale == 1.0
+
+
+def test_continue_runs_from_the_best_parameters_to_the_nll_target_and_reports_the_test_set(tmp_path):
+    from nin_repro.protocol import CONTINUED_DIR, _evaluate
+
+    recipe = tiny_protocol_recipe(then="continue", max_epochs=8)
+    recipe = dataclasses.replace(recipe, base_lr=0.03, lr_decay=("exponential", 1.00004, 1e-6), momentum_adjust=(0.7, 1, 250))
+    data = tiny_data()
+    result, record = train_with_protocol(recipe, data, tmp_path / "seed_0", seed=0)
+    best_dir = tmp_path / "seed_0" / "validation" / "best_params"
+    # The target: the best phase-1 network's mean NLL on the 51 images it trained on.
+    assert record["target_nll"] == pytest.approx(_evaluate(recipe, best_dir, data.x_train[:51], data.y_train[:51]).loss)
+    metrics = [json.loads(line) for line in (tmp_path / "seed_0" / CONTINUED_DIR / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["test_loss"] for m in metrics]  # on the 13 held-out images, now trained on too
+    reached = [loss <= record["target_nll"] for loss in losses]
+    assert not any(reached[:-1]) and reached[-1]  # stopped at the first epoch at the target (before the cap of 8)
+    assert all(m["step"] == (i + 1) * 8 for i, m in enumerate(metrics))  # all 64 images a epoch
+    # The row's number: the final parameters on the test set, saved where every run keeps them.
+    test = _evaluate(recipe, tmp_path / "seed_0" / "params", data.x_test, data.y_test)
+    assert (result.test_error, result.num_test, result.run_dir) == (test.error, 21, str(tmp_path / "seed_0"))
+    assert record["continued_epochs"] == len(losses) == result.epochs
