@@ -27,7 +27,7 @@ from nin_repro.errors import DataError, UsageError
 from nin_repro.figures import read_metrics
 from nin_repro.preprocess import Preprocessor, fit_preprocessor
 from nin_repro.provenance import provenance
-from nin_repro.recipe import SCHEDULES, Recipe, Table, Variant, smoke_recipe
+from nin_repro.recipe import SCHEDULES, Recipe, Table, ValidationProtocol, Variant, smoke_recipe
 from nin_repro.report import write_report
 from nin_repro.results.stats import VariantResult, first_epoch_at
 from nin_repro.results.write import write_table
@@ -588,12 +588,15 @@ def load_run(run_dir: Path) -> tuple[dict, Recipe, Preprocessor]:
             raise TypeError(f"a JSON object expected, got {type(record).__name__}")
         r = dict(record["recipe"])
         # Records written before the "pylearn2" schedule existed lack its fields; their runs used none of them.
-        for name, default in (("lr_decay", ()), ("momentum_adjust", ()), ("max_epochs", None), ("pylearn2_phase2", ())):
+        # Those written before --recipe protocol existed, its two.
+        for name, default in (("lr_decay", ()), ("momentum_adjust", ()), ("max_epochs", None), ("pylearn2_phase2", ()), ("protocol", None), ("run_protocol", False)):
             r.setdefault(name, default)
         _require_fields(r, Recipe, "recipe")
         m = r.pop("model")
         tuples = {f.name for f in dataclasses.fields(Recipe) if "tuple" in str(f.type)}
-        r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples else v) for k, v in r.items()}
+        r = {k: (tuple(tuple(x) if isinstance(x, list) else x for x in v) if k in tuples and v is not None else v) for k, v in r.items()}
+        if r["protocol"] is not None:
+            r["protocol"] = ValidationProtocol(**r["protocol"])
         model = config_from_dict(m)
         _require_fields(dict(m), type(model), "recipe.model")
         recipe = Recipe(model=model, **r)

@@ -127,6 +127,12 @@ def test_a_table_run_with_recipe_protocol_records_both_phases_in_each_seeds_run(
         bests.append(record["protocol"]["best_epoch"])
         assert record["result"]["steps"] == record["protocol"]["best_epoch"] * (64 // 8)
     assert variant["schedule"] == f"pylearn2 + validation protocol (best epochs {bests[0]}, {bests[1]})"
+    # The record reads back (a pylearn2 recipe: no paper_phases; its protocol), and `eval` agrees with it.
+    from nin_repro.cli import main
+
+    _, back, _ = rep.load_run(Path(variant["run_dirs"][0]))
+    assert back.run_protocol and back.protocol == recipe.protocol and back.paper_phases is None
+    assert main(["eval", variant["run_dirs"][0]]) == 0
     assert any(o.startswith("recipe=protocol") for o in variant["overrides"])
 
 
