@@ -37,8 +37,8 @@ RecipeOpt = typer.Option(
     "--recipe",
     help="paper (the author's cuda-convnet schedule, 200+30+30 epochs), caffe (the model-zoo solver only), "
     "zoo (the whole Caffe model-zoo configuration: its solver and average pool2), plateau (the paper's text rule), "
-    "protocol (the maxout rows of cifar10 and mnist: the authors' validation phase with early stopping, then a retrain for its best epoch count, "
-    "or for mnist the continuation to an NLL target).",
+    "protocol (the maxout rows of cifar10, svhn and mnist: the authors' validation phase with early stopping, then a retrain for its best epoch count, "
+    "svhn2.yaml's resumption, or mnist's continuation to an NLL target).",
 )
 Download = typer.Option(True, "--download/--no-download", help="Download through tensorflow-datasets when the data is not cached or in --data-dir.")
 Smoke = typer.Option(False, "--smoke", help="Synthetic data, tiny widths, a few steps: checks the pipeline in under a minute. Writes to results/smoke/.")

@@ -21,6 +21,13 @@ and momentum fixed at the best epoch's (``read_channel``), a fresh velocity, unt
 that NLL ``test_loss``. The final parameters, evaluated on the test set, are the row's number
 (saved to ``<run>/params``, as every run's).
 
+SVHN (``then="resume"``, svhn.yaml then svhn2.yaml): phase 1 on every training image, early-stopped
+on the dataset's own 6,000 validation images (pylearn2's ``splitted_train`` / ``valid``), keeping its
+best parameters; then ``<run>/resumed/`` continues them at svhn2.yaml's fixed LR and momentum
+(``Recipe.pylearn2_phase2``), a fresh velocity, the same dropout, early-stopped the same way
+(``MonitorBased`` N 100, ``MonitorBasedSaveBest``): its best epoch's parameters, evaluated on the
+test set, are the row's number.
+
 Everything else is the row's recipe. The recipe is data: ``recipe.ValidationProtocol``.
 """
 
@@ -37,6 +44,7 @@ from nin_repro.train import PreparedData, RunResult, load_params, logits_fn_for,
 
 VALIDATION_DIR = "validation"
 CONTINUED_DIR = "continued"
+RESUMED_DIR = "resumed"
 RECORD = "protocol.json"
 
 
@@ -58,7 +66,7 @@ def held_out(recipe: Recipe, num_train: int) -> int:
 def phase1_recipe(recipe: Recipe) -> Recipe:
     """Phase 1 trains to the protocol's cap (``--epochs`` shortens it), the yaml's schedule unscaled."""
     cap = recipe.epochs if recipe.epochs is not None else recipe.protocol.max_epochs
-    return dataclasses.replace(recipe, run_protocol=False, max_epochs=cap, epochs=None)
+    return dataclasses.replace(recipe, run_protocol=False, max_epochs=cap, epochs=None, pylearn2_phase2=())
 
 
 def phase2_recipe(recipe: Recipe, best_epoch: int) -> Recipe:
@@ -88,6 +96,15 @@ def continued_recipe(recipe: Recipe, best_epoch: int, steps_per_epoch: int) -> R
     )
 
 
+def resumed_recipe(recipe: Recipe) -> Recipe:
+    """svhn2.yaml: a new SGD at ``pylearn2_phase2``'s learning rate and momentum, both fixed (no
+    extension, no callback), the same Dropout cost; the cap as phase 1's."""
+    _, lr, momentum = recipe.pylearn2_phase2
+    fixed = ("exponential", 1.0, 0.0)
+    phase1 = phase1_recipe(recipe)
+    return dataclasses.replace(phase1, base_lr=lr, momentum=momentum, lr_decay=fixed, momentum_adjust=())
+
+
 def _evaluate(recipe: Recipe, params_dir: Path, x, y):
     """The EvalResult of the parameters saved in ``params_dir`` on (x, y)."""
     from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
@@ -104,13 +121,23 @@ def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed:
     p, run_dir = recipe.protocol, Path(run_dir)
     valid_dir, record_path = run_dir / VALIDATION_DIR, run_dir / VALIDATION_DIR / RECORD
     n_all = len(data.x_train)
-    n = held_out(recipe, n_all)
-    best_dir = valid_dir / "best_params" if p.then == "continue" else None
+    if p.split == "dataset":
+        if data.x_val is None:
+            raise UsageError(
+                f"--recipe protocol early-stops this row on its dataset's own validation split (SVHN's), and {data.source} has none: "
+                "run it on the real dataset (not --smoke or the digits)"
+            )
+        n, x_val, y_val = n_all, data.x_val, data.y_val
+        source = f"{data.source}; its validation split ({len(x_val)} images)"
+    else:
+        n = held_out(recipe, n_all)
+        x_val, y_val = data.x_train[n:], data.y_train[n:]
+        source = f"{data.source}; training images 0-{n - 1}, validation {n}-{n_all - 1}"
+    best_dir = valid_dir / "best_params" if p.then in ("continue", "resume") else None
     if record_path.exists():
         record = json.loads(record_path.read_text())
     else:
-        source = f"{data.source}; training images 0-{n - 1}, validation {n}-{n_all - 1}"
-        split = PreparedData(data.x_train[:n], data.y_train[:n], data.x_train[n:], data.y_train[n:], data.num_classes, source)
+        split = PreparedData(data.x_train[:n], data.y_train[:n], x_val, y_val, data.num_classes, source)
         phase1 = phase1_recipe(recipe)
         (first,) = train_and_evaluate_seeds(phase1, split, [valid_dir], [seed], attempts=[attempt], eval_every=1, early_stop=p.patience, save_best=best_dir, **train_kwargs)
         if first.stalled:
@@ -118,7 +145,7 @@ def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed:
         record = {
             "protocol": dataclasses.asdict(p),
             "train_images": n,
-            "validation_images": n_all - n,
+            "validation_images": len(y_val),
             "best_epoch": first.best_epoch,
             "best_validation_error": first.best_error,
             "epochs_trained": first.epochs,
@@ -131,18 +158,51 @@ def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed:
     if p.then == "retrain":
         (result,) = train_and_evaluate_seeds(phase2_recipe(recipe, record["best_epoch"]), data, [run_dir], [seed], attempts=[attempt], **train_kwargs)
         return result, record
+    if p.then == "resume":
+        resumed, best2 = resumed_recipe(recipe), run_dir / RESUMED_DIR / "best_params"
+        (second,) = train_and_evaluate_seeds(
+            resumed,
+            split_of(data, x_val, y_val),
+            [run_dir / RESUMED_DIR],
+            [seed],
+            attempts=[attempt],
+            eval_every=1,
+            early_stop=p.patience,
+            save_best=best2,
+            init_params=best_dir,
+            **train_kwargs,
+        )
+        record = {**record, "resumed_best_epoch": second.best_epoch, "resumed_best_validation_error": second.best_error, "resumed_epochs": second.epochs}
+        return _report(resumed, best2, data, run_dir, second), record
     # continue: all the training images; the held-out ones decide when to stop; the test set gives the number.
     continued = continued_recipe(recipe, record["best_epoch"], n // recipe.batch_size)
-    stop_set = PreparedData(data.x_train, data.y_train, data.x_train[n:], data.y_train[n:], data.num_classes, data.source)
     (second,) = train_and_evaluate_seeds(
-        continued, stop_set, [run_dir / CONTINUED_DIR], [seed], attempts=[attempt], eval_every=1, target_loss=record["target_nll"], init_params=best_dir, **train_kwargs
+        continued,
+        split_of(data, x_val, y_val),
+        [run_dir / CONTINUED_DIR],
+        [seed],
+        attempts=[attempt],
+        eval_every=1,
+        target_loss=record["target_nll"],
+        init_params=best_dir,
+        **train_kwargs,
     )
-    final_params = run_dir / CONTINUED_DIR / "params"
-    test = _evaluate(continued, final_params, data.x_test, data.y_test)
-    graphdef, params = load_params(final_params, continued)
-    save_params(run_dir / "params", params)  # where `eval` and the analyses read the seed's network
     record = {**record, "continued_epochs": second.epochs, "continued_lr": continued.base_lr, "continued_momentum": continued.momentum}
-    return dataclasses.replace(second, test_error=test.error, test_loss=test.loss, num_test=test.num_examples, run_dir=str(run_dir)), record
+    return _report(continued, run_dir / CONTINUED_DIR / "params", data, run_dir, second), record
+
+
+def split_of(data: PreparedData, x_val, y_val) -> PreparedData:
+    """Every training image trains; the validation images are the run's test set (its stop rule's)."""
+    return PreparedData(data.x_train, data.y_train, x_val, y_val, data.num_classes, data.source)
+
+
+def _report(recipe: Recipe, params_dir: Path, data: PreparedData, run_dir: Path, second: RunResult) -> RunResult:
+    """The row's number: the chosen parameters on the test set, saved in ``run_dir/params``, where
+    `eval` and the analyses read a seed's network."""
+    test = _evaluate(recipe, params_dir, data.x_test, data.y_test)
+    _, params = load_params(params_dir, recipe)
+    save_params(run_dir / "params", params)
+    return dataclasses.replace(second, test_error=test.error, test_loss=test.loss, num_test=test.num_examples, run_dir=str(run_dir))
 
 
 def describe(recipe: Recipe, runs: list[RunResult]) -> tuple[str, float]:
@@ -153,4 +213,6 @@ def describe(recipe: Recipe, runs: list[RunResult]) -> tuple[str, float]:
     text = f"{recipe.schedule} + validation protocol (best epochs {', '.join(map(str, bests))}"
     if recipe.protocol.then == "continue":
         text += f"; then continued {', '.join(f'{r.epochs:g}' for r in done)} epochs without dropout"
+    if recipe.protocol.then == "resume":
+        text += f"; then resumed at a fixed LR for {', '.join(f'{r.epochs:g}' for r in done)} epochs, its best epoch reported"
     return text + ")", float(max((r.epochs for r in done), default=0.0))

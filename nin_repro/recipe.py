@@ -30,23 +30,30 @@ class ValidationProtocol:
     out the same fraction [ours]. ``then="continue"`` (mnist_continued.yaml) instead continues the
     best phase-1 network on all the training images without dropout, at the LR and momentum of its
     best epoch, until the held-out images' mean NLL is at or below that network's on the images it
-    trained on. ``max_epochs``: the cap of each phase (the yamls have none) [ours]."""
+    trained on. ``then="resume"`` (svhn.yaml then svhn2.yaml) continues the best phase-1 network at
+    the recipe's ``pylearn2_phase2`` LR and momentum, with dropout, early-stopped as phase 1, and
+    reports its best epoch's network. ``max_epochs``: the cap of each phase (the yamls have none) [ours]."""
 
-    train_size: int
-    of_total: int
     patience: int
     max_epochs: int
+    train_size: int = 0
+    of_total: int = 0
+    # "first": the first train_size of of_total training images train, the rest validate; "dataset":
+    # the dataset's own validation split (SVHN's, Dataset.x_val) validates, every training image trains.
+    split: str = "first"
     then: str = "retrain"
     source: str = ""  # the yaml and keys it comes from
 
     def problems(self) -> list[str]:
         out = []
-        if not (0 < self.train_size < self.of_total):
+        if self.split not in ("first", "dataset"):
+            out.append(f"protocol.split must be 'first' or 'dataset', got {self.split!r}")
+        if self.split == "first" and not (0 < self.train_size < self.of_total):
             out.append(f"protocol.train_size must be in (0, of_total), got {self.train_size} of {self.of_total}")
         if self.patience < 1 or self.max_epochs < 1:
             out.append(f"protocol.patience and protocol.max_epochs must be >= 1, got {self.patience}, {self.max_epochs}")
-        if self.then not in ("retrain", "continue"):
-            out.append(f"protocol.then must be 'retrain' or 'continue', got {self.then!r}")
+        if self.then not in ("retrain", "continue", "resume"):
+            out.append(f"protocol.then must be 'retrain', 'continue' or 'resume', got {self.then!r}")
         return out
 
 
@@ -184,6 +191,8 @@ class Recipe:
             out += self.protocol.problems()
         if self.run_protocol and (self.protocol is None or self.schedule != "pylearn2"):
             out.append("run_protocol needs a pylearn2 recipe with a validation protocol (the maxout rows)")
+        elif self.run_protocol and self.protocol.then == "resume" and not self.pylearn2_phase2:
+            out.append("a protocol that resumes (svhn2.yaml) takes its LR and momentum from pylearn2_phase2, which is empty")
         return out
 
     def _pylearn2_problems(self) -> list[str]:

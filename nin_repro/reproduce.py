@@ -171,7 +171,7 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
         if recipe.protocol is None:
             raise UsageError(
                 "--recipe protocol is the maxout authors' validation protocol (early stopping, then a retrain); "
-                "only rows that have one take it (the maxout rows of cifar10 and mnist): choose them with --rows maxout_dropout (cifar10: also maxout_dropout_aug)"
+                "only rows that have one take it (the maxout rows of cifar10, svhn and mnist): choose them with --rows maxout_dropout (cifar10: also maxout_dropout_aug)"
             )
         changes["run_protocol"] = True
     elif opts.schedule is not None and opts.schedule != recipe.schedule and not (opts.schedule == "paper" and recipe.schedule == "pylearn2"):
@@ -246,6 +246,8 @@ def prepare(ds: Dataset, recipe: Recipe, table_dir: Path) -> tuple[PreparedData,
     path = table_dir / f"preprocess_{ds.name}_{recipe.preprocess}.npz"
     pre.save(path)
     data = PreparedData(pre.apply(ds.x_train), ds.y_train, pre.apply(ds.x_test), ds.y_test, ds.num_classes, ds.source)
+    if ds.x_val is not None:  # SVHN's validation images (--recipe protocol early-stops on them)
+        data = dataclasses.replace(data, x_val=pre.apply(ds.x_val), y_val=ds.y_val)
     return data, path
 
 

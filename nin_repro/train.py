@@ -47,6 +47,9 @@ class PreparedData:
     y_test: np.ndarray
     num_classes: int
     source: str
+    # A held-out validation split the dataset itself defines (SVHN's), preprocessed; None elsewhere.
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)

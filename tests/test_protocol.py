@@ -173,3 +173,50 @@ def test_continue_runs_from_the_best_parameters_to_the_nll_target_and_reports_th
     test = _evaluate(recipe, tmp_path / "seed_0" / "params", data.x_test, data.y_test)
     assert (result.test_error, result.num_test, result.run_dir) == (test.error, 21, str(tmp_path / "seed_0"))
     assert record["continued_epochs"] == len(losses) == result.epochs
+
+
+def test_resume_early_stops_on_the_datasets_validation_split_twice_and_reports_the_second_best(tmp_path):
+    """svhn.yaml then svhn2.yaml on tiny data: every training image trains, the dataset's own 13
+    validation images decide both stops; phase 2 starts from phase 1's best at the fixed LR and
+    momentum of pylearn2_phase2, and its best epoch's network is the one evaluated and saved."""
+    from nin_repro.protocol import RESUMED_DIR, _evaluate, resumed_recipe
+
+    spec = ValidationProtocol(patience=2, max_epochs=6, split="dataset", then="resume")
+    recipe = dataclasses.replace(tiny_protocol_recipe(), protocol=spec, base_lr=0.03, pylearn2_phase2=(9, 0.02, 0.9))
+    c = resumed_recipe(recipe)
+    assert (c.base_lr, c.momentum, c.lr_decay, c.momentum_adjust, c.pylearn2_phase2) == (0.02, 0.9, ("exponential", 1.0, 0.0), (), ())
+    assert c.model == recipe.model  # the same dropout
+    val = tiny_data(n=13, m=1, seed=1)
+    data = dataclasses.replace(tiny_data(), x_val=val.x_train, y_val=val.y_train)
+    result, record = train_with_protocol(recipe, data, tmp_path / "seed_0", seed=0)
+    assert (record["train_images"], record["validation_images"]) == (64, 13)
+    for folder, best, epochs in (("validation", record["best_epoch"], record["epochs_trained"]), (RESUMED_DIR, record["resumed_best_epoch"], record["resumed_epochs"])):
+        metrics = [json.loads(line) for line in (tmp_path / "seed_0" / folder / "metrics.jsonl").read_text().splitlines()]
+        errors = [m["test_error"] for m in metrics]
+        assert all(m["step"] == (i + 1) * 8 for i, m in enumerate(metrics))  # all 64 images a epoch
+        assert best == int(np.argmin(errors)) + 1 and len(errors) == epochs == min(best + 2, 6)
+    best2 = tmp_path / "seed_0" / RESUMED_DIR / "best_params"
+    test = _evaluate(c, best2, data.x_test, data.y_test)
+    assert (result.test_error, result.num_test) == (test.error, 21)
+    assert _evaluate(c, tmp_path / "seed_0" / "params", data.x_test, data.y_test) == test  # the reported network is saved
+    with pytest.raises(UsageError, match="has none"):
+        train_with_protocol(recipe, tiny_data(), tmp_path / "no_val", seed=0)
+
+
+def test_prepare_gives_the_validation_split_the_training_images_preprocessing(tmp_path):
+    """SVHN's validation images reach the protocol preprocessed as the training images are (the
+    statistics fitted on the training images only); datasets without one have none."""
+    from nin_repro.data import Dataset
+    from nin_repro.preprocess import fit_preprocessor
+    from nin_repro.reproduce import prepare
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (30, 8, 8, 1)).astype(np.uint8)
+    labels = rng.integers(0, 4, 30).astype(np.int32)
+    ds = Dataset("tiny", images[:20], labels[:20], images[20:25], labels[20:25], 4, ("a", "b", "c", "d"), "synthetic", images[25:], labels[25:])
+    recipe = dataclasses.replace(tiny_protocol_recipe(), preprocess="standardize")
+    data, _ = prepare(ds, recipe, tmp_path)
+    expected = fit_preprocessor("standardize", images[:20]).apply(images[25:])
+    np.testing.assert_array_equal(data.x_val, expected)
+    np.testing.assert_array_equal(data.y_val, labels[25:])
+    assert prepare(dataclasses.replace(ds, x_val=None, y_val=None), recipe, tmp_path)[0].x_val is None
