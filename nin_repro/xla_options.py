@@ -22,7 +22,8 @@ import jax
 # 1.1 s / 13 ms; the MNIST table's net at full width, batch 128, 1.7-1.9 s / 226-232 ms vs 1.2 s /
 # 232-238 ms (20 steps each, within run-to-run noise); `nin-repro bench`, batch 128, idle CPU: the
 # MNIST net 580 vs 550-570 img/s, the CIFAR-10 net 126 vs 127 (compile 2.1 vs 1.6 s, 2.8 vs 2.3 s;
-# ours / PyTorch's was 2.25x for the MNIST net). Evaluation, 1,000 images in batches of 250, level
+# ours / PyTorch 2.13's then 2.25x for the MNIST net under load; 1.23x on an idle CPU at 787fc95,
+# results/bench-cpu-mnist.md). Evaluation, 1,000 images in batches of 250, level
 # 3 / 2 / 0, img/s: the MNIST table's net 2,468 / 2,407 / 1,360, the CIFAR-10 net 534 / 530 / 345,
 # the demo net 5,567 / 5,384 / 3,359 (compile 0.2-0.35 s at every level). Levels 1 and 2 compile
 # equally fast; level 0 runs the training step 2.6x slower.
