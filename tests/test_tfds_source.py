@@ -9,12 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-tfds = pytest.importorskip("tensorflow_datasets")
-pytest.importorskip("tensorflow")
+from nin_repro.data import load_dataset
+from nin_repro.data.tfds_source import TfdsDataMissing, load_tfds, load_tfds_splits
+from nin_repro.errors import DataError
 
-from nin_repro.data import load_dataset  # noqa: E402
-from nin_repro.data.tfds_source import TfdsDataMissing, load_tfds, load_tfds_splits  # noqa: E402
-from nin_repro.errors import DataError  # noqa: E402
+
+@pytest.fixture(scope="module", autouse=True)
+def tfds():
+    """TensorFlow is imported by the worker that runs these tests only (at collection it cost every
+    xdist worker 3 s), and skips them where it is not installed."""
+    pytest.importorskip("tensorflow")
+    return pytest.importorskip("tensorflow_datasets")
+
 
 N = 7  # not a multiple of anything tfds batches by
 
@@ -28,23 +34,23 @@ def _check(arrays, shape, num_classes, n=N):
 
 
 @pytest.mark.parametrize("download", [True, False])
-def test_cifar10_mock(download):
+def test_cifar10_mock(download, tfds):
     with tfds.testing.mock_data(num_examples=N):
         _check(load_tfds("cifar10", download=download), (32, 32, 3), 10)
 
 
-def test_mnist_mock():
+def test_mnist_mock(tfds):
     with tfds.testing.mock_data(num_examples=N):
         _check(load_tfds("mnist"), (28, 28, 1), 10)
 
 
-def test_cifar100_mock_has_fine_labels():
+def test_cifar100_mock_has_fine_labels(tfds):
     with tfds.testing.mock_data(num_examples=40):
         arrays = load_tfds("cifar100")
     _check(arrays, (32, 32, 3), 100, n=40)
 
 
-def test_svhn_extra_split_mock():
+def test_svhn_extra_split_mock(tfds):
     with tfds.testing.mock_data(num_examples=N):
         splits = load_tfds_splits("svhn", ("train", "extra"))
     assert sorted(splits) == ["extra", "train"]
@@ -59,7 +65,7 @@ def test_unknown_split_and_dataset():
         load_tfds("imagenet")
 
 
-def test_load_dataset_through_mocked_tfds_is_cached(tmp_path):
+def test_load_dataset_through_mocked_tfds_is_cached(tmp_path, tfds):
     with tfds.testing.mock_data(num_examples=N):
         ds = load_dataset("mnist", cache_dir=tmp_path / "cache", download=False)
     assert ds.source == "tfds:mnist" and ds.x_train.shape == (N, 28, 28, 1)
@@ -76,7 +82,7 @@ def test_not_prepared_without_download(tmp_path):
     assert "\n" not in msg and str(tmp_path) in msg and "cifar-10-batches-py" in msg and "--download" in msg
 
 
-def test_failed_download_becomes_a_data_error(tmp_path, monkeypatch):
+def test_failed_download_becomes_a_data_error(tmp_path, monkeypatch, tfds):
     import requests
 
     def offline(*args, **kwargs):
@@ -89,7 +95,7 @@ def test_failed_download_becomes_a_data_error(tmp_path, monkeypatch):
     assert "\n" not in msg and "ConnectionError" in msg and "train-images-idx3-ubyte" in msg
 
 
-def test_missing_preparation_dependency_is_an_install_hint(tmp_path, monkeypatch):
+def test_missing_preparation_dependency_is_an_install_hint(tmp_path, monkeypatch, tfds):
     def missing(*args, **kwargs):
         raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
 
