@@ -207,7 +207,7 @@ class Recipe:
 
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
-        if self.run_protocol:  # at most: phase 1 to its cap, then the row's own epoch count (nin_repro.protocol)
+        if self.run_protocol:  # an estimate: phase 1 to its cap, then the row's own count (what the authors' next phase took)
             return float(self.protocol.max_epochs + self.max_epochs)
         if self.schedule == "pylearn2":
             return float(self.max_epochs) + (float(self.pylearn2_phase2[0]) if self.pylearn2_phase2 else 0.0)

@@ -170,7 +170,7 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
     elif opts.schedule == "protocol":
         if recipe.protocol is None:
             raise UsageError(
-                "--recipe protocol is the maxout authors' validation protocol (early stopping, then a retrain); "
+                "--recipe protocol is the maxout authors' validation protocol (early stopping on held-out images, then a second phase); "
                 "only rows that have one take it (the maxout rows of cifar10, svhn and mnist): choose them with --rows maxout_dropout (cifar10: also maxout_dropout_aug)"
             )
         changes["run_protocol"] = True
@@ -183,11 +183,18 @@ def apply_options(recipe: Recipe, opts: Options, smoke: Callable[[Recipe], Recip
     recorded = (
         tuple(f"{k}={v}" for k, v in changes.items() if k in ("batch_size", "schedule", "warmup_epochs") and not opts.smoke and not (k == "schedule" and opts.schedule == "zoo"))
         + (("recipe=zoo (Caffe solver, average pool2)",) if opts.schedule == "zoo" else ())
-        + (("recipe=protocol (the authors' validation phase and early stopping, then a retrain for the best epoch count)",) if opts.schedule == "protocol" else ())
+        + ((f"recipe=protocol (the authors' validation phase with early stopping, then {PROTOCOL_THEN[recipe.protocol.then]})",) if opts.schedule == "protocol" else ())
         + tuple(opts.overrides)
     )
     return new, recorded
 
+
+# What follows the validation phase of --recipe protocol, in a row's words (nin_repro.protocol).
+PROTOCOL_THEN = {
+    "retrain": "a retrain on all training images for the best epoch count",
+    "continue": "mnist_continued.yaml to the NLL target",
+    "resume": "svhn2.yaml from the best model",
+}
 
 # --recipe: an LR schedule, or "zoo": Min Lin's Caffe model-zoo configuration as a whole (the Caffe
 # solver and the zoo prototxt's average pooling after block 2; docs/paper-notes.md, "Architecture").

@@ -557,10 +557,8 @@ def train_and_evaluate_seeds(
     from nin_repro.runlock import run_folder_lock
 
     with run_folder_lock([Path(w) for w in workdirs]), Checkpointer(Path(workdirs[0]), recipe, every_s=checkpoint_every_s, seeds=seeds, attempts=attempts) as ckpt:
-        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall)
-        if stops:
-            run.stop_rule = _EarlyStop(early_stop) if early_stop is not None else _ReachLoss(target_loss)
-        run.save_best, run.init_params = save_best, init_params
+        stop_rule = (_EarlyStop(early_stop) if early_stop is not None else _ReachLoss(target_loss)) if stops else None
+        run = _Run(recipe, data, [Path(w) for w in workdirs], list(seeds), attempts, ckpt, run_info or {}, chunk_steps, stop_on_stall, stop_rule, save_best, init_params)
         return run.train(progress, eval_every)
 
 
@@ -613,9 +611,12 @@ class RunPosition:
 class _Run:
     """One training run of K seeds (K = 1 without vmap): the named steps of ``train``."""
 
-    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall):
+    def __init__(self, recipe, data, workdirs, seeds, attempts, ckpt, run_info, chunk_steps, stop_on_stall, stop_rule=None, save_best=None, init_params=None):
         self.recipe, self.data, self.workdirs, self.seeds, self.attempts = recipe, data, workdirs, seeds, attempts
         self.ckpt, self.run_info, self.stop_on_stall = ckpt, run_info, stop_on_stall
+        # A stop rule (_EarlyStop, _ReachLoss; K = 1), where its best parameters go, and saved
+        # parameters to start from instead of an initialisation (nin_repro.protocol).
+        self.stop_rule, self.save_best, self.init_params = stop_rule, save_best, init_params
         n_train = len(data.x_train)
         if recipe.batch_size > n_train:
             raise UsageError(f"batch size {recipe.batch_size} is larger than the training set ({n_train} images): pass a smaller --batch-size")
@@ -628,8 +629,6 @@ class _Run:
         self.who = f"seed {seeds[0]}" if self.K == 1 else "seeds " + ", ".join(map(str, seeds))
         self.program = _program(compiled_recipe(recipe))
         self.plateau = _Plateau(recipe) if recipe.schedule == "plateau" else None  # K = 1 (see train_and_evaluate_seeds)
-        self.stop_rule = None  # a stop rule (_EarlyStop, _ReachLoss; K = 1), set by train_and_evaluate_seeds
-        self.save_best = self.init_params = None
         self.watches = [StallWatch(data.num_classes, recipe.dead_steps, recipe.stall_epochs, recipe.stall_tolerance) for _ in seeds]
         self.metrics_paths = [w / "metrics.jsonl" for w in workdirs]
 
