@@ -349,20 +349,23 @@ def test_configs_read_back_from_json():
 # --------------------------------------------------------------------------- in the harness
 
 
+# A maxout net on 8x8x1 images, 4 classes: a conv layer (2 pieces, pool 2/2), a dense layer, the
+# softmax, each with a max norm; the conv layer at half the LR, its input dropped as the yamls' h0.
+TINY_MAXOUT = MaxoutConfig(
+    maxout_convs=(MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),),
+    maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
+    softmax_irange=0.3,
+    softmax_max_col_norm=0.9,
+    in_channels=1,
+    input_hw=(8, 8),
+    num_classes=4,
+)
+
+
 def test_tiny_maxout_recipes_train_with_max_norm_held(tmp_path):
     """Two seeds at once (the vmapped step, momentum and LR set inside it, a second phase after
     epoch 4), through the harness."""
-    tiny = MaxoutConfig(
-        maxout_convs=(
-            MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, W_lr_scale=0.5, include_prob=0.8, input_scale=1.0),
-        ),
-        maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
-        softmax_irange=0.3,
-        softmax_max_col_norm=0.9,
-        in_channels=1,
-        input_hw=(8, 8),
-        num_classes=4,
-    )
+    tiny = TINY_MAXOUT
     base = load_experiment("baselines_mnist").MAXOUT_RECIPE
     recipe = dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, max_epochs=4, seeds=(0, 1), eval_batch_size=7, base_lr=0.15, pylearn2_phase2=(2, 0.05, 0.9))
     rng = np.random.default_rng(0)

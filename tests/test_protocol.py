@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nin_repro.baselines import MaxoutConfig, MaxoutConvSpec, MaxoutDenseSpec
 from nin_repro.errors import UsageError
 from nin_repro.evaluate import EvalResult
 from nin_repro.protocol import held_out, train_with_protocol
 from nin_repro.recipe import ValidationProtocol, load_experiment
 from nin_repro.reproduce import Options, apply_options
 from nin_repro.train import _EarlyStop
+from tests.test_baselines import TINY_MAXOUT
 from tests.test_train import tiny_data
 
 pytestmark = pytest.mark.usefixtures("tiny_runs_compile_at_o0")  # tiny runs: conftest.py
@@ -35,18 +35,11 @@ def test_early_stopping_is_pylearn2s_monitor_based_with_prop_decrease_0():
 
 
 def tiny_protocol_recipe(**protocol):
-    tiny = MaxoutConfig(
-        maxout_convs=(MaxoutConvSpec(4, 2, 3, pad=1, pool_shape=2, pool_stride=2, irange=0.3, max_kernel_norm=0.5, tied_b=True, include_prob=0.8, input_scale=1.0),),
-        maxout_dense=(MaxoutDenseSpec(6, 2, irange=0.3, max_col_norm=0.7),),
-        softmax_irange=0.3,
-        softmax_max_col_norm=0.9,
-        in_channels=1,
-        input_hw=(8, 8),
-        num_classes=4,
-    )
+    """CIFAR-10's maxout recipe on the tiny net: a 4/5 split, patience 2, a cap of 12 epochs."""
     base = load_experiment("baselines_cifar10").MAXOUT_RECIPE
     spec = ValidationProtocol(**{"train_size": 4, "of_total": 5, "patience": 2, "max_epochs": 12, **protocol})
-    return dataclasses.replace(base, dataset="synthetic", model=tiny, batch_size=8, seeds=(0,), eval_batch_size=7, base_lr=0.15, max_epochs=3, protocol=spec, run_protocol=True)
+    tiny = dict(dataset="synthetic", model=TINY_MAXOUT, batch_size=8, seeds=(0,), eval_batch_size=7, base_lr=0.15, max_epochs=3)
+    return dataclasses.replace(base, **tiny, protocol=spec, run_protocol=True)
 
 
 @pytest.mark.parametrize("lr", [0.15, 0.0])
