@@ -14,6 +14,13 @@ what it finished:
 4. ``init-study``: every variant of ``experiments/init_study.py``, 8 seeds, for a horizon of
    3,000 steps (the committed CPU study stopped at 248).
 
+``--part baselines`` (only when named; issue 19, section 5): the maxout SVHN and CIFAR-10 nets of
+the tables' baseline rows on ``digits5k_rgb32``, 3 seeds, 60 epochs each, as
+``python -m nin_repro.baselines_study`` runs them (the yamls' schedules unscaled on epochs of the
+4,000 digits, svhn2.yaml's phase left out) and a stall only at the end (``stall_epochs`` = the run:
+the yamls' init can hold the loss at ln 10 for dozens of epochs, and such a net still learns).
+On a CPU they take hours; they need a GPU.
+
 The budget: each part gets a share of what is left when it starts (``SHARES``; time a part does
 not use passes to the later ones), each item of a part an equal share of what is left of the
 part. An item whose share is gone before it starts is skipped; a training run whose share runs out
@@ -38,7 +45,8 @@ from nin_repro import atomic
 from nin_repro.errors import TrainingFailed, UsageError
 
 PARTS = ("bench", "cifar", "mnist", "init-study")
-SHARES = {"bench": 0.08, "cifar": 0.32, "mnist": 0.25, "init-study": 0.35}
+EXTRA_PARTS = ("baselines",)  # run only when named with --part
+SHARES = {"bench": 0.08, "cifar": 0.32, "mnist": 0.25, "init-study": 0.35, "baselines": 0.35}
 DEFAULT_BUDGET_MIN = 9.0
 CIFAR_PROXY = "digits5k_rgb32"
 MNIST_DIGITS = "digits5k"
@@ -61,6 +69,8 @@ class Scale:
     batch_size: int | None = None  # table rows and study (None = the recipe's)
     bench: tuple[tuple[str, int, int], ...] = (("bf16", 512, 1), ("fp32", 128, 1), ("fp32", 128, 5))  # (dtype, batch, seeds)
     bench_steps: int = 20
+    baseline_epochs: int = 60  # --part baselines
+    baseline_seeds: int = 3
 
     def shortened(self) -> str | None:
         """What differs from the full plan, in words (None: the full plan)."""
@@ -82,6 +92,8 @@ TINY = Scale(
     batch_size=64,
     bench=(("bf16", 16, 1), ("fp32", 8, 1), ("fp32", 8, 2)),
     bench_steps=2,
+    baseline_epochs=2,
+    baseline_seeds=1,
 )
 SCALES = {"full": Scale(), "tiny": TINY}
 
@@ -102,10 +114,10 @@ def shrunk(scale: str, *, width=None, epochs=None, seeds=None, horizon=None, var
 
 def check_parts(parts) -> tuple[str, ...]:
     """``parts`` in the check's order; an unknown name is a usage error."""
-    bad = [p for p in parts if p not in PARTS]
+    bad = [p for p in parts if p not in PARTS + EXTRA_PARTS]
     if bad:
-        raise UsageError(f"--part {bad[0]}: choose from {', '.join(PARTS)}")
-    return tuple(p for p in PARTS if p in parts)
+        raise UsageError(f"--part {bad[0]}: choose from {', '.join(PARTS + EXTRA_PARTS)}")
+    return tuple(p for p in PARTS + EXTRA_PARTS if p in parts)
 
 
 class BudgetCut(Exception):
@@ -177,6 +189,7 @@ class TableItem:
     dataset: str
     seeds: int
     epochs: float | None
+    sets: tuple[str, ...] = ()  # --set overrides on top
 
 
 def table_items(scale: Scale) -> list[TableItem]:
@@ -185,7 +198,14 @@ def table_items(scale: Scale) -> list[TableItem]:
         TableItem("cifar", "cifar10 --recipe zoo", "cifar10", "nin_dropout", "zoo", CIFAR_PROXY, scale.cifar_seeds, scale.zoo_epochs),
     ]
     mnist = [TableItem("mnist", f"mnist {v}", "mnist", v, None, MNIST_DIGITS, scale.mnist_seeds, scale.epochs) for v in ("nin_dropout", "nin_dropout_ours")]
-    return cifar + mnist
+    e = scale.baseline_epochs
+    # As baselines_study (see the module doc): one try each, a stall reported at the end, not retried.
+    sets = (f"max_epochs={e}", "pylearn2_phase2=[]", f"stall_epochs={e}", "attempts=1")
+    baselines = [
+        TableItem("baselines", f"{t} maxout_dropout ({yaml}), {e} epochs", t, "maxout_dropout", None, CIFAR_PROXY, scale.baseline_seeds, None, sets)
+        for t, yaml in (("svhn", "svhn.yaml"), ("cifar10", "cifar10_no_aug.yaml"))
+    ]
+    return cifar + mnist + baselines
 
 
 def item_recipe(item: TableItem, scale: Scale):
@@ -194,7 +214,7 @@ def item_recipe(item: TableItem, scale: Scale):
     from nin_repro.reproduce import Options, apply_options
 
     table = load_experiment(item.table).TABLE
-    overrides = (f"dataset={item.dataset}",) + ((f"batch_size={scale.batch_size}",) if scale.batch_size else ())
+    overrides = (f"dataset={item.dataset}",) + ((f"batch_size={scale.batch_size}",) if scale.batch_size else ()) + item.sets
     opts = Options(seeds=item.seeds, epochs=item.epochs, schedule=item.schedule, overrides=overrides)
     recipe, _ = apply_options(table.variant(item.variant).recipe, opts, table.smoke)
     if scale.width != 1.0:
@@ -289,7 +309,7 @@ def run_check(check: Check, parts: tuple[str, ...] = PARTS) -> tuple[Path, Path]
     study_variants(check.scale)  # an unknown --variant fails before anything runs
     check.workdir = Path(check.workdir) / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     check.start(parts)
-    runners = {"bench": _bench_part, "cifar": _table_part, "mnist": _table_part, "init-study": _study_part}
+    runners = {"bench": _bench_part, "cifar": _table_part, "mnist": _table_part, "init-study": _study_part, "baselines": _table_part}
     for name in parts:
         deadline = check.budget.part_deadline(name)
         check.part(name).update(status="running", allowance_s=round(deadline - check.clock(), 1))
@@ -459,12 +479,13 @@ def plan_items(scale: Scale, part: str) -> list[tuple[str, int, str, int]]:
     if part == "bench":  # each config: a training and an evaluation program, a warm-up and the timed steps
         for d, b, k in scale.bench:
             items.append((f"{d} batch {b}" + (f" x {k} seeds" if k > 1 else ""), b * k * (scale.bench_steps + 1), "cifar10", 2))
-    elif part in ("cifar", "mnist"):
+    elif part in ("cifar", "mnist", "baselines"):
         for item in table_items(scale):
             if item.part == part:
                 _, r = item_recipe(item, scale)
                 spe = n_train // r.batch_size
-                items.append((f"{item.label}: {len(r.seeds)} seeds x {r.total_epochs(spe):g} epochs", r.total_steps(spe) * r.batch_size * len(r.seeds), item.table, 2))
+                net = item.table if part != "baselines" else f"{item.table}/{item.variant}"
+                items.append((f"{item.label}: {len(r.seeds)} seeds x {r.total_epochs(spe):g} epochs", r.total_steps(spe) * r.batch_size * len(r.seeds), net, 2))
     else:
         for key, _, _, recipe in study_variants(scale):
             r = study_recipe(recipe, scale, n_train // (scale.batch_size or recipe.batch_size))
@@ -483,8 +504,10 @@ def estimate(scale: Scale, parts: tuple[str, ...], budget_s: float, measure_step
     from nin_repro.recipe import load_experiment
 
     measured = {}
-    for net in ("cifar10", "mnist"):
-        recipe = load_experiment(net).TABLE.variants[0].recipe
+    nets = ["cifar10", "mnist"] + ([f"{i.table}/{i.variant}" for i in table_items(scale) if i.part == "baselines"] if "baselines" in parts else [])
+    for net in nets:  # a table's first row, or "table/variant"
+        table, _, variant = net.partition("/")
+        recipe = load_experiment(table).TABLE.variant(variant).recipe if variant else load_experiment(table).TABLE.variants[0].recipe
         recipe = dataclasses.replace(recipe, model=recipe.model.scaled(scale.width), batch_size=scale.batch_size or recipe.batch_size)
         r = next(r for r in bench_recipe(recipe, batch_size=recipe.batch_size, dtype="float32", steps=measure_steps) if r.what == "train")
         measured[net] = (r.img_per_s, r.compile_s)

@@ -558,7 +558,12 @@ def check_gpu(
     budget: float = typer.Option(9.0, "--budget", help="Wall-clock minutes for the whole check, compiles included; a part that does not fit is cut and recorded as cut."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate of each part on this device (a few measured steps), train nothing."),
     scale: str = typer.Option("full", "--scale", help="full (the plan of issue 18) or tiny (seconds on a CPU: a check of the command, marked shortened)."),
-    part: Optional[list[str]] = typer.Option(None, "--part", help="Run only this part (repeatable): bench, cifar, mnist, init-study.", show_default=False),
+    part: Optional[list[str]] = typer.Option(
+        None,
+        "--part",
+        help="Run only this part (repeatable): bench, cifar, mnist, init-study; baselines (only when named: the maxout SVHN and CIFAR-10 nets on the digits).",
+        show_default=False,
+    ),
     width: Optional[float] = typer.Option(None, "--width", help="Multiply every hidden width (marks the check shortened).", show_default=False),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs of every table row (marks the check shortened).", show_default=False),
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds of every row and study variant (marks the check shortened).", show_default=False),

@@ -225,3 +225,22 @@ def test_pylearn2_recipes_keep_their_base_lr_in_the_program_key():
     recipe = load_experiment("baselines_mnist").MAXOUT_RECIPE
     assert recipe.schedule == "pylearn2"
     assert compiled_recipe(recipe) != compiled_recipe(dataclasses.replace(recipe, base_lr=2 * recipe.base_lr))
+
+
+def test_the_baselines_part_runs_only_when_named_each_net_for_its_epochs_without_retries(tmp_path):
+    """--part baselines: the maxout SVHN and CIFAR-10 nets on the digits as 32x32x3, the yamls'
+    schedules unscaled over the run (max_epochs = the epochs, svhn2.yaml left out), a stall judged
+    at the end only and not retried; not part of the default check. With no budget the part lists
+    both rows, planned, and trains nothing (the rows train through the same code as the mnist part's)."""
+    assert "baselines" not in checkgpu.PARTS and checkgpu.check_parts(("baselines", "bench")) == ("bench", "baselines")
+    scale = dataclasses.replace(checkgpu.TINY, baseline_epochs=3)
+    items = [i for i in checkgpu.table_items(scale) if i.part == "baselines"]
+    assert [(i.table, i.variant, i.dataset) for i in items] == [("svhn", "maxout_dropout", "digits5k_rgb32"), ("cifar10", "maxout_dropout", "digits5k_rgb32")]
+    for item in items:
+        _, recipe = checkgpu.item_recipe(item, scale)
+        assert (recipe.max_epochs, recipe.epochs, recipe.pylearn2_phase2, recipe.stall_epochs, recipe.attempts) == (3, None, (), 3, 1)
+    record, page = _run(tmp_path, scale, ("baselines",), 0.0)
+    (part,) = record["parts"]
+    assert part["name"] == "baselines" and [(i["status"], i["planned_epochs"]) for i in part["items"]] == [("cut", 3), ("cut", 3)]
+    assert "## baselines: cut" in page
+    assert not list(tmp_path.rglob("metrics.jsonl"))  # nothing trained
