@@ -39,13 +39,15 @@ from pathlib import Path
 
 from nin_repro import atomic
 from nin_repro.errors import UsageError
+from nin_repro.evaluate import EvalResult, EvalSet, evaluate
 from nin_repro.recipe import Recipe
-from nin_repro.train import PreparedData, RunResult, load_params, logits_fn_for, save_params, train_and_evaluate_seeds
+from nin_repro.train import PreparedData, RunResult, eval_program, load_params, save_params, train_and_evaluate_seeds
 
 VALIDATION_DIR = "validation"
 CONTINUED_DIR = "continued"
 RESUMED_DIR = "resumed"
 RECORD = "protocol.json"
+FIXED_LR = ("exponential", 1.0, 0.0)  # a second phase has no update callback: the LR stays (a decay factor of 1)
 
 
 def held_out(recipe: Recipe, num_train: int) -> int:
@@ -90,9 +92,8 @@ def continued_recipe(recipe: Recipe, best_epoch: int, steps_per_epoch: int) -> R
         softmax_include_prob=1.0,
         softmax_input_scale=1.0,
     )
-    fixed = ("exponential", 1.0, 0.0)  # no update callback: the LR stays (a decay factor of 1)
     return dataclasses.replace(
-        recipe, model=model, run_protocol=False, base_lr=lr, momentum=momentum, lr_decay=fixed, momentum_adjust=(), max_epochs=phase1.max_epochs, epochs=None
+        recipe, model=model, run_protocol=False, base_lr=lr, momentum=momentum, lr_decay=FIXED_LR, momentum_adjust=(), max_epochs=phase1.max_epochs, epochs=None
     )
 
 
@@ -100,17 +101,12 @@ def resumed_recipe(recipe: Recipe) -> Recipe:
     """svhn2.yaml: a new SGD at ``pylearn2_phase2``'s learning rate and momentum, both fixed (no
     extension, no callback), the same Dropout cost; the cap as phase 1's."""
     _, lr, momentum = recipe.pylearn2_phase2
-    fixed = ("exponential", 1.0, 0.0)
-    phase1 = phase1_recipe(recipe)
-    return dataclasses.replace(phase1, base_lr=lr, momentum=momentum, lr_decay=fixed, momentum_adjust=())
+    return dataclasses.replace(phase1_recipe(recipe), base_lr=lr, momentum=momentum, lr_decay=FIXED_LR, momentum_adjust=())
 
 
-def _evaluate(recipe: Recipe, params_dir: Path, x, y):
-    """The EvalResult of the parameters saved in ``params_dir`` on (x, y)."""
-    from nin_repro.evaluate import EvalSet, evaluate, make_eval_fn
-
-    graphdef, params = load_params(params_dir, recipe)
-    return evaluate(make_eval_fn(logits_fn_for(graphdef)), params, EvalSet.build(x, y, recipe.eval_batch_size))
+def _evaluate(recipe: Recipe, params, x, y) -> EvalResult:
+    """``params`` (of ``recipe``'s network) on (x, y), with the evaluation its runs compiled."""
+    return evaluate(eval_program(recipe), params, EvalSet.build(x, y, recipe.eval_batch_size))
 
 
 def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed: int, attempt: int = 0, **train_kwargs) -> tuple[RunResult, dict]:
@@ -153,7 +149,7 @@ def train_with_protocol(recipe: Recipe, data: PreparedData, run_dir: Path, seed:
             "run_dir": str(valid_dir),
         }
         if p.then == "continue":  # ChannelTarget's target: the best network's mean NLL on the images it trained on
-            record["target_nll"] = _evaluate(recipe, best_dir, data.x_train[:n], data.y_train[:n]).loss
+            record["target_nll"] = _evaluate(recipe, load_params(best_dir, recipe)[1], data.x_train[:n], data.y_train[:n]).loss
         atomic.write_json(record_path, record)
     if p.then == "retrain":
         (result,) = train_and_evaluate_seeds(phase2_recipe(recipe, record["best_epoch"]), data, [run_dir], [seed], attempts=[attempt], **train_kwargs)
@@ -199,8 +195,8 @@ def split_of(data: PreparedData, x_val, y_val) -> PreparedData:
 def _report(recipe: Recipe, params_dir: Path, data: PreparedData, run_dir: Path, second: RunResult) -> RunResult:
     """The row's number: the chosen parameters on the test set, saved in ``run_dir/params``, where
     `eval` and the analyses read a seed's network."""
-    test = _evaluate(recipe, params_dir, data.x_test, data.y_test)
     _, params = load_params(params_dir, recipe)
+    test = _evaluate(recipe, params, data.x_test, data.y_test)
     save_params(run_dir / "params", params)
     return dataclasses.replace(second, test_error=test.error, test_loss=test.loss, num_test=test.num_examples, run_dir=str(run_dir))
 

@@ -205,6 +205,12 @@ class Recipe:
             out.append(f"max_epochs must be a number > 0, got {self.max_epochs!r}")
         return out
 
+    @property
+    def seeds_pick_their_length(self) -> bool:
+        """The plateau rule and --recipe protocol stop each seed at its own epoch, so its seeds
+        cannot share one program: they train one at a time."""
+        return self.schedule == "plateau" or self.run_protocol
+
     def schedule_epochs(self, steps_per_epoch: int) -> float:
         """Length of the schedule as published (before --epochs scaling)."""
         if self.run_protocol:  # an estimate: phase 1 to its cap, then the row's own count (what the authors' next phase took)

@@ -418,8 +418,7 @@ def parallel_seeds(opts: Options, recipe: Recipe) -> bool:
         import jax
 
         wanted = jax.default_backend() != "cpu"
-    if wanted and (recipe.schedule == "plateau" or recipe.run_protocol):
-        # Each seed's plateau rule (or early stopping) picks its own LR drops and last epoch: they cannot share a program.
+    if wanted and recipe.seeds_pick_their_length:
         print(f"note: {'the plateau schedule' if recipe.schedule == 'plateau' else '--recipe protocol'} trains the seeds one at a time", file=sys.stderr)
         return False
     return wanted

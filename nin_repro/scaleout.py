@@ -77,7 +77,7 @@ def load_table(command: str):
 
 def group_seeds(seeds: tuple[int, ...], one_at_a_time: bool, together: bool) -> list[tuple[int, ...]]:
     """The seed groups ``reproduce.train_with_retries`` trains (first attempts). ``one_at_a_time``:
-    the plateau schedule and --recipe protocol, whose seeds each pick their own length."""
+    ``Recipe.seeds_pick_their_length``."""
     if together and len(seeds) > 1 and not one_at_a_time:
         return [tuple(seeds)]
     return [(s,) for s in seeds]
@@ -99,7 +99,7 @@ def job_list(tables: list[str], opts: Options, device_kind: str | None = None) -
             dtype = recipe.model.dtype
             peak = PEAK_TFLOPS.get(device_kind or "", {}).get(dtype)
             roof = roofline(recipe.model, "train", dtype, peak, HBM_BYTES_PER_S.get(device_kind or ""))
-            for group in group_seeds(recipe.seeds, recipe.schedule == "plateau" or recipe.run_protocol, bool(opts.parallel_seeds)):
+            for group in group_seeds(recipe.seeds, recipe.seeds_pick_their_length, bool(opts.parallel_seeds)):
                 images = per_seed * len(group)
                 jobs.append(Job(command, variant.key, group, images, images * roof.flops, roof.ceiling_img_s))
     return jobs

@@ -419,6 +419,11 @@ def _program(recipe: Recipe) -> _Program:
     return _Program(tx, jit_run_once(tx.init), eval_fn, stacked_eval_fn(eval_fn), {})
 
 
+def eval_program(recipe: Recipe) -> Callable:
+    """``recipe``'s compiled evaluation, the one its training runs use (compiled once)."""
+    return _program(compiled_recipe(recipe)).eval_fn
+
+
 def compiled_recipe(recipe: Recipe) -> Recipe:
     """``recipe`` without what no compiled program reads: the data (an argument), the seeds and
     the initial values (keys and parameters are arguments; the init stds only shape the first

@@ -14,7 +14,7 @@ from nin_repro.evaluate import EvalResult
 from nin_repro.protocol import held_out, train_with_protocol
 from nin_repro.recipe import ValidationProtocol, load_experiment
 from nin_repro.reproduce import Options, apply_options
-from nin_repro.train import _EarlyStop
+from nin_repro.train import _EarlyStop, load_params
 from tests.test_baselines import TINY_MAXOUT
 from tests.test_train import tiny_data
 
@@ -32,6 +32,11 @@ def test_early_stopping_is_pylearn2s_monitor_based_with_prop_decrease_0():
         done.append(stop.done)
     assert done == [False] * 7 + [True]
     assert (stop.best_epoch, stop.best) == (5, 0.3)
+
+
+def saved(recipe, params_dir):
+    """The parameters saved in ``params_dir``."""
+    return load_params(params_dir, recipe)[1]
 
 
 def tiny_protocol_recipe(**protocol):
@@ -156,14 +161,14 @@ def test_continue_runs_from_the_best_parameters_to_the_nll_target_and_reports_th
     result, record = train_with_protocol(recipe, data, tmp_path / "seed_0", seed=0)
     best_dir = tmp_path / "seed_0" / "validation" / "best_params"
     # The target: the best phase-1 network's mean NLL on the 51 images it trained on.
-    assert record["target_nll"] == pytest.approx(_evaluate(recipe, best_dir, data.x_train[:51], data.y_train[:51]).loss)
+    assert record["target_nll"] == pytest.approx(_evaluate(recipe, saved(recipe, best_dir), data.x_train[:51], data.y_train[:51]).loss)
     metrics = [json.loads(line) for line in (tmp_path / "seed_0" / CONTINUED_DIR / "metrics.jsonl").read_text().splitlines()]
     losses = [m["test_loss"] for m in metrics]  # on the 13 held-out images, now trained on too
     reached = [loss <= record["target_nll"] for loss in losses]
     assert not any(reached[:-1]) and reached[-1]  # stopped at the first epoch at the target (before the cap of 8)
     assert all(m["step"] == (i + 1) * 8 for i, m in enumerate(metrics))  # all 64 images a epoch
     # The row's number: the final parameters on the test set, saved where every run keeps them.
-    test = _evaluate(recipe, tmp_path / "seed_0" / "params", data.x_test, data.y_test)
+    test = _evaluate(recipe, saved(recipe, tmp_path / "seed_0" / "params"), data.x_test, data.y_test)
     assert (result.test_error, result.num_test, result.run_dir) == (test.error, 21, str(tmp_path / "seed_0"))
     assert record["continued_epochs"] == len(losses) == result.epochs
 
@@ -189,9 +194,9 @@ def test_resume_early_stops_on_the_datasets_validation_split_twice_and_reports_t
         assert all(m["step"] == (i + 1) * 8 for i, m in enumerate(metrics))  # all 64 images a epoch
         assert best == int(np.argmin(errors)) + 1 and len(errors) == epochs == min(best + 2, 6)
     best2 = tmp_path / "seed_0" / RESUMED_DIR / "best_params"
-    test = _evaluate(c, best2, data.x_test, data.y_test)
+    test = _evaluate(c, saved(c, best2), data.x_test, data.y_test)
     assert (result.test_error, result.num_test) == (test.error, 21)
-    assert _evaluate(c, tmp_path / "seed_0" / "params", data.x_test, data.y_test) == test  # the reported network is saved
+    assert _evaluate(c, saved(c, tmp_path / "seed_0" / "params"), data.x_test, data.y_test) == test  # the reported network is saved
     with pytest.raises(UsageError, match="has none"):
         train_with_protocol(recipe, tiny_data(), tmp_path / "no_val", seed=0)
 
