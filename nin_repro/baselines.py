@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from nin_repro.models import _kernel_init, caffe_pool_padding
+from nin_repro.models import POOL_GRADS, _kernel_init, caffe_pool, caffe_pool_padding
 
 # --------------------------------------------------------------------------- geometry
 
@@ -61,10 +61,17 @@ def pool_out(size: int, shape: int, stride: int) -> int:
     return math.ceil((size - shape) / stride) + 1
 
 
-def max_pool(x_BHWC: jax.Array, shape: int, stride: int) -> jax.Array:
-    """Max pooling with cuda-convnet's geometry (overhanging windows see only real cells)."""
-    pads = ((0, 0), caffe_pool_padding(x_BHWC.shape[1], shape, stride), caffe_pool_padding(x_BHWC.shape[2], shape, stride), (0, 0))
-    return jax.lax.reduce_window(x_BHWC, -jnp.inf, jax.lax.max, (1, shape, shape, 1), (1, stride, stride, 1), pads)
+def conv_padded(x_BHWC: jax.Array, w_HWIO: jax.Array, pad: int) -> jax.Array:
+    """A stride-1 conv with zero padding ``pad`` on every side. On a CPU the padding beyond
+    (k - 1) // 2 is added by ``jnp.pad`` first: XLA:CPU's weight gradient falls off a cliff when a
+    conv's own padding exceeds (k - 1) // 2 (batch 128, 2 cores: the SVHN net's 18x18x64 -> 256 maps,
+    5x5, pad 3: 25.0 s against 0.28 s split as 1 + 2; the CIFAR-10 net's 32x32x3 -> 192, 8x8, pad 4:
+    4.8 s against 0.24 s). The same values either way; other backends keep the conv's own padding."""
+    inner = min(pad, (w_HWIO.shape[0] - 1) // 2) if jax.default_backend() == "cpu" else pad
+    if pad > inner:
+        outer = (pad - inner, pad - inner)
+        x_BHWC = jnp.pad(x_BHWC, ((0, 0), outer, outer, (0, 0)))
+    return jax.lax.conv_general_dilated(x_BHWC, w_HWIO, (1, 1), ((inner, inner), (inner, inner)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def max_over_pieces(z_BxU: jax.Array, num_pieces: int) -> jax.Array:
@@ -138,8 +145,11 @@ class MaxoutConfig:
     input_hw: tuple[int, int] = (32, 32)
     num_classes: int = 10
     dtype: str = "float32"
+    pool_grad: str = "auto"  # the max pools' gradient, as NINConfig.pool_grad (a speed option [ours])
 
     def __post_init__(self):
+        if self.pool_grad not in POOL_GRADS:
+            raise ValueError(f"unknown pool_grad {self.pool_grad!r}; choose one of {', '.join(POOL_GRADS)}")
         for p in [c.include_prob for c in self.maxout_convs] + [d.include_prob for d in self.maxout_dense] + [self.softmax_include_prob]:
             if not 0 < p <= 1:
                 raise ValueError(f"an include probability must be in (0, 1], got {p!r}")
@@ -209,19 +219,17 @@ class MaxoutConfig:
 
 
 class MaxoutConv(nnx.Module):
-    def __init__(self, in_channels: int, spec: MaxoutConvSpec, detector_hw: int, dtype, *, rngs: nnx.Rngs):
+    def __init__(self, in_channels: int, spec: MaxoutConvSpec, detector_hw: int, dtype, *, rngs: nnx.Rngs, pool_grad: str = "auto"):
         maps = spec.num_channels * spec.num_pieces
-        self.spec, self.dtype = spec, dtype
+        self.spec, self.dtype, self.pool_grad = spec, dtype, pool_grad
         self.kernel = nnx.Param(_uniform(spec.irange)(rngs.params(), (spec.kernel, spec.kernel, in_channels, maps)))
         self.bias = nnx.Param(jnp.zeros((maps,) if spec.tied_b else (detector_hw, detector_hw, maps), jnp.float32))
 
     def __call__(self, x_BHWC: jax.Array) -> jax.Array:
         s = self.spec
-        z_BHWM = jax.lax.conv_general_dilated(
-            x_BHWC.astype(self.dtype), self.kernel[...].astype(self.dtype), (1, 1), ((s.pad, s.pad), (s.pad, s.pad)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        z_BHWM = z_BHWM + self.bias[...].astype(self.dtype)
-        return max_pool(max_over_pieces(z_BHWM, s.num_pieces), s.pool_shape, s.pool_stride)
+        z_BHWM = conv_padded(x_BHWC.astype(self.dtype), self.kernel[...].astype(self.dtype), s.pad) + self.bias[...].astype(self.dtype)
+        # cuda-convnet's pooling geometry is Caffe's: windows from index 0, the last one clipped.
+        return caffe_pool(max_over_pieces(z_BHWM, s.num_pieces), "max", s.pool_shape, s.pool_stride, grad=self.pool_grad)
 
 
 class MaxoutDense(nnx.Module):
@@ -254,7 +262,7 @@ class MaxoutNet(nnx.Module):
         dtype = jnp.dtype(config.dtype)
         convs, cin = [], config.in_channels
         for spec, (det, _) in zip(config.maxout_convs, config.conv_shapes()):
-            convs.append(MaxoutConv(cin, spec, det, dtype, rngs=rngs))
+            convs.append(MaxoutConv(cin, spec, det, dtype, rngs=rngs, pool_grad=config.pool_grad))
             cin = spec.num_channels
         self.maxout_convs = nnx.List(convs)
         dense, fan_in = [], config.flat_features()
@@ -589,7 +597,7 @@ class StochasticPoolNet(nnx.Module):
             if c.pool == "stochastic":
                 x = stochastic_pool(x, rngs.dropout() if train and rngs is not None else None, c.pool_window, c.pool_stride)
             elif c.pool == "max":
-                x = max_pool(x, c.pool_window, c.pool_stride)
+                x = caffe_pool(x, "max", c.pool_window, c.pool_stride)
             else:
                 x = _windows(x, c.pool_window, c.pool_stride).mean(axis=-1)  # [ours] zeros past the border count
             x = local_response_norm(x, c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k)

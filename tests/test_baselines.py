@@ -20,6 +20,7 @@ from nin_repro.baselines import (
     MaxoutDenseSpec,
     MaxoutNet,
     StochasticPoolNet,
+    conv_padded,
     local_response_norm,
     max_norm_projection,
     momentum_adjustor,
@@ -75,6 +76,41 @@ def test_dense_maxout_by_hand_with_a_tie():
     # [2, 3]: max(2, 3, 1) = 3, max(-2, -3, 1) = 1; [3, 3]: a tie at 3 (and 2), max(-3, -3, 1) = 1;
     # [-2, .5]: max(-2, .5, -5.5) = .5, max(2, -.5, 1) = 2.
     np.testing.assert_array_equal(y, [[3, 1], [3, 1], [0.5, 2]])
+
+
+@pytest.mark.parametrize("kernel, pad", [(5, 3), (8, 4), (8, 3), (5, 0)])
+def test_conv_padded_equals_the_conv_with_its_own_padding(kernel, pad):
+    # The yamls' paddings (5x5 pad 3, 8x8 pad 4 / 3), which exceed (k - 1) // 2 and are split on a
+    # CPU, and one that is not; values and both gradients against one conv carrying all the padding.
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 3, 4))
+
+    def whole(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
+
+    np.testing.assert_allclose(conv_padded(x, w, pad), whole(x, w), rtol=1e-5, atol=1e-4)
+    for got, want in zip(jax.grad(loss(lambda x, w: conv_padded(x, w, pad)), (0, 1))(x, w), jax.grad(loss(whole), (0, 1))(x, w)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # On this CPU the excess really is a separate pad (the point of the function).
+    split = pad > (kernel - 1) // 2
+    assert ("pad[" in str(jax.make_jaxpr(lambda x, w: conv_padded(x, w, pad))(x, w))) == split
+
+
+def test_maxout_net_pool_gradients_agree_and_a_bad_choice_is_refused():
+    recipe = load_experiment("svhn").TABLE.variant("maxout_dropout").recipe
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    grads = {}
+    for grad in ("xla", "mask"):
+        model = MaxoutNet(dataclasses.replace(recipe.model.scaled(1 / 16), pool_grad=grad), rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+        grads[grad] = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2))(params)
+    for a, b in zip(jax.tree.leaves(grads["xla"]), jax.tree.leaves(grads["mask"])):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="pool_grad"):
+        dataclasses.replace(recipe.model, pool_grad="scatter")
 
 
 # --------------------------------------------------------------------------- max-norm
