@@ -15,11 +15,12 @@ what it finished:
    3,000 steps (the committed CPU study stopped at 248).
 
 ``--part baselines`` (only when named; issue 19, section 5): the maxout SVHN and CIFAR-10 nets of
-the tables' baseline rows on ``digits5k_rgb32``, 3 seeds, 60 epochs each, as
-``python -m nin_repro.baselines_study`` runs them (the yamls' schedules unscaled on epochs of the
-4,000 digits, svhn2.yaml's phase left out) and a stall only at the end (``stall_epochs`` = the run:
-the yamls' init can hold the loss at ln 10 for dozens of epochs, and such a net still learns).
-On a CPU they take hours; they need a GPU.
+the tables' baseline rows on ``digits5k_rgb32``, 3 seeds, 200 epochs each (within the part's
+share of the budget), as ``python -m nin_repro.baselines_study`` runs them (the yamls' schedules
+unscaled on epochs of the 4,000 digits, svhn2.yaml's phase left out) and a stall only at the end
+(``stall_epochs`` = the run: the yamls' init holds the loss at ln 10 for dozens of epochs, and such
+a net still learns: on this CPU the SVHN net's seed 0 left ln 10 only after about 80 epochs,
+results/baselines-real-digits-svhn-150.md). On a CPU that is hours a seed; they need a GPU.
 
 The budget: each part gets a share of what is left when it starts (``SHARES``; time a part does
 not use passes to the later ones), each item of a part an equal share of what is left of the
@@ -69,7 +70,7 @@ class Scale:
     batch_size: int | None = None  # table rows and study (None = the recipe's)
     bench: tuple[tuple[str, int, int], ...] = (("bf16", 512, 1), ("fp32", 128, 1), ("fp32", 128, 5))  # (dtype, batch, seeds)
     bench_steps: int = 20
-    baseline_epochs: int = 60  # --part baselines
+    baseline_epochs: int = 200  # --part baselines (the module doc)
     baseline_seeds: int = 3
 
     def shortened(self) -> str | None:
