@@ -19,7 +19,7 @@ the tables' baseline rows on ``digits5k_rgb32``, 3 seeds, 200 epochs each (withi
 share of the budget), as ``python -m nin_repro.baselines_study`` runs them (the yamls' schedules
 unscaled on epochs of the 4,000 digits, svhn2.yaml's phase left out) and a stall only at the end
 (``stall_epochs`` = the run: the yamls' init holds the loss at ln 10 for dozens of epochs, and such
-a net still learns: on this CPU the SVHN net's seed 0 left ln 10 only after about 80 epochs,
+a net still learns: on this CPU the SVHN net's seed 0 left ln 10 - 0.05 only in epoch 89,
 results/baselines-real-digits-svhn-150.md). On a CPU that is hours a seed; they need a GPU.
 
 The budget: each part gets a share of what is left when it starts (``SHARES``; time a part does
